@@ -1,0 +1,3 @@
+from quoteapi.cli import main
+
+main()

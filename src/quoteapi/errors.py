@@ -1,0 +1,148 @@
+"""RFC 9457 problem+json: every error the API returns is one of these problems."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("quoteapi.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+# How long a client should wait before retrying when a dependency (database, Clerk) is down.
+RETRY_AFTER_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One kind of error: its status, its stable machine `code` and its human title."""
+
+    status: int
+    code: str
+    title: str
+
+    @property
+    def type(self) -> str:
+        return f"/problems/{self.code}"
+
+
+BAD_REQUEST = Problem(400, "bad-request", "Bad request")
+NOT_FOUND = Problem(404, "not-found", "Not found")
+METHOD_NOT_ALLOWED = Problem(405, "method-not-allowed", "Method not allowed")
+VALIDATION_FAILED = Problem(422, "validation-failed", "Request validation failed")
+INTERNAL_ERROR = Problem(500, "internal-error", "Internal server error")
+DATABASE_UNAVAILABLE = Problem(503, "database-unavailable", "Database unavailable")
+
+_BY_STATUS = {p.status: p for p in (BAD_REQUEST, NOT_FOUND, METHOD_NOT_ALLOWED)}
+
+
+class ApiError(Exception):
+    """Raised anywhere in a request to answer with `problem`."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.problem = problem
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+def problem_response(
+    request: Request,
+    problem: Problem,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    """The problem+json response, carrying the request id."""
+    body: dict[str, Any] = {
+        "type": problem.type,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": detail,
+        "code": problem.code,
+        "request_id": getattr(request.state, "request_id", None),
+        **(extra or {}),
+    }
+    return JSONResponse(
+        body, status_code=problem.status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True for failures that mean "the database cannot be reached now", not a bug."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, sa_exc.OperationalError | sa_exc.InterfaceError
+        )
+    return isinstance(exc, sa_exc.TimeoutError | OSError | TimeoutError)
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return problem_response(request, exc.problem, exc.detail, headers=exc.headers, extra=exc.extra)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    problem = _BY_STATUS.get(exc.status_code) or Problem(
+        exc.status_code, f"http-{exc.status_code}", str(exc.detail)
+    )
+    detail = {
+        404: f"No route matches {request.url.path}.",
+        405: f"{request.method} is not allowed on {request.url.path}.",
+    }.get(exc.status_code, str(exc.detail))
+    return problem_response(request, problem, detail, headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"pointer": "/" + "/".join(str(part) for part in err["loc"][1:]), "detail": err["msg"]}
+        for err in exc.errors()
+    ]
+    first = errors[0] if errors else {"pointer": "", "detail": "invalid request"}
+    return problem_response(
+        request,
+        VALIDATION_FAILED,
+        f"{first['pointer'] or 'request'}: {first['detail']}",
+        extra={"errors": errors},
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if is_database_unavailable(exc):
+        log.warning("event=database_unavailable error=%s", type(exc).__name__)
+        return problem_response(
+            request,
+            DATABASE_UNAVAILABLE,
+            "The database cannot be reached right now; retry shortly.",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    log.error("event=unhandled_error error=%s", type(exc).__name__, exc_info=exc)
+    return problem_response(
+        request, INTERNAL_ERROR, "Something went wrong on our side; it has been logged."
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error, FastAPI's own included, a problem+json response."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)

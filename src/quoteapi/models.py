@@ -1,0 +1,47 @@
+"""The table: one quote per Clerk user, shaped so the Neon guide's Drizzle table fits it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column, DateTime, MetaData, Sequence, Text, func
+from sqlmodel import Field, SQLModel
+
+# Constraint names follow PostgreSQL's own defaults, so a table the guide's app created with
+# drizzle-kit and one created by our migrations carry the same names.
+SQLModel.metadata.naming_convention = {
+    "pk": "%(table_name)s_pkey",
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "%(table_name)s_%(column_0_N_name)s_key",
+    "fk": "%(table_name)s_%(column_0_N_name)s_fkey",
+    "ck": "%(table_name)s_%(constraint_name)s_check",
+}
+metadata: MetaData = SQLModel.metadata
+
+# Every write draws a new version from one sequence, so a version (and the ETag made from it)
+# is never reused, not even after a delete and a re-create.
+version_seq = Sequence("user_messages_version_seq", metadata=metadata)
+
+
+class UserMessage(SQLModel, table=True):
+    """A user's one quote; `user_id` is the Clerk user id (`sub`)."""
+
+    __tablename__ = "user_messages"
+
+    user_id: str = Field(sa_column=Column(Text, primary_key=True))
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(
+        sa_column=Column(
+            "create_ts", DateTime(timezone=True), nullable=False, server_default=func.now()
+        )
+    )
+    updated_at: datetime = Field(
+        sa_column=Column(
+            "update_ts", DateTime(timezone=True), nullable=False, server_default=func.now()
+        )
+    )
+    version: int = Field(
+        sa_column=Column(
+            BigInteger, version_seq, nullable=False, server_default=version_seq.next_value()
+        )
+    )

@@ -1,0 +1,59 @@
+"""Liveness and readiness probes for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from quoteapi.errors import RETRY_AFTER_SECONDS, is_database_unavailable
+
+log = logging.getLogger("quoteapi.health")
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive (no database check)")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _schema_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as connection:
+        if (await connection.scalar(text("SELECT to_regclass('alembic_version')"))) is None:
+            return None
+        revision: str | None = await connection.scalar(
+            text("SELECT version_num FROM alembic_version")
+        )
+        return revision
+
+
+@router.get(
+    "/readyz",
+    summary="The database is reachable and its schema is at the head revision",
+    responses={503: {"description": "Not ready: the body says which check failed"}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    head: str | None = request.app.state.schema_head
+    try:
+        current = await _schema_revision(request.app.state.engine)
+    except Exception as exc:
+        if not is_database_unavailable(exc):
+            raise
+        log.warning("event=readyz_database_unreachable error=%s", type(exc).__name__)
+        return _not_ready({"database": "unreachable", "schema": "unknown"})
+    if current != head:
+        return _not_ready({"database": "ok", "schema": "behind", "current": current, "head": head})
+    return JSONResponse({"status": "ready", "database": "ok", "schema": head})
+
+
+def _not_ready(checks: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(
+        {"status": "not-ready", **checks},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
