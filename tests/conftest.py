@@ -99,3 +99,18 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def pooled_database_url(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The session's database reached through a real PgBouncer in transaction mode."""
+    from tests.pgbouncer import find_pgbouncer, run_pgbouncer
+
+    if find_pgbouncer() is None:
+        if os.environ.get("CI"):
+            pytest.fail("pgbouncer is not installed; .ci/run installs it")
+        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    with run_pgbouncer(database_url, tmp_path_factory.mktemp("pgbouncer")) as url:
+        yield url

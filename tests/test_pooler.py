@@ -1,0 +1,43 @@
+"""Through a transaction-mode pooler (PgBouncer 1.18 has no prepared-statement support at all):
+no "prepared statement does not exist" or duplicate-statement errors."""
+
+import asyncio
+
+import httpx
+from sqlalchemy.dialects.postgresql import insert
+
+from quoteapi.app import create_app
+from quoteapi.models import UserMessage
+from tests.conftest import make_settings
+
+
+async def test_200_concurrent_requests_over_a_small_pool_through_pgbouncer(
+    pooled_database_url: str,
+) -> None:
+    app = create_app(make_settings(pooled_database_url, database_pool_size=5))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            responses = await asyncio.gather(*(client.get("/readyz") for _ in range(200)))
+    assert [r.status_code for r in responses] == [200] * 200
+
+
+async def test_orm_sessions_write_and_read_through_pgbouncer(pooled_database_url: str) -> None:
+    app = create_app(make_settings(pooled_database_url, database_pool_size=3))
+
+    async def write_then_read(n: int) -> str:
+        user_id = f"user_pool_{n % 20}"
+        upsert = insert(UserMessage).values(user_id=user_id, message=f"quote {n}")
+        async with app.state.sessions() as session, session.begin():
+            await session.exec(
+                upsert.on_conflict_do_update(
+                    index_elements=["user_id"], set_={"message": upsert.excluded.message}
+                )
+            )
+            stored = await session.get(UserMessage, user_id)
+            assert stored is not None
+            return stored.message
+
+    async with app.router.lifespan_context(app):
+        results = await asyncio.gather(*(write_then_read(n) for n in range(200)))
+    assert all(result.startswith("quote ") for result in results)
