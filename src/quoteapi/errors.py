@@ -146,3 +146,13 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
+
+
+# --- Webhooks (POST /webhooks/clerk): one problem per reason a delivery is refused ------------
+WEBHOOK_MISSING_HEADER = Problem(400, "webhook-missing-header", "Webhook header missing")
+WEBHOOK_MALFORMED_HEADER = Problem(400, "webhook-malformed-header", "Webhook header malformed")
+WEBHOOK_STALE = Problem(400, "webhook-stale", "Webhook timestamp too old")
+WEBHOOK_FUTURE = Problem(400, "webhook-future", "Webhook timestamp in the future")
+WEBHOOK_INVALID_SIGNATURE = Problem(400, "webhook-invalid-signature", "Webhook signature invalid")
+WEBHOOK_INVALID_BODY = Problem(400, "webhook-invalid-body", "Webhook body invalid")
+WEBHOOK_TOO_LARGE = Problem(413, "webhook-too-large", "Webhook body too large")
