@@ -45,3 +45,31 @@ class UserMessage(SQLModel, table=True):
             BigInteger, version_seq, nullable=False, server_default=version_seq.next_value()
         )
     )
+
+
+# --- Webhooks: Clerk (Svix) deliveries already processed -------------------------------------
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """A processed Clerk webhook message (`svix-id`), kept a few days so that a redelivery of
+    the same message is acknowledged without acting twice."""
+
+    __tablename__ = "webhook_deliveries"
+
+    svix_id: str = Field(sa_column=Column(Text, primary_key=True))
+    event_type: str = Field(sa_column=Column(Text, nullable=False))
+    received_at: datetime = Field(
+        sa_column=Column(
+            DateTime(timezone=True), nullable=False, server_default=func.now(), index=True
+        )
+    )
+
+
+class WebhookAck(SQLModel):
+    """The answer to a verified webhook delivery (Svix shows it in the Clerk dashboard)."""
+
+    outcome: str = Field(
+        description="`deleted` (the user's data is erased), `duplicate` (this svix-id was "
+        "already processed), or `ignored` (an event this service does not act on)",
+        schema_extra={"examples": ["deleted"]},
+    )
