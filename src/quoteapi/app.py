@@ -10,8 +10,9 @@ from fastapi import FastAPI
 
 from quoteapi import db, migrations
 from quoteapi.errors import install_error_handlers
-from quoteapi.routes import health
+from quoteapi.routes import health, webhooks
 from quoteapi.settings import ConfigError, Settings, load_settings
+from quoteapi.webhooks import Verifier
 
 log = logging.getLogger("quoteapi")
 
@@ -48,6 +49,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.schema_head = migrations.head_revision()
     install_error_handlers(app)
     app.include_router(health.router)
+    if settings.clerk_webhook_signing_secret:  # unset or empty: no webhook endpoint at all
+        # Built here so that a malformed secret stops start-up, not the first delivery.
+        app.state.webhook_verifier = Verifier(settings.clerk_webhook_signing_secret)
+        app.include_router(webhooks.router)
     return app
 
 

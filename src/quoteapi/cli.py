@@ -87,6 +87,23 @@ def dev(args: argparse.Namespace) -> None:
             embedded.stop()
 
 
+def webhook_send(args: argparse.Namespace) -> None:
+    """Send a `user.deleted` event signed with CLERK_WEBHOOK_SIGNING_SECRET, as Clerk would."""
+    import httpx
+
+    from quoteapi.webhooks import send_sample_user_deleted
+
+    secret = load_settings().clerk_webhook_signing_secret
+    try:
+        response = send_sample_user_deleted(secret, args.url, args.user, msg_id=args.svix_id)
+    except httpx.HTTPError as exc:
+        print(f"quoteapi: cannot send to {args.url}: {type(exc).__name__}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"{response.status_code} {response.text}")
+    if not response.is_success:
+        raise SystemExit(1)
+
+
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
@@ -113,6 +130,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     p.set_defaults(handler=dev)
+
+    p = commands.add_parser(
+        "webhook-send", help="send a signed sample Clerk `user.deleted` webhook (local testing)"
+    )
+    p.add_argument(
+        "--url",
+        default="http://127.0.0.1:8000/webhooks/clerk",
+        help="endpoint (default http://127.0.0.1:8000/webhooks/clerk)",
+    )
+    p.add_argument("--user", required=True, help="the Clerk user id to delete, e.g. user_123")
+    p.add_argument("--svix-id", help="message id (default: a new one; repeat one to see a replay)")
+    p.set_defaults(handler=webhook_send)
     return parser
 
 

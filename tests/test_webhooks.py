@@ -1,0 +1,481 @@
+"""POST /webhooks/clerk over HTTP on the real database: Svix signatures, replays, size limits,
+`user.deleted` erasure, and the `quoteapi webhook-send` sender end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from quoteapi.app import create_app
+from quoteapi.errors import PROBLEM_MEDIA_TYPE
+from quoteapi.migrations import alembic_config, upgrade_async
+from quoteapi.settings import ConfigError, parse_database_url
+from quoteapi.webhooks import MAX_BODY_BYTES, TOLERANCE_SECONDS
+from tests.conftest import make_settings
+
+TEST_SECRET = "whsec_" + base64.b64encode(b"quoteapi-webhook-test-signing-key").decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(b"some-other-endpoint-signing-key!").decode()
+URL = "/webhooks/clerk"
+
+
+# --- Signing, done here from the spec (not with the library under test) -----------------------
+
+
+def signature(body: bytes, msg_id: str, timestamp: int, secret: str = TEST_SECRET) -> str:
+    """`v1,<base64 HMAC-SHA256 of id.timestamp.body>` keyed with the secret's base64 part."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def signed(
+    event: dict[str, Any] | bytes,
+    *,
+    msg_id: str | None = None,
+    timestamp: int | None = None,
+    secret: str = TEST_SECRET,
+) -> tuple[bytes, dict[str, str]]:
+    """A body and the svix-* headers Clerk would send with it."""
+    body = event if isinstance(event, bytes) else json.dumps(event).encode()
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    return body, {
+        "content-type": "application/json",
+        "svix-id": msg_id,
+        "svix-timestamp": str(timestamp),
+        "svix-signature": signature(body, msg_id, timestamp, secret),
+    }
+
+
+def user_deleted(user_id: str) -> dict[str, Any]:
+    return {
+        "data": {"deleted": True, "id": user_id, "object": "user"},
+        "object": "event",
+        "type": "user.deleted",
+    }
+
+
+# --- Fixtures: an app with the secret configured, on the session's database -------------------
+
+
+@pytest.fixture
+async def webhook_app(database_url: str) -> AsyncIterator[FastAPI]:
+    """The app with CLERK_WEBHOOK_SIGNING_SECRET set, on a database emptied for this test."""
+    application = create_app(make_settings(database_url, clerk_webhook_signing_secret=TEST_SECRET))
+    async with application.router.lifespan_context(application):
+        async with application.state.engine.begin() as connection:
+            await connection.execute(text("TRUNCATE user_messages, webhook_deliveries"))
+        yield application
+
+
+@pytest.fixture
+async def hooks(webhook_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=webhook_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
+        yield http
+
+
+async def store_quotes(app: FastAPI, *user_ids: str) -> None:
+    async with app.state.engine.begin() as connection:
+        for user_id in user_ids:
+            await connection.execute(
+                text("INSERT INTO user_messages (user_id, message) VALUES (:u, 'A quote.')"),
+                {"u": user_id},
+            )
+
+
+async def stored_users(app: FastAPI) -> set[str]:
+    async with app.state.engine.connect() as connection:
+        return set((await connection.scalars(text("SELECT user_id FROM user_messages"))).all())
+
+
+async def recorded_deliveries(app: FastAPI) -> set[str]:
+    async with app.state.engine.connect() as connection:
+        return set((await connection.scalars(text("SELECT svix_id FROM webhook_deliveries"))).all())
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    assert response.json()["code"] == code
+
+
+# --- user.deleted -----------------------------------------------------------------------------
+
+
+async def test_user_deleted_removes_only_that_users_row(
+    hooks: httpx.AsyncClient, webhook_app: FastAPI
+) -> None:
+    await store_quotes(webhook_app, "user_a", "user_b")
+    body, headers = signed(user_deleted("user_a"), msg_id="msg_delete_a")
+
+    response = await hooks.post(URL, content=body, headers=headers)
+
+    assert response.status_code == 200
+    assert response.json() == {"outcome": "deleted"}
+    assert await stored_users(webhook_app) == {"user_b"}
+    assert await recorded_deliveries(webhook_app) == {"msg_delete_a"}
+
+
+async def test_user_deleted_for_a_user_without_a_quote_is_acknowledged(
+    hooks: httpx.AsyncClient, webhook_app: FastAPI
+) -> None:
+    await store_quotes(webhook_app, "user_b")
+    body, headers = signed(user_deleted("user_never_saved"))
+    response = await hooks.post(URL, content=body, headers=headers)
+    assert response.json() == {"outcome": "deleted"}
+    assert await stored_users(webhook_app) == {"user_b"}
+
+
+async def test_redelivery_of_the_same_svix_id_changes_nothing(
+    hooks: httpx.AsyncClient, webhook_app: FastAPI
+) -> None:
+    await store_quotes(webhook_app, "user_a")
+    body, headers = signed(user_deleted("user_a"), msg_id="msg_replayed")
+    assert (await hooks.post(URL, content=body, headers=headers)).json()["outcome"] == "deleted"
+    await store_quotes(webhook_app, "user_a")  # the row is re-created in between
+
+    # Svix signs each attempt afresh: same svix-id, new timestamp and signature.
+    body, headers = signed(user_deleted("user_a"), msg_id="msg_replayed")
+    response = await hooks.post(URL, content=body, headers=headers)
+
+    assert response.status_code == 200
+    assert response.json() == {"outcome": "duplicate"}
+    assert await stored_users(webhook_app) == {"user_a"}
+
+
+async def test_concurrent_deliveries_of_one_svix_id_act_once(
+    hooks: httpx.AsyncClient, webhook_app: FastAPI
+) -> None:
+    await store_quotes(webhook_app, "user_a")
+    body, headers = signed(user_deleted("user_a"), msg_id="msg_concurrent")
+
+    responses = await asyncio.gather(
+        *(hooks.post(URL, content=body, headers=headers) for _ in range(4))
+    )
+
+    outcomes = sorted(r.json()["outcome"] for r in responses)
+    assert outcomes == ["deleted", "duplicate", "duplicate", "duplicate"]
+
+
+async def test_user_deleted_without_data_id_is_acknowledged(
+    hooks: httpx.AsyncClient, webhook_app: FastAPI
+) -> None:
+    await store_quotes(webhook_app, "user_a")
+    body, headers = signed({"type": "user.deleted", "data": {"deleted": True}})
+
+    response = await hooks.post(URL, content=body, headers=headers)
+
+    assert response.status_code == 200
+    assert response.json() == {"outcome": "ignored"}
+    assert await stored_users(webhook_app) == {"user_a"}
+
+
+async def test_unknown_event_type_is_acknowledged_and_changes_nothing(
+    hooks: httpx.AsyncClient, webhook_app: FastAPI
+) -> None:
+    await store_quotes(webhook_app, "user_a")
+    event = {"type": "user.updated", "data": {"id": "user_a", "first_name": "A"}}
+    body, headers = signed(event)
+
+    response = await hooks.post(URL, content=body, headers=headers)
+
+    assert response.status_code == 200
+    assert response.json() == {"outcome": "ignored"}
+    assert await stored_users(webhook_app) == {"user_a"}
+    assert await recorded_deliveries(webhook_app) == set()
+
+
+async def test_deliveries_older_than_the_retention_are_pruned(
+    hooks: httpx.AsyncClient, webhook_app: FastAPI
+) -> None:
+    async with webhook_app.state.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO webhook_deliveries (svix_id, event_type, received_at) VALUES"
+                " ('msg_old', 'user.deleted', now() - interval '8 days'),"
+                " ('msg_recent', 'user.deleted', now() - interval '6 days')"
+            )
+        )
+    body, headers = signed(user_deleted("user_a"), msg_id="msg_new")
+
+    await hooks.post(URL, content=body, headers=headers)
+
+    assert await recorded_deliveries(webhook_app) == {"msg_recent", "msg_new"}
+
+
+# --- Refused deliveries: 400 with one code per reason, nothing changed ------------------------
+
+
+async def test_tampered_body_returns_400_invalid_signature(
+    hooks: httpx.AsyncClient, webhook_app: FastAPI
+) -> None:
+    await store_quotes(webhook_app, "user_a", "user_b")
+    body, headers = signed(user_deleted("user_a"))
+    tampered = body.replace(b"user_a", b"user_b")
+
+    response = await hooks.post(URL, content=tampered, headers=headers)
+
+    assert_problem(response, 400, "webhook-invalid-signature")
+    assert await stored_users(webhook_app) == {"user_a", "user_b"}
+    assert await recorded_deliveries(webhook_app) == set()
+
+
+async def test_wrong_secret_returns_400_invalid_signature(
+    hooks: httpx.AsyncClient, webhook_app: FastAPI
+) -> None:
+    await store_quotes(webhook_app, "user_a")
+    body, headers = signed(user_deleted("user_a"), secret=OTHER_SECRET)
+    response = await hooks.post(URL, content=body, headers=headers)
+    assert_problem(response, 400, "webhook-invalid-signature")
+    assert await stored_users(webhook_app) == {"user_a"}
+
+
+async def test_stale_timestamp_returns_400_webhook_stale(
+    hooks: httpx.AsyncClient, webhook_app: FastAPI
+) -> None:
+    await store_quotes(webhook_app, "user_a")
+    old = int(time.time()) - TOLERANCE_SECONDS - 60
+    body, headers = signed(user_deleted("user_a"), timestamp=old)
+    response = await hooks.post(URL, content=body, headers=headers)
+    assert_problem(response, 400, "webhook-stale")
+    assert await stored_users(webhook_app) == {"user_a"}
+
+
+async def test_future_timestamp_returns_400_webhook_future(
+    hooks: httpx.AsyncClient, webhook_app: FastAPI
+) -> None:
+    await store_quotes(webhook_app, "user_a")
+    ahead = int(time.time()) + TOLERANCE_SECONDS + 60
+    body, headers = signed(user_deleted("user_a"), timestamp=ahead)
+    response = await hooks.post(URL, content=body, headers=headers)
+    assert_problem(response, 400, "webhook-future")
+    assert await stored_users(webhook_app) == {"user_a"}
+
+
+@pytest.mark.parametrize("header", ["svix-id", "svix-timestamp", "svix-signature"])
+async def test_missing_header_returns_400_naming_it(hooks: httpx.AsyncClient, header: str) -> None:
+    body, headers = signed(user_deleted("user_a"))
+    del headers[header]
+    response = await hooks.post(URL, content=body, headers=headers)
+    assert_problem(response, 400, "webhook-missing-header")
+    assert header in response.json()["detail"]
+
+
+async def test_signature_list_with_one_good_entry_among_bad_ones_is_accepted(
+    hooks: httpx.AsyncClient, webhook_app: FastAPI
+) -> None:
+    await store_quotes(webhook_app, "user_a")
+    body, headers = signed(user_deleted("user_a"))
+    wrong = signature(body, headers["svix-id"], int(headers["svix-timestamp"]), OTHER_SECRET)
+    unknown_version = "v1a," + base64.b64encode(b"x" * 64).decode()
+    headers["svix-signature"] = f"{wrong} {headers['svix-signature']} {unknown_version}"
+
+    response = await hooks.post(URL, content=body, headers=headers)
+
+    assert response.json() == {"outcome": "deleted"}
+    assert await stored_users(webhook_app) == set()
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["v1", "v1,not base64!", "v1,abc,def", ",c2ln", "v1,c2ln=x", "garbage"],
+)
+async def test_malformed_signature_entry_returns_400_even_beside_a_good_one(
+    hooks: httpx.AsyncClient, webhook_app: FastAPI, entry: str
+) -> None:
+    await store_quotes(webhook_app, "user_a")
+    body, headers = signed(user_deleted("user_a"))
+    headers["svix-signature"] = f"{entry} {headers['svix-signature']}"
+
+    response = await hooks.post(URL, content=body, headers=headers)
+
+    assert_problem(response, 400, "webhook-malformed-header")
+    assert await stored_users(webhook_app) == {"user_a"}
+
+
+@pytest.mark.parametrize("timestamp", ["soon", "1.7e9", "-5", "nan", "99999999999999999999"])
+async def test_malformed_timestamp_returns_400(hooks: httpx.AsyncClient, timestamp: str) -> None:
+    body, headers = signed(user_deleted("user_a"))
+    headers["svix-timestamp"] = timestamp
+    response = await hooks.post(URL, content=body, headers=headers)
+    assert_problem(response, 400, "webhook-malformed-header")
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"data": {}}', b"\xff\xfe"])
+async def test_signed_body_that_is_not_an_event_returns_400(
+    hooks: httpx.AsyncClient, body: bytes
+) -> None:
+    body, headers = signed(body)
+    response = await hooks.post(URL, content=body, headers=headers)
+    assert_problem(response, 400, "webhook-invalid-body")
+
+
+# --- Size limit -------------------------------------------------------------------------------
+
+# The app-wide body-limit middleware may answer first (its own `*-too-large` code); either way
+# the body is refused with 413 problem+json.
+
+
+async def test_body_over_one_mebibyte_returns_413(hooks: httpx.AsyncClient) -> None:
+    body, headers = signed(b" " * (MAX_BODY_BYTES + 1))
+    response = await hooks.post(URL, content=body, headers=headers)
+    assert response.status_code == 413
+    assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    assert response.json()["code"].endswith("too-large")
+
+
+async def test_streamed_body_over_the_limit_without_content_length_returns_413(
+    hooks: httpx.AsyncClient,
+) -> None:
+    _, headers = signed(b"{}")
+    chunks_sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal chunks_sent
+        for _ in range(64):  # 4 MiB offered, 64 KiB at a time
+            chunks_sent += 1
+            yield b" " * 65536
+
+    response = await hooks.post(URL, content=chunks(), headers=headers)
+
+    assert response.status_code == 413
+    assert "content-length" not in response.request.headers
+    assert response.json()["code"].endswith("too-large")
+
+
+async def test_body_of_exactly_one_mebibyte_is_accepted(hooks: httpx.AsyncClient) -> None:
+    event = json.dumps({"type": "user.updated", "data": {"id": "user_a"}, "pad": ""}).encode()
+    padded = event.replace(b'"pad": ""', b'"pad": "' + b"x" * (MAX_BODY_BYTES - len(event)) + b'"')
+    assert len(padded) == MAX_BODY_BYTES
+    body, headers = signed(padded)
+    response = await hooks.post(URL, content=body, headers=headers)
+    assert response.json() == {"outcome": "ignored"}
+
+
+# --- Configuration ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", [None, ""])
+async def test_endpoint_is_absent_without_a_signing_secret(
+    database_url: str, secret: str | None
+) -> None:
+    app = create_app(make_settings(database_url, clerk_webhook_signing_secret=secret))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        body, headers = signed(user_deleted("user_a"))
+        response = await client.post(URL, content=body, headers=headers)
+    assert_problem(response, 404, "not-found")
+
+
+@pytest.mark.parametrize("secret", ["sk_test_abcdef", "whsec_====", "whsec_not*base64"])
+def test_a_malformed_signing_secret_stops_start_up(database_url: str, secret: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        create_app(make_settings(database_url, clerk_webhook_signing_secret=secret))
+    assert raised.value.variable == "CLERK_WEBHOOK_SIGNING_SECRET"
+    assert secret not in str(raised.value)
+
+
+async def test_migration_0002_downgrades_and_upgrades_cleanly(empty_database_url: str) -> None:
+    from alembic import command
+
+    target = parse_database_url(empty_database_url)
+    await upgrade_async(target)
+    await asyncio.to_thread(command.downgrade, alembic_config(target), "0001")
+    app = create_app(make_settings(empty_database_url))
+    async with app.router.lifespan_context(app), app.state.engine.connect() as connection:
+        assert await connection.scalar(text("SELECT to_regclass('webhook_deliveries')")) is None
+        assert await connection.scalar(text("SELECT to_regclass('user_messages')")) is not None
+    await upgrade_async(target)
+
+
+# --- The CLI sender, against the app served by uvicorn on a free loopback port ----------------
+
+
+@pytest.fixture
+def served_url(webhook_app: FastAPI, database_url: str) -> Iterator[str]:
+    """The webhook app served by a real uvicorn on 127.0.0.1 (its own thread and event loop)."""
+    app = create_app(make_settings(database_url, clerk_webhook_signing_secret=TEST_SECRET))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:  # poll readiness; the join doubles as the pause
+        assert thread.is_alive(), "uvicorn exited during start-up"
+        assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
+        thread.join(timeout=0.05)
+    try:
+        yield f"http://127.0.0.1:{port}{URL}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listener.close()
+
+
+async def run_cli(*args: str, secret: str, cwd: Path) -> tuple[int, str, str]:
+    # cwd: an empty folder, so a developer's .env is not read; the secret comes from the env.
+    env = {**os.environ, "CLERK_WEBHOOK_SIGNING_SECRET": secret}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "quoteapi",
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_cli_webhook_send_is_accepted_and_deletes_the_user(
+    served_url: str, webhook_app: FastAPI, tmp_path: Path
+) -> None:
+    await store_quotes(webhook_app, "user_cli", "user_other")
+
+    code, out, err = await run_cli(
+        "webhook-send", "--url", served_url, "--user", "user_cli", secret=TEST_SECRET, cwd=tmp_path
+    )
+
+    assert code == 0, err
+    assert out.startswith("200 ")
+    assert json.loads(out.removeprefix("200 ")) == {"outcome": "deleted"}
+    assert await stored_users(webhook_app) == {"user_other"}
+
+
+async def test_cli_webhook_send_with_another_secret_is_refused(
+    served_url: str, webhook_app: FastAPI, tmp_path: Path
+) -> None:
+    await store_quotes(webhook_app, "user_cli")
+
+    code, out, _ = await run_cli(
+        "webhook-send", "--url", served_url, "--user", "user_cli", secret=OTHER_SECRET, cwd=tmp_path
+    )
+
+    assert code == 1
+    assert out.startswith("400 ")
+    assert "webhook-invalid-signature" in out
+    assert await stored_users(webhook_app) == {"user_cli"}
