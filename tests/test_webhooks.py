@@ -479,3 +479,25 @@ async def test_cli_webhook_send_with_another_secret_is_refused(
     assert out.startswith("400 ")
     assert "webhook-invalid-signature" in out
     assert await stored_users(webhook_app) == {"user_cli"}
+
+
+async def test_openapi_documents_the_endpoint(hooks: httpx.AsyncClient) -> None:
+    operation = (await hooks.get("/openapi.json")).json()["paths"][URL]["post"]
+    assert operation["requestBody"]["required"] is True
+    assert {"200", "400", "413"} <= set(operation["responses"])
+
+
+async def test_logs_carry_neither_the_secret_nor_the_body(
+    hooks: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="quoteapi")
+    event = {"type": "user.updated", "data": {"id": "user_a", "first_name": "Zebediah"}}
+    for secret in (TEST_SECRET, OTHER_SECRET):
+        body, headers = signed(event, secret=secret)
+        await hooks.post(URL, content=body, headers=headers)
+
+    logged = caplog.text
+    assert "event=webhook_ignored" in logged
+    assert "event=webhook_refused code=webhook-invalid-signature" in logged
+    assert "Zebediah" not in logged
+    assert TEST_SECRET.removeprefix("whsec_") not in logged

@@ -45,6 +45,16 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
     "/clerk",
     summary="Receive a Clerk webhook (Svix-signed); `user.deleted` erases the user's quote",
     responses=_REFUSED,
+    # The body is read raw (the signature covers its exact bytes), so FastAPI cannot infer it.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+            "description": 'A Clerk event, e.g. `{"type": "user.deleted", '
+            '"data": {"id": "user_..."}}`, with svix-id, svix-timestamp and '
+            "svix-signature headers",
+        }
+    },
 )
 async def clerk_webhook(request: Request, verifier: VerifierDep, session: SessionDep) -> WebhookAck:
     try:
