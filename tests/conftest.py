@@ -3,17 +3,31 @@ database per test session with migrations applied, and the app on top of it."""
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+import time
+import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
+from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import text
 
 from quoteapi.app import create_app
+from quoteapi.auth.deps import CurrentUser
+from quoteapi.auth.verify import TokenVerifier
 from quoteapi.dev.databases import create_database, drop_database, url_for_database
 from quoteapi.migrations import upgrade_async
 from quoteapi.settings import Settings, parse_database_url
@@ -69,13 +83,21 @@ async def empty_database_url(server_url: str) -> AsyncIterator[str]:
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
-    """Settings for a test app: only what the test says, never the developer's `.env`."""
+    """Settings for a test app: only what the test says, never the developer's `.env`.
+
+    Unless the test names a Clerk key source, tokens are verified with the test signing key
+    (`TEST_KEY`, as CLERK_JWT_KEY: no network) and issuer `TEST_ISSUER`, so `mint_token`'s
+    tokens pass."""
+    if not any(overrides.get(name) for name in _CLERK_KEY_SOURCES):
+        overrides = {"clerk_jwt_key": TEST_KEY.public_pem, **overrides}
+    overrides = {"clerk_issuer": TEST_ISSUER, **overrides}
     return Settings(_env_file=None, database_url=database_url, **overrides)  # type: ignore[call-arg]
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return make_settings(database_url)
+def settings(database_url: str, jwks_server: JwksServer) -> Settings:
+    """Settings whose tokens are verified against the loopback JWKS server, as in production."""
+    return make_settings(database_url, clerk_jwks_url=jwks_server.url, clerk_issuer=TEST_ISSUER)
 
 
 @pytest.fixture
@@ -114,3 +136,259 @@ def pooled_database_url(
         pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
     with run_pgbouncer(database_url, tmp_path_factory.mktemp("pgbouncer")) as url:
         yield url
+
+
+# === Auth fixtures (quoteapi.auth) ==============================================================
+# A test signing key, a real JWKS server on loopback (counts fetches, rotates, goes down and
+# comes back), Clerk-shaped token minting, and a client for an app with a route behind
+# `CurrentUser`. Used by tests/test_auth_*.py and by every test that sends a token.
+
+TEST_ISSUER = "https://clerk.quoteapi.test"
+TEST_AZP = "http://localhost:5173"
+# Written out rather than imported: the tests pin Clerk's value.
+SESSION_CATEGORY = "cl_B7d4PD111AAA"
+# A database URL for apps that never touch the database (auth tests): nothing listens there.
+NO_DATABASE_URL = "postgresql://nobody:secret@127.0.0.1:1/none"
+_CLERK_KEY_SOURCES = (
+    "clerk_jwt_key",
+    "clerk_jwks_url",
+    "clerk_publishable_key",
+    "clerk_secret_key",
+)
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An RSA key pair standing in for a Clerk instance's signing key."""
+
+    kid: str
+    private_key: rsa.RSAPrivateKey
+
+    @classmethod
+    def generate(cls, kid: str) -> SigningKey:
+        return cls(kid, rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+    @property
+    def public_pem(self) -> str:
+        return (
+            self.private_key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
+
+    @property
+    def jwk(self) -> dict[str, Any]:
+        jwk: dict[str, Any] = RSAAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        return {**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}
+
+
+TEST_KEY = SigningKey.generate("ins_test_quoteapi")
+
+
+def session_claims(user_id: str = "user_test", *, now: float | None = None) -> dict[str, Any]:
+    """The claims of a Clerk v2 session token issued `now` for `user_id`, living 60 s."""
+    issued_at = int(time.time() if now is None else now)
+    return {
+        "sub": user_id,
+        "sid": f"sess_{uuid.uuid4().hex[:24]}",
+        "iat": issued_at,
+        "nbf": issued_at - 5,
+        "exp": issued_at + 60,
+        "iss": TEST_ISSUER,
+        "azp": TEST_AZP,
+        "v": 2,
+        "sts": "active",
+    }
+
+
+def mint(
+    key: SigningKey,
+    user_id: str = "user_test",
+    *,
+    headers: Mapping[str, Any] | None = None,
+    now: float | None = None,
+    **claim_overrides: Any,
+) -> str:
+    """A session token signed by `key`; an override of None removes that claim or header."""
+    claims = {**session_claims(user_id, now=now), **claim_overrides}
+    header = {"kid": key.kid, "typ": "JWT", "cat": SESSION_CATEGORY, **(headers or {})}
+    return jwt.encode(
+        {k: v for k, v in claims.items() if v is not None},
+        key.private_key,
+        algorithm="RS256",
+        headers={k: v for k, v in header.items() if v is not None},
+    )
+
+
+MintToken = Callable[..., str]
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    """The key the JWKS server publishes first and `mint_token` signs with."""
+    return TEST_KEY
+
+
+@pytest.fixture
+def mint_token(signing_key: SigningKey) -> MintToken:
+    """`mint_token(user_id="user_...", *, headers=..., now=..., **claim_overrides) -> str`."""
+
+    def mint_token(user_id: str = "user_test", **kwargs: Any) -> str:
+        return mint(signing_key, user_id, **kwargs)
+
+    return mint_token
+
+
+@pytest.fixture
+def auth_headers(mint_token: MintToken) -> Callable[[str], dict[str, str]]:
+    """`auth_headers(user_id) -> {"Authorization": "Bearer <a fresh session token>"}`."""
+
+    def auth_headers(user_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint_token(user_id)}"}
+
+    return auth_headers
+
+
+class JwksServer:
+    """A JWKS endpoint on 127.0.0.1, served from a thread, restartable on the same port."""
+
+    PATH = "/.well-known/jwks.json"
+
+    def __init__(self, *keys: SigningKey) -> None:
+        self._lock = threading.Lock()
+        self._keys: tuple[SigningKey, ...] = keys
+        self._fetches = 0
+        self._port = 0
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}{self.PATH}"
+
+    @property
+    def fetches(self) -> int:
+        """How many times the JWKS has been served."""
+        with self._lock:
+            return self._fetches
+
+    def publish(self, *keys: SigningKey) -> None:
+        """Serve these keys from now on (a rotation)."""
+        with self._lock:
+            self._keys = keys
+
+    def start(self) -> None:
+        """Listen (again, on the same port after a `stop`) and return once it answers."""
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/ready":
+                    body = b"ok"
+                elif self.path == JwksServer.PATH:
+                    with server._lock:
+                        server._fetches += 1
+                        body = json.dumps({"keys": [k.jwk for k in server._keys]}).encode()
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._httpd.daemon_threads = True
+        self._port = self._httpd.server_address[1]
+        # A short poll interval makes `stop` quick (shutdown waits for the loop to notice).
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+        self._thread.start()
+        _wait_until_ready(f"http://127.0.0.1:{self._port}/ready")
+
+    def stop(self) -> None:
+        """Stop listening: connections are refused until `start`."""
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            assert self._thread is not None
+            self._thread.join()
+            self._httpd = None
+
+
+def _wait_until_ready(url: str, attempts: int = 500) -> None:
+    for _ in range(attempts):
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.01)  # poll interval, not a guess at start-up time
+    raise RuntimeError(f"{url} never became ready")
+
+
+@pytest.fixture
+def jwks_server(signing_key: SigningKey) -> Iterator[JwksServer]:
+    """A running JWKS server publishing `signing_key`."""
+    server = JwksServer(signing_key)
+    server.start()
+    yield server
+    server.stop()
+
+
+class FakeClock:
+    """A clock the test moves: starts at the real time, advances only when told."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def whoami(user: CurrentUser) -> dict[str, Any]:
+    """The test-only route behind `CurrentUser`: who the token says the caller is."""
+    return {"user_id": user.user_id, "session_id": user.session_id}
+
+
+class AuthApp(NamedTuple):
+    app: FastAPI
+    http: httpx.AsyncClient
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        verifier: TokenVerifier = self.app.state.verifier
+        return verifier
+
+    async def whoami(self, token: str | None = None, **kwargs: Any) -> httpx.Response:
+        """GET /test/whoami, with `token` as a Bearer header when given."""
+        headers = dict(kwargs.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return await self.http.get("/test/whoami", headers=headers, **kwargs)
+
+
+@asynccontextmanager
+async def auth_client(
+    settings: Settings, *, clock: Callable[[], float] | None = None
+) -> AsyncIterator[AuthApp]:
+    """`create_app(settings)` plus `GET /test/whoami` behind `CurrentUser`, its lifespan
+    running, and a client for it; with `clock`, the verifier reads the time from it."""
+    app = create_app(settings)
+    if clock is not None:
+        app.state.verifier = TokenVerifier.from_settings(settings, clock=clock)
+    app.add_api_route("/test/whoami", whoami, methods=["GET"])
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
+            yield AuthApp(app, http)

@@ -6,9 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from quoteapi import db, migrations
+from quoteapi.auth.verify import TokenVerifier
 from quoteapi.errors import install_error_handlers
 from quoteapi.routes import health, webhooks
 from quoteapi.settings import ConfigError, Settings, load_settings
@@ -26,6 +28,7 @@ def create_app(settings: Settings) -> FastAPI:
             "is not set",
             "set it to your PostgreSQL URL, or run `quoteapi dev` for an embedded database",
         )
+    verifier = TokenVerifier.from_settings(settings)  # Clerk configuration checked here
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -39,16 +42,24 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.engine = engine
         app.state.sessions = db.session_factory(engine)
-        try:
-            yield
-        finally:
-            await engine.dispose()
+        async with httpx.AsyncClient(timeout=settings.clerk_jwks_timeout_seconds) as http:
+            await app.state.verifier.start(http)  # warms the keys; a failure only logs
+            try:
+                yield
+            finally:
+                await app.state.verifier.close()
+                await engine.dispose()
 
     app = FastAPI(title="quoteapi", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.schema_head = migrations.head_revision()
+    app.state.verifier = verifier
     install_error_handlers(app)
     app.include_router(health.router)
+    if settings.quoteapi_dev_issuer:  # never in production: `quoteapi serve` refuses it
+        from quoteapi.dev import issuer
+
+        app.include_router(issuer.build_router(settings.quoteapi_data_dir))
     if settings.clerk_webhook_signing_secret:  # unset or empty: no webhook endpoint at all
         # Built here so that a malformed secret stops start-up, not the first delivery.
         app.state.webhook_verifier = Verifier(settings.clerk_webhook_signing_secret)

@@ -168,6 +168,16 @@ class Settings(BaseSettings):
     clerk_authorized_parties: CommaList = Field(default_factory=list)
     cors_allow_origins: CommaList = Field(default_factory=list)
     clerk_webhook_signing_secret: SecretStr | None = None
+    # Session-token verification (quoteapi.auth); the defaults suit Clerk's 60 s tokens.
+    clerk_leeway_seconds: float = Field(default=5.0, ge=0, le=300)
+    clerk_allow_pending_sessions: bool = False
+    clerk_jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    clerk_jwks_cooldown_seconds: float = Field(default=30.0, ge=0)
+    clerk_jwks_max_stale_seconds: float = Field(default=86400.0, ge=0)
+    clerk_jwks_timeout_seconds: float = Field(default=5.0, gt=0)
+    clerk_token_cache_size: int = Field(default=10_000, ge=0)
+    # Local dev issuer: `quoteapi dev` signs and serves its own keys; `serve` refuses it.
+    quoteapi_dev_issuer: bool = False
 
     quoteapi_data_dir: Path = Path(".data")
 

@@ -1,0 +1,75 @@
+"""The `CurrentUser` dependency: the verified caller, or a 401/503 problem."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from quoteapi.auth.keys import KeysUnavailable
+from quoteapi.auth.verify import TokenRejected, TokenVerifier, VerifiedUser
+from quoteapi.errors import (
+    AUTH_UNAVAILABLE,
+    RETRY_AFTER_SECONDS,
+    TOKEN_MALFORMED,
+    TOKEN_MISSING,
+    ApiError,
+)
+
+__all__ = ["CurrentUser", "VerifiedUser", "current_user"]
+
+log = logging.getLogger("quoteapi.auth")
+
+REALM = "quoteapi"
+SESSION_COOKIE = "__session"
+_CHALLENGE = f'Bearer realm="{REALM}"'
+
+
+def _token_from(request: Request) -> str:
+    """`Authorization: Bearer <token>`; only when that header is absent, the `__session` cookie."""
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            return cookie
+        raise ApiError(
+            TOKEN_MISSING,
+            "Send the Clerk session token as `Authorization: Bearer <token>`.",
+            headers={"WWW-Authenticate": _CHALLENGE},
+        )
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise TokenRejected(TOKEN_MALFORMED, "The Authorization header is not `Bearer <token>`.")
+    return token
+
+
+def _error_description(detail: str) -> str:
+    # RFC 6750 limits error_description to printable ASCII without `"` and `\`.
+    return "".join(c for c in detail if " " <= c <= "~" and c not in '"\\')
+
+
+async def current_user(request: Request) -> VerifiedUser:
+    """The caller named by a verified Clerk session token."""
+    verifier: TokenVerifier = request.app.state.verifier
+    try:
+        return await verifier.verify(_token_from(request))
+    except TokenRejected as exc:
+        # The code only: token contents never reach the logs.
+        log.info("event=token_rejected code=%s", exc.problem.code)
+        challenge = (
+            f'{_CHALLENGE}, error="invalid_token", '
+            f'error_description="{_error_description(exc.detail)}"'
+        )
+        raise ApiError(exc.problem, exc.detail, headers={"WWW-Authenticate": challenge}) from None
+    except KeysUnavailable:
+        log.warning("event=auth_unavailable code=%s", AUTH_UNAVAILABLE.code)
+        raise ApiError(
+            AUTH_UNAVAILABLE,
+            "The Clerk signing keys cannot be fetched right now; retry shortly.",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
+
+
+CurrentUser = Annotated[VerifiedUser, Depends(current_user)]

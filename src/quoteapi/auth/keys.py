@@ -1,0 +1,388 @@
+"""Where the token-signing keys come from (settings) and how they are cached (JWKS over HTTP).
+
+A PEM key (CLERK_JWT_KEY) needs no network. A JWKS URL (given, or derived from the publishable
+or secret key) is fetched with the app's httpx client: kept `ttl` seconds, then refreshed in the
+background while the old keys keep serving; concurrent fetches collapse into one; an unknown
+`kid` or a bad signature forces at most one refetch per `cooldown`; when the source is down the
+last good keys serve for up to `max_stale` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.algorithms import RSAAlgorithm
+from jwt.exceptions import PyJWTError
+
+from quoteapi.errors import RETRY_AFTER_SECONDS
+from quoteapi.settings import ConfigError, Settings
+
+log = logging.getLogger("quoteapi.auth")
+
+CLERK_API_JWKS_URL = "https://api.clerk.com/v1/jwks"
+_PUBLISHABLE_PREFIXES = ("pk_test_", "pk_live_")
+
+Clock = Callable[[], float]
+
+
+class KeysUnavailable(Exception):
+    """No usable key: the JWKS source cannot be reached and no recent keys are cached."""
+
+
+class UnknownKey(Exception):
+    """The token names a `kid` the key source does not have (after any allowed refetch)."""
+
+
+class KeyProvider(Protocol):
+    """What the verifier asks of a key source."""
+
+    async def start(self, client: httpx.AsyncClient) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def key_for(self, kid: str) -> RSAPublicKey: ...
+
+    async def refreshed_key(self, kid: str, failed: RSAPublicKey) -> RSAPublicKey | None: ...
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def frontend_api_from_publishable_key(publishable_key: str) -> str:
+    """The Frontend API host inside `pk_test_...`/`pk_live_...` (base64 of `<host>$`)."""
+    key = publishable_key.strip()
+    prefix = next((p for p in _PUBLISHABLE_PREFIXES if key.startswith(p)), None)
+    if prefix is None:
+        raise ValueError("does not start with pk_test_ or pk_live_")
+    encoded = key.removeprefix(prefix)
+    try:
+        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        host = decoded.decode("ascii")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("is not base64 after its pk_test_/pk_live_ prefix") from None
+    if not host.endswith("$"):
+        raise ValueError("does not decode to a Frontend API host ending in $")
+    host = host.removesuffix("$")
+    if not host or any(c in host for c in "/:@ \t?#") or not host.isprintable():
+        raise ValueError("does not decode to a Frontend API host name")
+    return host
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """The configured origin of the keys: one PEM key, or a JWKS URL (and its headers)."""
+
+    setting: str  # the variable it came from, for logs and errors
+    static_key: RSAPublicKey | None = None
+    jwks_url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def has_key_source(settings: Settings) -> bool:
+    """True when any Clerk key source is configured (so the dev issuer is not needed)."""
+    return bool(
+        settings.clerk_jwt_key
+        or settings.clerk_jwks_url
+        or settings.clerk_publishable_key
+        or settings.clerk_secret_key
+    )
+
+
+def resolve_key_source(settings: Settings) -> KeySource:
+    """The first configured of: CLERK_JWT_KEY, CLERK_JWKS_URL, the publishable key's Frontend
+    API JWKS, the Backend API JWKS with CLERK_SECRET_KEY; ConfigError if none is."""
+    if settings.clerk_jwt_key:
+        return KeySource("CLERK_JWT_KEY", static_key=_load_pem(settings.clerk_jwt_key))
+    if settings.clerk_jwks_url:
+        url = settings.clerk_jwks_url.strip()
+        if not url.startswith(("https://", "http://")):
+            raise ConfigError(
+                "CLERK_JWKS_URL", "is not an http(s) URL", "set it to your instance's JWKS URL"
+            )
+        return KeySource("CLERK_JWKS_URL", jwks_url=url)
+    if settings.clerk_publishable_key:
+        host = _frontend_api(settings.clerk_publishable_key)
+        return KeySource("CLERK_PUBLISHABLE_KEY", jwks_url=f"https://{host}/.well-known/jwks.json")
+    if settings.clerk_secret_key:
+        secret = settings.clerk_secret_key.get_secret_value()
+        return KeySource(
+            "CLERK_SECRET_KEY",
+            jwks_url=CLERK_API_JWKS_URL,
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+    raise ConfigError(
+        "CLERK_PUBLISHABLE_KEY",
+        "no Clerk key source is configured (CLERK_JWT_KEY, CLERK_JWKS_URL, "
+        "CLERK_PUBLISHABLE_KEY or CLERK_SECRET_KEY)",
+        "set CLERK_PUBLISHABLE_KEY from the Clerk dashboard (API keys), "
+        "or run `quoteapi dev` for a local dev issuer",
+    )
+
+
+def resolve_issuer(settings: Settings) -> str:
+    """CLERK_ISSUER, else `https://<frontend-api>` from the publishable key."""
+    if settings.clerk_issuer and settings.clerk_issuer.strip():
+        return settings.clerk_issuer.strip().rstrip("/")
+    if settings.clerk_publishable_key:
+        return f"https://{_frontend_api(settings.clerk_publishable_key)}"
+    raise ConfigError(
+        "CLERK_ISSUER",
+        "is not set and there is no CLERK_PUBLISHABLE_KEY to derive it from",
+        "set CLERK_ISSUER to your Frontend API URL (https://<your-instance>.clerk.accounts.dev) "
+        "or set CLERK_PUBLISHABLE_KEY",
+    )
+
+
+def _frontend_api(publishable_key: str) -> str:
+    try:
+        return frontend_api_from_publishable_key(publishable_key)
+    except ValueError as exc:
+        raise ConfigError(
+            "CLERK_PUBLISHABLE_KEY",
+            str(exc),
+            "copy the publishable key again from the Clerk dashboard (API keys)",
+        ) from None
+
+
+def _load_pem(pem: str) -> RSAPublicKey:
+    # .env files often carry the PEM on one line with literal `\n` escapes.
+    text = pem.strip().replace("\\n", "\n")
+    try:
+        key = load_pem_public_key(text.encode())
+    except ValueError:
+        key = None
+    if not isinstance(key, RSAPublicKey):
+        raise ConfigError(
+            "CLERK_JWT_KEY",
+            "is not a PEM RSA public key",
+            "paste the PEM public key from the Clerk dashboard (API keys > JWT public key)",
+        )
+    return key
+
+
+# --- key providers ----------------------------------------------------------------------------
+
+
+class StaticKey:
+    """One PEM key from the settings: every `kid` maps to it, nothing is fetched."""
+
+    def __init__(self, key: RSAPublicKey) -> None:
+        self._key = key
+
+    async def start(self, client: httpx.AsyncClient) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def key_for(self, kid: str) -> RSAPublicKey:
+        return self._key
+
+    async def refreshed_key(self, kid: str, failed: RSAPublicKey) -> RSAPublicKey | None:
+        return None
+
+
+def parse_jwks(document: Any) -> tuple[dict[str, RSAPublicKey], frozenset[tuple[str, str, str]]]:
+    """The RS256 signing keys of a JWKS document by `kid`, and a fingerprint of their values."""
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError("not a JWKS document")
+    keys: dict[str, RSAPublicKey] = {}
+    fingerprint: set[tuple[str, str, str]] = set()
+    for entry in entries:
+        if not (
+            isinstance(entry, dict)
+            and entry.get("kty") == "RSA"
+            and entry.get("use", "sig") == "sig"
+            and entry.get("alg", "RS256") == "RS256"
+            and isinstance(entry.get("kid"), str)
+        ):
+            continue
+        public = {name: entry[name] for name in ("kty", "n", "e") if name in entry}
+        try:
+            key = RSAAlgorithm.from_jwk(public)
+        except (PyJWTError, ValueError, TypeError, KeyError):
+            continue
+        if isinstance(key, RSAPrivateKey):  # unreachable with public fields only; be sure
+            key = key.public_key()
+        keys[entry["kid"]] = key
+        fingerprint.add((entry["kid"], str(public["n"]), str(public["e"])))
+    if not keys:
+        raise ValueError("no RS256 signing keys")
+    return keys, frozenset(fingerprint)
+
+
+class JwksKeys:
+    """Keys from a JWKS URL, cached; see the module docstring for the refresh rules."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        ttl: float = 300.0,
+        cooldown: float = 30.0,
+        max_stale: float = 86400.0,
+        retry_after: float = 5.0,
+        warm_up: bool = True,
+        clock: Clock = time.time,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.url = url
+        self._headers = dict(headers or {})
+        self._ttl = ttl
+        self._cooldown = cooldown
+        self._max_stale = max_stale
+        self._retry_after = retry_after
+        self._warm_up = warm_up
+        self._clock = clock
+        self._on_change = on_change
+        self._client: httpx.AsyncClient | None = None
+        self._keys: dict[str, RSAPublicKey] = {}
+        self._fingerprint: frozenset[tuple[str, str, str]] = frozenset()
+        self._fetched_at = -math.inf  # last successful fetch
+        self._next_refresh_at = -math.inf  # after a success: +ttl; after a failure: +retry_after
+        self._last_forced_at = -math.inf  # last refetch for an unknown kid or a bad signature
+        self._inflight: asyncio.Task[None] | None = None
+
+    async def start(self, client: httpx.AsyncClient) -> None:
+        """Use `client` from now on and warm the cache; a failure is logged, not raised."""
+        self._client = client
+        if self._warm_up:
+            await asyncio.shield(self._refresh())
+            if not self._keys:
+                log.warning("event=jwks_warm_up_failed url=%s", self.url)
+
+    async def close(self) -> None:
+        if self._inflight is not None:
+            self._inflight.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._inflight
+        self._client = None
+
+    async def wait_idle(self) -> None:
+        """Return once no fetch is in flight (a background refresh included)."""
+        while self._inflight is not None:
+            await asyncio.shield(self._inflight)
+
+    async def key_for(self, kid: str) -> RSAPublicKey:
+        now = self._clock()
+        if now >= self._next_refresh_at:
+            refresh = self._refresh()
+            if not self._usable(now):
+                await asyncio.shield(refresh)
+        if not self._usable(self._clock()):
+            raise KeysUnavailable
+        key = self._keys.get(kid)
+        if key is None and await self._forced_refresh():
+            key = self._keys.get(kid)
+        if key is None:
+            raise UnknownKey
+        return key
+
+    async def refreshed_key(self, kid: str, failed: RSAPublicKey) -> RSAPublicKey | None:
+        """After a signature failed with `failed`: refetch once (cooldown permitting) and return
+        the key now published under `kid` if it differs (the keys were rotated)."""
+        await self._forced_refresh()
+        key = self._keys.get(kid)
+        return key if key is not None and key is not failed else None
+
+    def _usable(self, now: float) -> bool:
+        return bool(self._keys) and now - self._fetched_at <= self._max_stale
+
+    async def _forced_refresh(self) -> bool:
+        """Join the fetch in flight, or start one if the cooldown allows; False if neither."""
+        if self._inflight is None:
+            now = self._clock()
+            if now - self._last_forced_at < self._cooldown:
+                return False
+            self._last_forced_at = now
+        await asyncio.shield(self._refresh())
+        return True
+
+    def _refresh(self) -> asyncio.Task[None]:
+        """The fetch in flight, started if there is none (single flight)."""
+        if self._inflight is None:
+            self._inflight = asyncio.get_running_loop().create_task(self._fetch())
+            self._inflight.add_done_callback(_log_unexpected)
+        return self._inflight
+
+    async def _fetch(self) -> None:
+        try:
+            if self._client is None:
+                raise RuntimeError("the key store is not started (no HTTP client)")
+            try:
+                response = await self._client.get(self.url, headers=self._headers)
+                response.raise_for_status()
+                keys, fingerprint = parse_jwks(response.json())
+            except (httpx.HTTPError, ValueError) as exc:
+                self._next_refresh_at = self._clock() + self._retry_after
+                stale = "none" if not self._keys else f"{self._clock() - self._fetched_at:.0f}s"
+                log.warning(
+                    "event=jwks_fetch_failed url=%s error=%s cached_keys_age=%s",
+                    self.url,
+                    _describe(exc),
+                    stale,
+                )
+                return
+            now = self._clock()
+            self._fetched_at = now
+            self._next_refresh_at = now + self._ttl
+            if fingerprint != self._fingerprint:
+                # Keep the old key objects when nothing changed, so `refreshed_key` can tell.
+                self._keys, self._fingerprint = keys, fingerprint
+                log.info("event=jwks_keys_loaded url=%s kids=%s", self.url, ",".join(sorted(keys)))
+                self._on_change()
+        finally:
+            self._inflight = None
+
+
+def _log_unexpected(task: asyncio.Task[None]) -> None:
+    # A background refresh nobody awaits must not fail silently.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("event=jwks_refresh_crashed error=%s", type(exc).__name__, exc_info=exc)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"http-{exc.response.status_code}"
+    if isinstance(exc, ValueError) and not isinstance(exc, httpx.HTTPError):
+        return "invalid-jwks"
+    return type(exc).__name__
+
+
+def key_provider(
+    source: KeySource,
+    settings: Settings,
+    *,
+    clock: Clock = time.time,
+    on_change: Callable[[], None] = lambda: None,
+) -> KeyProvider:
+    """The provider for `source`, tuned by the CLERK_JWKS_* settings."""
+    if source.static_key is not None:
+        return StaticKey(source.static_key)
+    assert source.jwks_url is not None
+    return JwksKeys(
+        source.jwks_url,
+        headers=source.headers,
+        ttl=settings.clerk_jwks_cache_seconds,
+        cooldown=settings.clerk_jwks_cooldown_seconds,
+        max_stale=settings.clerk_jwks_max_stale_seconds,
+        retry_after=RETRY_AFTER_SECONDS,
+        # The dev issuer's JWKS is served by the app itself, which is not listening yet.
+        warm_up=not settings.quoteapi_dev_issuer,
+        clock=clock,
+        on_change=on_change,
+    )

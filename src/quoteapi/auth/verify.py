@@ -1,0 +1,292 @@
+"""Clerk session-token checks: shape, header, signature, then claims; verified tokens cached.
+
+The order matters: nothing is decoded before the size and shape checks, no key is looked up
+before the header says RS256, and no claim is read before the signature verifies. The only
+signature primitive here is RSA PKCS#1 v1.5 with SHA-256 over RSA public keys, so a token
+cannot choose its algorithm (no `none`, no HMAC keyed with the public PEM).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from hashlib import sha256
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+from jwt.algorithms import RSAAlgorithm
+
+from quoteapi.auth.keys import (
+    Clock,
+    KeyProvider,
+    UnknownKey,
+    key_provider,
+    resolve_issuer,
+    resolve_key_source,
+)
+from quoteapi.errors import (
+    TOKEN_EXPIRED,
+    TOKEN_IAT_IN_THE_FUTURE,
+    TOKEN_INVALID_ALGORITHM,
+    TOKEN_INVALID_AUTHORIZED_PARTY,
+    TOKEN_INVALID_ISSUER,
+    TOKEN_INVALID_SIGNATURE,
+    TOKEN_MALFORMED,
+    TOKEN_MISSING_CLAIM,
+    TOKEN_NOT_ACTIVE_YET,
+    TOKEN_SESSION_PENDING,
+    TOKEN_TOO_LARGE,
+    TOKEN_TYPE_NOT_SESSION,
+    TOKEN_UNKNOWN_KEY,
+    Problem,
+)
+from quoteapi.settings import Settings
+
+log = logging.getLogger("quoteapi.auth")
+
+# The JOSE header `cat` Clerk puts on session tokens; JWT templates and machine tokens differ.
+SESSION_TOKEN_CATEGORY = "cl_B7d4PD111AAA"  # noqa: S105 - a category, not a secret
+MAX_TOKEN_BYTES = 8 * 1024
+REQUIRED_CLAIMS = ("exp", "iat", "sub", "sid")
+
+_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_RS256 = RSAAlgorithm(RSAAlgorithm.SHA256)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedUser:
+    """The caller, as a verified Clerk session token names them."""
+
+    user_id: str  # the token's `sub`
+    session_id: str  # `sid`
+    claims: Mapping[str, Any]
+
+
+class TokenRejected(Exception):
+    """The token fails one check; `problem` names which (its `code` is stable)."""
+
+    def __init__(self, problem: Problem, detail: str) -> None:
+        super().__init__(detail)
+        self.problem = problem
+        self.detail = detail
+
+
+class TokenCache:
+    """Verified tokens by SHA-256 of the whole token: bounded LRU, each entry good until `exp`."""
+
+    __slots__ = ("_entries", "_max_size")
+
+    def __init__(self, max_size: int) -> None:
+        self._max_size = max_size
+        self._entries: OrderedDict[bytes, tuple[float, VerifiedUser]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, digest: bytes, now: float) -> VerifiedUser | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if now >= entry[0]:
+            del self._entries[digest]
+            return None
+        self._entries.move_to_end(digest)
+        return entry[1]
+
+    def put(self, digest: bytes, user: VerifiedUser, expires_at: float, now: float) -> None:
+        if self._max_size == 0 or expires_at <= now:
+            return
+        entries = self._entries
+        entries[digest] = (expires_at, user)
+        entries.move_to_end(digest)
+        while len(entries) > self._max_size:
+            entries.popitem(last=False)
+        # Tokens live a minute: drop a couple of expired ones from the cold end as we go.
+        for _ in range(2):
+            oldest = next(iter(entries.values()))
+            if oldest[0] > now:
+                break
+            entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class TokenVerifier:
+    """Turns a session token into a VerifiedUser or raises TokenRejected / KeysUnavailable."""
+
+    def __init__(
+        self,
+        keys: KeyProvider,
+        *,
+        issuer: str,
+        authorized_parties: Iterable[str] = (),
+        leeway: float = 5.0,
+        allow_pending: bool = False,
+        cache: TokenCache | None = None,
+        clock: Clock = time.time,
+        key_source: str = "",
+    ) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.authorized_parties = frozenset(authorized_parties)
+        self.leeway = leeway
+        self.allow_pending = allow_pending
+        self.cache = cache if cache is not None else TokenCache(10_000)
+        self.clock = clock
+        self.key_source = key_source
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, clock: Clock = time.time) -> TokenVerifier:
+        """Build from the CLERK_* settings; ConfigError (one line) when they cannot work."""
+        source = resolve_key_source(settings)
+        issuer = resolve_issuer(settings)
+        cache = TokenCache(settings.clerk_token_cache_size)
+        return cls(
+            key_provider(source, settings, clock=clock, on_change=cache.clear),
+            issuer=issuer,
+            authorized_parties=settings.clerk_authorized_parties,
+            leeway=settings.clerk_leeway_seconds,
+            allow_pending=settings.clerk_allow_pending_sessions,
+            cache=cache,
+            clock=clock,
+            key_source=source.setting,
+        )
+
+    async def start(self, client: httpx.AsyncClient) -> None:
+        """Warm the keys with `client` (the lifespan's); a failure is logged, not raised."""
+        log.info("event=auth_configured key_source=%s issuer=%s", self.key_source, self.issuer)
+        await self.keys.start(client)
+
+    async def close(self) -> None:
+        await self.keys.close()
+        self.cache.clear()
+
+    async def verify(self, token: str) -> VerifiedUser:
+        """The verified caller for `token`; a cache hit costs one SHA-256 and a dict lookup."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise TokenRejected(TOKEN_TOO_LARGE, f"The token exceeds {MAX_TOKEN_BYTES} bytes.")
+        # "replace" only alters non-ASCII text, which never verifies, so it cannot cause a hit.
+        digest = sha256(token.encode("utf-8", "replace")).digest()
+        user = self.cache.get(digest, self.clock())
+        if user is not None:
+            return user
+        user, expires_at = await self._verify_uncached(token)
+        self.cache.put(digest, user, expires_at, self.clock())
+        return user
+
+    async def _verify_uncached(self, token: str) -> tuple[VerifiedUser, float]:
+        if _SHAPE.fullmatch(token) is None:
+            raise TokenRejected(TOKEN_MALFORMED, "The token is not three base64url segments.")
+        signing_input, _, signature_segment = token.rpartition(".")
+        header_segment, _, payload_segment = signing_input.partition(".")
+        kid = self._check_header(_decode_json(header_segment, "header"))
+        try:
+            key = await self.keys.key_for(kid)
+        except UnknownKey:
+            raise TokenRejected(
+                TOKEN_UNKNOWN_KEY, "The token is signed by a key the issuer does not publish."
+            ) from None
+        message = signing_input.encode("ascii")
+        signature = _decode_segment(signature_segment, "signature")
+        if not _RS256.verify(message, key, signature):
+            rotated = await self.keys.refreshed_key(kid, key)
+            if rotated is None or not _RS256.verify(message, rotated, signature):
+                raise TokenRejected(TOKEN_INVALID_SIGNATURE, "The token signature does not verify.")
+        return self._check_claims(_decode_json(payload_segment, "payload"))
+
+    def _check_header(self, header: dict[str, Any]) -> str:
+        if header.get("alg") != "RS256":
+            raise TokenRejected(
+                TOKEN_INVALID_ALGORITHM, "Only RS256-signed Clerk session tokens are accepted."
+            )
+        typ = header.get("typ")
+        if typ is not None and (not isinstance(typ, str) or typ.upper() != "JWT"):
+            raise TokenRejected(TOKEN_MALFORMED, "The token header typ is not JWT.")
+        if "cat" in header and header["cat"] != SESSION_TOKEN_CATEGORY:
+            raise TokenRejected(
+                TOKEN_TYPE_NOT_SESSION,
+                "The token is not a session token (a JWT template or machine token?); "
+                "send the session token from getToken().",
+            )
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise TokenRejected(TOKEN_MALFORMED, "The token header has no kid.")
+        return kid
+
+    def _check_claims(self, claims: dict[str, Any]) -> tuple[VerifiedUser, float]:
+        for name in REQUIRED_CLAIMS:
+            if claims.get(name) is None:
+                raise TokenRejected(TOKEN_MISSING_CLAIM, f"The token has no {name} claim.")
+        expires_at = _number(claims, "exp")
+        issued_at = _number(claims, "iat")
+        user_id, session_id = claims["sub"], claims["sid"]
+        if not (_non_empty_string(user_id) and _non_empty_string(session_id)):
+            raise TokenRejected(TOKEN_MALFORMED, "The token sub and sid must be non-empty strings.")
+        now = self.clock()
+        if now >= expires_at + self.leeway:
+            raise TokenRejected(TOKEN_EXPIRED, "The token has expired; send a fresh one.")
+        if "nbf" in claims and _number(claims, "nbf") > now + self.leeway:
+            raise TokenRejected(TOKEN_NOT_ACTIVE_YET, "The token is not valid yet (nbf).")
+        if issued_at > now + self.leeway:
+            raise TokenRejected(
+                TOKEN_IAT_IN_THE_FUTURE, "The token is issued in the future; check the clocks."
+            )
+        if claims.get("iss") != self.issuer:
+            raise TokenRejected(
+                TOKEN_INVALID_ISSUER, "The token was issued by another Clerk instance."
+            )
+        if self.authorized_parties:
+            azp = claims.get("azp")
+            if not isinstance(azp, str) or azp not in self.authorized_parties:
+                raise TokenRejected(
+                    TOKEN_INVALID_AUTHORIZED_PARTY,
+                    "The token was minted for an origin not in CLERK_AUTHORIZED_PARTIES.",
+                )
+        if claims.get("sts") == "pending" and not self.allow_pending:
+            raise TokenRejected(
+                TOKEN_SESSION_PENDING, "The session has pending tasks; finish signing in first."
+            )
+        return VerifiedUser(user_id, session_id, MappingProxyType(claims)), expires_at
+
+
+def _decode_segment(segment: str, part: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise TokenRejected(TOKEN_MALFORMED, f"The token {part} is not valid base64url.") from None
+
+
+def _decode_json(segment: str, part: str) -> dict[str, Any]:
+    raw = _decode_segment(segment, part)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        raise TokenRejected(TOKEN_MALFORMED, f"The token {part} is not a JSON object.")
+    return data
+
+
+def _non_empty_string(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float:
+    value = claims[name]
+    try:
+        number = float(value) if type(value) in (int, float) else math.nan
+    except OverflowError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise TokenRejected(TOKEN_MALFORMED, f"The token {name} claim is not a number of seconds.")
+    return number

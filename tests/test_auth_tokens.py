@@ -1,0 +1,422 @@
+"""Session tokens over HTTP through `CurrentUser`: every bad token gets 401 and its own code;
+good tokens pass from the Authorization header or the `__session` cookie."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.conftest import (
+    NO_DATABASE_URL,
+    SESSION_CATEGORY,
+    TEST_AZP,
+    AuthApp,
+    FakeClock,
+    JwksServer,
+    SigningKey,
+    auth_client,
+    make_settings,
+    mint,
+    session_claims,
+)
+
+OTHER_ORIGIN = "https://app.example.com"
+LEEWAY = 5
+INVALID_TOKEN_CHALLENGE = 'Bearer realm="quoteapi", error="invalid_token", error_description="'
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def api(jwks_server: JwksServer, clock: FakeClock) -> AsyncIterator[AuthApp]:
+    """The app verifying against the loopback JWKS, with authorized parties configured."""
+    settings = make_settings(
+        NO_DATABASE_URL,
+        clerk_jwks_url=jwks_server.url,
+        clerk_authorized_parties=f"{TEST_AZP},{OTHER_ORIGIN}",
+        clerk_leeway_seconds=LEEWAY,
+    )
+    async with auth_client(settings, clock=clock) as api:
+        yield api
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def segment(value: Any) -> str:
+    return b64(json.dumps(value).encode())
+
+
+def header(**fields: Any) -> dict[str, Any]:
+    base = {"alg": "RS256", "typ": "JWT", "kid": "ins_test_quoteapi", "cat": SESSION_CATEGORY}
+    return {k: v for k, v in {**base, **fields}.items() if v is not None}
+
+
+def hs256_with_public_pem(key: SigningKey, now: float) -> str:
+    # The classic algorithm-confusion attack: HMAC keyed with the published RSA public key.
+    signing_input = f"{segment(header(alg='HS256'))}.{segment(session_claims(now=now))}"
+    mac = hmac.new(key.public_pem.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(mac)}"
+
+
+def es256(key: SigningKey, now: float) -> str:
+    other = ec.generate_private_key(ec.SECP256R1())
+    return jwt.encode(session_claims(now=now), other, algorithm="ES256", headers=header(alg=None))
+
+
+def signed_raw_payload(key: SigningKey, payload: bytes) -> str:
+    return jwt.api_jws.encode(payload, key.private_key, algorithm="RS256", headers=header())
+
+
+def tamper_sub(token: str) -> str:
+    head, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    return f"{head}.{segment({**claims, 'sub': 'user_admin'})}.{signature}"
+
+
+Build = Callable[[SigningKey, float], str]
+OTHER_KEY = SigningKey.generate("ins_test_quoteapi")  # same kid, different key material
+
+
+def valid(key: SigningKey, now: float, **overrides: Any) -> str:
+    return mint(key, "user_test", now=now, **overrides)
+
+
+BAD_TOKENS: list[tuple[str, Build, str]] = [
+    # Shape, before anything is decoded.
+    ("two-segments", lambda k, n: "abc.def", "token-malformed"),
+    ("four-segments", lambda k, n: valid(k, n) + ".abc", "token-malformed"),
+    ("empty-signature", lambda k, n: valid(k, n).rsplit(".", 1)[0] + ".", "token-malformed"),
+    ("bad-base64-length", lambda k, n: "abcde.abcd.abcd", "token-malformed"),
+    ("base64-padding-char", lambda k, n: "eyJ=.abcd.abcd", "token-malformed"),
+    ("header-not-json", lambda k, n: f"{b64(b'not json')}.abcd.abcd", "token-malformed"),
+    ("header-json-array", lambda k, n: f"{segment([1, 2])}.abcd.abcd", "token-malformed"),
+    ("non-ascii-garbage", lambda k, n: "ëyJ.ü.ß", "token-malformed"),
+    ("too-large-9-kib", lambda k, n: valid(k, n, pad="x" * 9 * 1024), "token-too-large"),
+    # Header.
+    (
+        "alg-none-unsigned",
+        lambda k, n: f"{segment(header(alg='none'))}.{segment(session_claims(now=n))}.",
+        "token-malformed",
+    ),
+    (
+        "alg-none-with-signature",
+        lambda k, n: f"{segment(header(alg='none'))}.{segment(session_claims(now=n))}.AAAA",
+        "token-invalid-algorithm",
+    ),
+    ("hs256-public-pem-as-secret", hs256_with_public_pem, "token-invalid-algorithm"),
+    ("es256", es256, "token-invalid-algorithm"),
+    ("rs512", lambda k, n: valid(k, n, headers={"alg": "RS512"}), "token-invalid-algorithm"),
+    (
+        "alg-missing",
+        lambda k, n: f"{segment(header(alg=None))}.{segment(session_claims(now=n))}.AAAA",
+        "token-invalid-algorithm",
+    ),
+    ("typ-not-jwt", lambda k, n: valid(k, n, headers={"typ": "at+jwt"}), "token-malformed"),
+    (
+        "jwt-template-cat",
+        lambda k, n: valid(k, n, headers={"cat": "cl_B7d4PD222AAA"}),
+        "token-type-not-session",
+    ),
+    (
+        "machine-token-cat",
+        lambda k, n: valid(k, n, headers={"cat": "cl_m2m_token"}),
+        "token-type-not-session",
+    ),
+    ("kid-missing", lambda k, n: valid(k, n, headers={"kid": None}), "token-malformed"),
+    (
+        "kid-not-a-string",
+        lambda k, n: f"{segment(header(kid=7))}.{segment(session_claims(now=n))}.AAAA",
+        "token-malformed",
+    ),
+    ("kid-unknown", lambda k, n: valid(k, n, headers={"kid": "ins_other"}), "token-unknown-key"),
+    # Signature.
+    ("signed-by-another-key", lambda k, n: valid(OTHER_KEY, n), "token-invalid-signature"),
+    ("payload-tampered", lambda k, n: tamper_sub(valid(k, n)), "token-invalid-signature"),
+    (
+        "signature-garbage",
+        lambda k, n: valid(k, n).rsplit(".", 1)[0] + ".AAAA",
+        "token-invalid-signature",
+    ),
+    # Claims, read only once the signature verified.
+    ("payload-not-object", lambda k, n: signed_raw_payload(k, b"[1]"), "token-malformed"),
+    ("payload-not-json", lambda k, n: signed_raw_payload(k, b"{nope"), "token-malformed"),
+    ("exp-missing", lambda k, n: valid(k, n, exp=None), "token-missing-claim"),
+    ("iat-missing", lambda k, n: valid(k, n, iat=None), "token-missing-claim"),
+    ("sub-missing", lambda k, n: valid(k, n, sub=None), "token-missing-claim"),
+    ("sid-missing", lambda k, n: valid(k, n, sid=None), "token-missing-claim"),
+    ("exp-not-a-number", lambda k, n: valid(k, n, exp="tomorrow"), "token-malformed"),
+    ("exp-boolean", lambda k, n: valid(k, n, exp=True), "token-malformed"),
+    ("sub-empty", lambda k, n: valid(k, n, sub=""), "token-malformed"),
+    ("sid-not-a-string", lambda k, n: valid(k, n, sid=["sess_1"]), "token-malformed"),
+    (
+        "expired-beyond-leeway",
+        lambda k, n: valid(k, n - 60 - LEEWAY, exp=int(n) - LEEWAY),
+        "token-expired",
+    ),
+    ("expired-long-ago", lambda k, n: valid(k, n - 3600), "token-expired"),
+    (
+        "nbf-in-the-future",
+        lambda k, n: valid(k, n, nbf=int(n) + LEEWAY + 1),
+        "token-not-active-yet",
+    ),
+    (
+        "iat-in-the-future",
+        lambda k, n: valid(k, n, iat=int(n) + LEEWAY + 1, nbf=None),
+        "token-iat-in-the-future",
+    ),
+    (
+        "iss-wrong",
+        lambda k, n: valid(k, n, iss="https://evil.clerk.accounts.dev"),
+        "token-invalid-issuer",
+    ),
+    (
+        "iss-trailing-slash",
+        lambda k, n: valid(k, n, iss="https://clerk.quoteapi.test/"),
+        "token-invalid-issuer",
+    ),
+    ("iss-missing", lambda k, n: valid(k, n, iss=None), "token-invalid-issuer"),
+    (
+        "azp-wrong",
+        lambda k, n: valid(k, n, azp="https://evil.example"),
+        "token-invalid-authorized-party",
+    ),
+    ("azp-missing", lambda k, n: valid(k, n, azp=None), "token-invalid-authorized-party"),
+    (
+        "azp-not-a-string",
+        lambda k, n: valid(k, n, azp=[TEST_AZP]),
+        "token-invalid-authorized-party",
+    ),
+    ("sts-pending", lambda k, n: valid(k, n, sts="pending"), "token-session-pending"),
+]
+
+
+def assert_401(response: httpx.Response, code: str) -> dict[str, Any]:
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code
+    assert body["status"] == 401
+    return body
+
+
+def test_the_table_covers_every_rejection_code_and_30_tokens() -> None:
+    codes = {code for _, _, code in BAD_TOKENS}
+    assert len(BAD_TOKENS) >= 30
+    assert codes == {
+        "token-malformed",
+        "token-too-large",
+        "token-invalid-algorithm",
+        "token-type-not-session",
+        "token-unknown-key",
+        "token-invalid-signature",
+        "token-missing-claim",
+        "token-expired",
+        "token-not-active-yet",
+        "token-iat-in-the-future",
+        "token-invalid-issuer",
+        "token-invalid-authorized-party",
+        "token-session-pending",
+    }
+
+
+@pytest.mark.parametrize(
+    ("build", "code"), [(b, c) for _, b, c in BAD_TOKENS], ids=[i for i, _, _ in BAD_TOKENS]
+)
+async def test_bad_token_returns_401_with_its_code(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock, build: Build, code: str
+) -> None:
+    token = build(signing_key, clock.now)
+    response = await api.http.get(
+        "/test/whoami", headers={"Authorization": b"Bearer " + token.encode("utf-8")}
+    )
+    body = assert_401(response, code)
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith(INVALID_TOKEN_CHALLENGE)
+    assert challenge.endswith('"')
+    assert body["detail"]
+    assert len(api.verifier.cache) == 0  # failures are never cached
+
+
+async def test_valid_token_in_the_authorization_header_passes(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    token = mint(signing_key, "user_123", now=clock.now, sid="sess_abc")
+    response = await api.whoami(token)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"user_id": "user_123", "session_id": "sess_abc"}
+
+
+async def test_valid_token_in_the_session_cookie_passes(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    token = mint(signing_key, "user_cookie", now=clock.now)
+    response = await api.http.get("/test/whoami", headers={"Cookie": f"__session={token}"})
+    assert response.status_code == 200, response.text
+    assert response.json()["user_id"] == "user_cookie"
+
+
+async def test_the_header_wins_over_the_cookie(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    header_token = mint(signing_key, "user_header", now=clock.now)
+    cookie_token = mint(signing_key, "user_cookie", now=clock.now)
+    response = await api.whoami(header_token, headers={"Cookie": f"__session={cookie_token}"})
+    assert response.json()["user_id"] == "user_header"
+
+
+async def test_a_bad_header_token_is_not_rescued_by_a_good_cookie(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    cookie_token = mint(signing_key, "user_cookie", now=clock.now)
+    response = await api.whoami("garbage", headers={"Cookie": f"__session={cookie_token}"})
+    assert_401(response, "token-malformed")
+
+
+async def test_no_token_returns_401_token_missing_with_a_bare_challenge(api: AuthApp) -> None:
+    response = await api.whoami()
+    assert_401(response, "token-missing")
+    assert response.headers["www-authenticate"] == 'Bearer realm="quoteapi"'
+
+
+@pytest.mark.parametrize(
+    "authorization", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token x.y.z"]
+)
+async def test_an_authorization_header_that_is_not_bearer_is_malformed(
+    api: AuthApp, authorization: str
+) -> None:
+    response = await api.http.get("/test/whoami", headers={"Authorization": authorization})
+    assert_401(response, "token-malformed")
+
+
+async def test_the_bearer_scheme_is_case_insensitive(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    token = mint(signing_key, now=clock.now)
+    response = await api.http.get("/test/whoami", headers={"Authorization": f"bearer {token}"})
+    assert response.status_code == 200, response.text
+
+
+async def test_a_token_expired_within_the_leeway_passes(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    token = mint(signing_key, now=clock.now - 60, exp=int(clock.now) - (LEEWAY - 1))
+    response = await api.whoami(token)
+    assert response.status_code == 200, response.text
+
+
+async def test_a_token_expired_exactly_the_leeway_ago_is_rejected(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    clock.now = float(int(clock.now))
+    token = mint(signing_key, now=clock.now - 60, exp=int(clock.now) - LEEWAY)
+    assert_401(await api.whoami(token), "token-expired")
+
+
+async def test_nbf_and_iat_slightly_ahead_within_the_leeway_pass(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    ahead = int(clock.now) + LEEWAY - 1
+    token = mint(signing_key, now=clock.now, nbf=ahead, iat=ahead)
+    response = await api.whoami(token)
+    assert response.status_code == 200, response.text
+
+
+async def test_a_token_without_sts_or_nbf_passes(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    token = mint(signing_key, now=clock.now, sts=None, nbf=None, v=None)
+    assert (await api.whoami(token)).status_code == 200
+
+
+async def test_a_token_without_cat_passes(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    token = mint(signing_key, now=clock.now, headers={"cat": None, "typ": None})
+    assert (await api.whoami(token)).status_code == 200
+
+
+async def test_every_listed_authorized_party_passes(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    for origin in (TEST_AZP, OTHER_ORIGIN):
+        token = mint(signing_key, now=clock.now, azp=origin)
+        assert (await api.whoami(token)).status_code == 200
+
+
+async def test_azp_is_not_checked_when_no_authorized_parties_are_configured(
+    jwks_server: JwksServer, signing_key: SigningKey
+) -> None:
+    settings = make_settings(NO_DATABASE_URL, clerk_jwks_url=jwks_server.url)
+    async with auth_client(settings) as api:
+        response = await api.whoami(mint(signing_key, azp=None))
+    assert response.status_code == 200, response.text
+
+
+async def test_pending_sessions_pass_when_configured(
+    jwks_server: JwksServer, signing_key: SigningKey
+) -> None:
+    settings = make_settings(
+        NO_DATABASE_URL, clerk_jwks_url=jwks_server.url, clerk_allow_pending_sessions=True
+    )
+    async with auth_client(settings) as api:
+        response = await api.whoami(mint(signing_key, sts="pending"))
+    assert response.status_code == 200, response.text
+
+
+async def test_a_verified_token_is_served_from_the_cache(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    token = mint(signing_key, "user_cached", now=clock.now)
+    first = await api.whoami(token)
+    second = await api.whoami(token)
+    assert first.json() == second.json()
+    assert len(api.verifier.cache) == 1
+
+
+async def test_a_cached_token_is_not_served_past_its_expiry(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    token = mint(signing_key, now=clock.now)
+    assert (await api.whoami(token)).status_code == 200
+    clock.advance(60 + LEEWAY)
+    assert_401(await api.whoami(token), "token-expired")
+    assert len(api.verifier.cache) == 0
+
+
+async def test_a_static_pem_key_verifies_without_any_fetch(
+    jwks_server: JwksServer, signing_key: SigningKey
+) -> None:
+    escaped = signing_key.public_pem.replace("\n", "\\n")  # as it sits on one line in .env
+    settings = make_settings(NO_DATABASE_URL, clerk_jwt_key=escaped)
+    async with auth_client(settings) as api:
+        response = await api.whoami(mint(signing_key))
+        other = await api.whoami(mint(OTHER_KEY))
+    assert response.status_code == 200, response.text
+    assert_401(other, "token-invalid-signature")
+    assert jwks_server.fetches == 0
+
+
+async def test_rejections_log_the_code_and_never_the_token(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = mint(signing_key, now=clock.now - 3600)
+    with caplog.at_level(logging.DEBUG):
+        assert_401(await api.whoami(token), "token-expired")
+    assert "code=token-expired" in caplog.text
+    for part in token.split("."):
+        assert part not in caplog.text
