@@ -35,6 +35,12 @@ def serve(args: argparse.Namespace) -> None:
     from quoteapi.app import create_app
 
     settings = load_settings()
+    if settings.quoteapi_dev_issuer:
+        raise ConfigError(
+            "QUOTEAPI_DEV_ISSUER",
+            "is on, and the dev issuer signs tokens with a key anyone with the data directory has",
+            "unset it for `quoteapi serve` and configure Clerk (CLERK_PUBLISHABLE_KEY)",
+        )
     _require_database(settings, "serve")
     create_app(settings)  # every configuration check, before any worker starts
     configure_logging(json_lines=True)
@@ -62,10 +68,14 @@ def migrate(args: argparse.Namespace) -> None:
 def dev(args: argparse.Namespace) -> None:
     """Embedded database (unless DATABASE_URL is set), migrations, and the API on 127.0.0.1."""
     from quoteapi.app import create_app
+    from quoteapi.auth.keys import has_key_source
+    from quoteapi.dev import issuer
     from quoteapi.dev.databases import create_database
     from quoteapi.dev.embedded import EmbeddedPostgres
 
     settings = load_settings()
+    if not has_key_source(settings):  # no Clerk configured: sign and verify with the dev issuer
+        settings = settings.model_copy(update=issuer.dev_auth_settings(args.port))
     configure_logging(json_lines=False)
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python (not the
     # default kill) lets the `finally` below stop the embedded server.
@@ -104,6 +114,22 @@ def webhook_send(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def token(args: argparse.Namespace) -> None:
+    """Print a dev-issuer session token that `quoteapi dev` accepts."""
+    from quoteapi.auth.keys import has_key_source
+    from quoteapi.dev import issuer
+
+    settings = load_settings()
+    if has_key_source(settings):
+        print(
+            "quoteapi: note: a Clerk key source is configured, so `quoteapi dev` verifies against "
+            "Clerk and will reject this token",
+            file=sys.stderr,
+        )
+    key = issuer.load_or_create_key(settings.quoteapi_data_dir)
+    print(issuer.mint_session_token(key, args.user, ttl=args.ttl, azp=args.azp), flush=True)
+
+
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
@@ -130,6 +156,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     p.set_defaults(handler=dev)
+
+    p = commands.add_parser(
+        "token",
+        help="print a session token from the local dev issuer (for curl against `quoteapi dev`)",
+        description="Print a Clerk-shaped session token signed by the dev issuer's key (kept in "
+        "QUOTEAPI_DATA_DIR). `quoteapi dev` accepts it when no Clerk key source is configured. "
+        'Use: curl -H "Authorization: Bearer $(quoteapi token --user user_123)" ...',
+    )
+    p.add_argument("--user", required=True, help="the user id (`sub`), e.g. user_123")
+    p.add_argument(
+        "--ttl", type=int, default=3600, help="lifetime in seconds (default 3600; Clerk's is 60)"
+    )
+    p.add_argument(
+        "--azp",
+        default="http://localhost:5173",
+        help="the origin that minted it, checked against CLERK_AUTHORIZED_PARTIES "
+        "(default http://localhost:5173)",
+    )
+    p.set_defaults(handler=token)
 
     p = commands.add_parser(
         "webhook-send", help="send a signed sample Clerk `user.deleted` webhook (local testing)"

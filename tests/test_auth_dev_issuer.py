@@ -1,0 +1,125 @@
+"""The local dev issuer: a persistent key, its JWKS served by the dev app, and `quoteapi token`
+whose output the dev app accepts over real HTTP through the production verification path."""
+
+from __future__ import annotations
+
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+import uvicorn
+
+from quoteapi.app import create_app
+from quoteapi.cli import main
+from quoteapi.dev import issuer
+from tests.conftest import NO_DATABASE_URL, SESSION_CATEGORY, auth_client, make_settings, whoami
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data directory `quoteapi token` uses too (no developer `.env` is read)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("CLERK_PUBLISHABLE_KEY", "CLERK_SECRET_KEY", "CLERK_JWT_KEY", "CLERK_JWKS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("QUOTEAPI_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def dev_server(data_dir: Path) -> Iterator[str]:
+    """The app configured as `quoteapi dev` configures it, served by uvicorn on loopback."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    settings = make_settings(
+        NO_DATABASE_URL, quoteapi_data_dir=data_dir, **issuer.dev_auth_settings(port)
+    )
+    app = create_app(settings)
+    app.add_api_route("/test/whoami", whoami, methods=["GET"])
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(500):  # poll readiness
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.01)
+    else:
+        raise RuntimeError("the dev server never answered")
+    yield base
+    server.should_exit = True
+    thread.join()
+    sock.close()
+
+
+def run_token_command(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    main(["token", *args])
+    return capsys.readouterr().out.strip()
+
+
+def test_quoteapi_token_is_accepted_by_the_dev_server(
+    dev_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = run_token_command(capsys, "--user", "user_123")
+    response = httpx.get(
+        f"{dev_server}/test/whoami", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["user_id"] == "user_123"
+
+
+def test_the_dev_server_serves_its_jwks(dev_server: str) -> None:
+    document = httpx.get(f"{dev_server}{issuer.JWKS_PATH}", timeout=10).json()
+    assert [key["kid"] for key in document["keys"]] == [issuer.DEV_KID]
+    assert "d" not in document["keys"][0]  # the public half only
+
+
+def test_quoteapi_token_is_clerk_shaped(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    token = run_token_command(
+        capsys, "--user", "user_9", "--ttl", "120", "--azp", "http://localhost:3000"
+    )
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert header == {"alg": "RS256", "typ": "JWT", "kid": issuer.DEV_KID, "cat": SESSION_CATEGORY}
+    assert set(claims) == {"sub", "sid", "iat", "nbf", "exp", "iss", "azp", "v", "sts"}
+    assert claims["sub"] == "user_9"
+    assert claims["sid"].startswith("sess_")
+    assert claims["exp"] - claims["iat"] == 120
+    assert (claims["iss"], claims["azp"], claims["v"], claims["sts"]) == (
+        issuer.DEV_ISSUER,
+        "http://localhost:3000",
+        2,
+        "active",
+    )
+
+
+def test_the_dev_key_is_private_to_its_owner_and_kept(data_dir: Path) -> None:
+    first = issuer.load_or_create_key(data_dir)
+    path = data_dir / issuer.KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    second = issuer.load_or_create_key(data_dir)
+    assert first.private_numbers() == second.private_numbers()
+
+
+async def test_the_dev_jwks_route_is_absent_unless_the_dev_issuer_is_on(data_dir: Path) -> None:
+    async with auth_client(make_settings(NO_DATABASE_URL)) as api:
+        response = await api.http.get(issuer.JWKS_PATH)
+    assert response.status_code == 404
+
+
+def test_quoteapi_token_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "--user" in out
+    assert "--ttl" in out
+    assert "--azp" in out
