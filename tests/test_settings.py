@@ -1,9 +1,11 @@
 """DATABASE_URL in every form a user pastes, and the settings a guide user already has."""
 
 import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import AliasChoices
 
 from quoteapi.settings import ConfigError, Settings, load_settings, parse_database_url
 
@@ -143,3 +145,18 @@ def test_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.cors_allow_origins == ["http://localhost:5173", "https://app.example.com"]
     assert settings.clerk_authorized_parties == ["https://app.example.com"]
+
+
+def test_env_example_documents_every_setting_with_a_comment(repo_root: Path) -> None:
+    lines = (repo_root / ".env.example").read_text().splitlines()
+    documented = {}
+    for number, line in enumerate(lines):
+        if line and not line.startswith("#"):
+            name = line.split("=", 1)[0]
+            documented[name] = lines[number - 1].startswith("#")
+    expected = set()
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        expected.add(str(alias.choices[0]) if isinstance(alias, AliasChoices) else name.upper())
+    assert set(documented) == expected
+    assert all(documented.values()), [name for name, ok in documented.items() if not ok]

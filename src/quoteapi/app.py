@@ -8,15 +8,22 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from quoteapi import db, migrations
 from quoteapi.auth.verify import TokenVerifier
-from quoteapi.errors import install_error_handlers
-from quoteapi.routes import health, webhooks
+from quoteapi.errors import COMMON_RESPONSES, install_error_handlers, use_problem_media_type
+from quoteapi.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from quoteapi.routes import health, me, webhooks
 from quoteapi.settings import ConfigError, Settings, load_settings
 from quoteapi.webhooks import Verifier
 
 log = logging.getLogger("quoteapi")
+
+# JSON API bodies are small (a quote of at most a few KiB); Clerk's webhook events can carry
+# tens of KiB of user metadata.
+API_BODY_LIMIT = 16 * 1024
+BODY_LIMITS = {"/webhooks/": 1024 * 1024}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -50,7 +57,17 @@ def create_app(settings: Settings) -> FastAPI:
                 await app.state.verifier.close()
                 await engine.dispose()
 
-    app = FastAPI(title="quoteapi", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="quoteapi",
+        version="0.1.0",
+        summary="Each signed-in Clerk user's favourite quote, stored in Postgres.",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.quoteapi_docs_enabled else None,
+        redoc_url=None,
+        # Operation ids are the handler names (get_message, put_message, ...): stable and
+        # readable for client generators.
+        generate_unique_id_function=lambda route: route.name,
+    )
     app.state.settings = settings
     app.state.schema_head = migrations.head_revision()
     app.state.verifier = verifier
@@ -60,6 +77,26 @@ def create_app(settings: Settings) -> FastAPI:
         from quoteapi.dev import issuer
 
         app.include_router(issuer.build_router(settings.quoteapi_data_dir))
+    app.include_router(me.build_router(settings), responses=COMMON_RESPONSES)
+    # Outermost first: request id and access log see everything, CORS answers preflights
+    # before any limit, and the body limit guards the routes.
+    app.add_middleware(BodyLimitMiddleware, default=API_BODY_LIMIT, limits=BODY_LIMITS)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_allow_origins,
+        allow_methods=["GET", "PUT", "DELETE"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "If-Match",
+            "If-None-Match",
+            "X-Request-ID",
+        ],
+        expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
+        max_age=600,
+    )
+    app.add_middleware(RequestContextMiddleware)
+    use_problem_media_type(app)
     if settings.clerk_webhook_signing_secret:  # unset or empty: no webhook endpoint at all
         # Built here so that a malformed secret stops start-up, not the first delivery.
         app.state.webhook_verifier = Verifier(settings.clerk_webhook_signing_secret)

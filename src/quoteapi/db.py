@@ -28,6 +28,10 @@ _RETRYABLE_CONNECT_ERRORS = (
 )
 
 
+class DatabaseUnreachable(ConnectionError):
+    """No connection could be opened, retries included: the database is down or unreachable."""
+
+
 def _unique_statement_name() -> str:
     # Transaction-mode poolers (Neon's -pooler endpoints, PgBouncer) hand each transaction any
     # server connection: names must never collide with another client's statements there.
@@ -40,7 +44,7 @@ async def _connect_with_retry(**kwargs: Any) -> asyncpg.Connection:
             return await asyncpg.connect(**kwargs)
         except _RETRYABLE_CONNECT_ERRORS as exc:
             if pause is None:
-                raise
+                raise DatabaseUnreachable(type(exc).__name__) from exc
             log.warning("event=db_connect_retry error=%s pause_s=%s", type(exc).__name__, pause)
             await asyncio.sleep(pause)
     raise AssertionError("unreachable")

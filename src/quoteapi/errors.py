@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from quoteapi.db import DatabaseUnreachable
 
 log = logging.getLogger("quoteapi.errors")
 
@@ -34,13 +39,37 @@ class Problem:
 
 
 BAD_REQUEST = Problem(400, "bad-request", "Bad request")
+INVALID_JSON = Problem(400, "invalid-json", "Body is not valid JSON")
 NOT_FOUND = Problem(404, "not-found", "Not found")
+MESSAGE_NOT_FOUND = Problem(404, "message-not-found", "No quote stored")
 METHOD_NOT_ALLOWED = Problem(405, "method-not-allowed", "Method not allowed")
+PRECONDITION_FAILED = Problem(412, "precondition-failed", "Precondition failed")
+PAYLOAD_TOO_LARGE = Problem(413, "payload-too-large", "Request body too large")
+UNSUPPORTED_MEDIA_TYPE = Problem(415, "unsupported-media-type", "Unsupported media type")
 VALIDATION_FAILED = Problem(422, "validation-failed", "Request validation failed")
 INTERNAL_ERROR = Problem(500, "internal-error", "Internal server error")
 DATABASE_UNAVAILABLE = Problem(503, "database-unavailable", "Database unavailable")
 
 _BY_STATUS = {p.status: p for p in (BAD_REQUEST, NOT_FOUND, METHOD_NOT_ALLOWED)}
+
+
+class FieldError(BaseModel):
+    """Where a 422 points in the request body (RFC 6901 JSON pointer) and what is wrong there."""
+
+    pointer: str = Field(examples=["/message"])
+    detail: str = Field(examples=["Value error, must not be empty or only white space"])
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details, as every error response of this API carries them."""
+
+    type: str = Field(examples=["/problems/message-not-found"])
+    title: str = Field(examples=["No quote stored"])
+    status: int = Field(examples=[404])
+    detail: str = Field(examples=["You have no quote stored; PUT /me/message to save one."])
+    code: str = Field(description="Stable machine-readable reason", examples=["message-not-found"])
+    request_id: str | None = Field(description="The X-Request-ID of the request")
+    errors: list[FieldError] | None = Field(default=None, description="422 only: every field")
 
 
 class ApiError(Exception):
@@ -70,18 +99,31 @@ def problem_response(
     extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
     """The problem+json response, carrying the request id."""
-    body: dict[str, Any] = {
+    request_id = getattr(request.state, "request_id", None)
+    body = problem_body(problem, detail, request_id, extra)
+    # Set here too: a 500 is sent from outside the request-id middleware.
+    all_headers = {**(headers or {}), **({"X-Request-ID": request_id} if request_id else {})}
+    return JSONResponse(
+        body, status_code=problem.status, headers=all_headers, media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+def problem_body(
+    problem: Problem,
+    detail: str,
+    request_id: str | None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The RFC 9457 document: type, title, status, detail, plus our `code` and request id."""
+    return {
         "type": problem.type,
         "title": problem.title,
         "status": problem.status,
         "detail": detail,
         "code": problem.code,
-        "request_id": getattr(request.state, "request_id", None),
+        "request_id": request_id,
         **(extra or {}),
     }
-    return JSONResponse(
-        body, status_code=problem.status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE
-    )
 
 
 def is_database_unavailable(exc: BaseException) -> bool:
@@ -90,7 +132,7 @@ def is_database_unavailable(exc: BaseException) -> bool:
         return exc.connection_invalidated or isinstance(
             exc, sa_exc.OperationalError | sa_exc.InterfaceError
         )
-    return isinstance(exc, sa_exc.TimeoutError | OSError | TimeoutError)
+    return isinstance(exc, DatabaseUnreachable | sa_exc.TimeoutError)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
@@ -103,18 +145,43 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     problem = _BY_STATUS.get(exc.status_code) or Problem(
         exc.status_code, f"http-{exc.status_code}", str(exc.detail)
     )
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = ", ".join(allowed)
     detail = {
         404: f"No route matches {request.url.path}.",
         405: f"{request.method} is not allowed on {request.url.path}.",
     }.get(exc.status_code, str(exc.detail))
-    return problem_response(request, problem, detail, headers=exc.headers)
+    return problem_response(request, problem, detail, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    # Starlette lists only the first matching route's methods; a path served by several routes
+    # (GET, PUT, DELETE) must list them all. The OpenAPI paths are the public map of them.
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {method.upper() for method in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    if any(err["type"] == "json_invalid" for err in exc.errors()):
+        return problem_response(
+            request, INVALID_JSON, "The request body could not be parsed as JSON."
+        )
+    if request.method in ("PUT", "POST", "PATCH") and not _is_json(request):
+        return problem_response(
+            request,
+            UNSUPPORTED_MEDIA_TYPE,
+            "Send the body as JSON with `Content-Type: application/json`.",
+        )
     errors = [
-        {"pointer": "/" + "/".join(str(part) for part in err["loc"][1:]), "detail": err["msg"]}
-        for err in exc.errors()
+        {"pointer": _json_pointer(err["loc"][1:]), "detail": err["msg"]} for err in exc.errors()
     ]
     first = errors[0] if errors else {"pointer": "", "detail": "invalid request"}
     return problem_response(
@@ -125,7 +192,19 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+def _json_pointer(path: Sequence[object]) -> str:
+    """RFC 6901: "" is the whole body, "/message" a field; `~` and `/` escaped in names."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
+
+
+def _is_json(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if is_database_unavailable(exc):
         log.warning("event=database_unavailable error=%s", type(exc).__name__)
         return problem_response(
@@ -134,10 +213,62 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
             "The database cannot be reached right now; retry shortly.",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
+    return await _unexpected_error(request, exc)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("event=unhandled_error error=%s", type(exc).__name__, exc_info=exc)
     return problem_response(
         request, INTERNAL_ERROR, "Something went wrong on our side; it has been logged."
     )
+
+
+# Errors any authenticated route can answer, documented once for all of them.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid session token", "model": ProblemDetails},
+    500: {"description": "Unexpected error (no internals disclosed)", "model": ProblemDetails},
+    503: {
+        "description": "The database or Clerk's signing keys cannot be reached; see Retry-After",
+        "model": ProblemDetails,
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+}
+
+
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+
+
+def use_problem_media_type(app: FastAPI) -> None:
+    """Document error bodies as application/problem+json (FastAPI says application/json)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                routes=app.routes,
+            )
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    responses = operation.get("responses", {})
+                    # FastAPI adds a 422 to any operation with parameters; ours declare theirs
+                    # where a 422 can happen (a body), and it is a problem document.
+                    if _FASTAPI_422 in str(responses.get("422", "")):
+                        del responses["422"]
+                    for status, response in responses.items():
+                        content = response.get("content", {})
+                        if status[0] in "45" and "application/json" in content:
+                            problem = content.setdefault(PROBLEM_MEDIA_TYPE, {})
+                            problem["schema"] = content.pop("application/json")["schema"]
+            components = schema.get("components", {}).get("schemas", {})
+            if _FASTAPI_422 not in str(schema.get("paths")):
+                components.pop("HTTPValidationError", None)
+                components.pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -145,6 +276,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    # Database failures are answered here, not re-raised to the server as a crash would be.
+    for failure in (sa_exc.DBAPIError, sa_exc.TimeoutError, DatabaseUnreachable):
+        app.add_exception_handler(failure, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from typing import Annotated
 
+from pydantic import BaseModel, BeforeValidator, ConfigDict, create_model
+from pydantic import Field as PydanticField
 from sqlalchemy import BigInteger, Column, DateTime, MetaData, Sequence, Text, func
 from sqlmodel import Field, SQLModel
 
@@ -45,6 +49,53 @@ class UserMessage(SQLModel, table=True):
             BigInteger, version_seq, nullable=False, server_default=version_seq.next_value()
         )
     )
+
+
+# --- The API's request and response schemas for /me/message --------------------------------
+
+# C0 and C1 control characters and DEL, except tab and line breaks (normalised to LF before).
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def message_input_model(max_length: int) -> type[BaseModel]:
+    """The PUT body schema; the length limit is a setting, so the model is built per app."""
+
+    def normalise(value: object) -> object:
+        if not isinstance(value, str):
+            return value  # the str type check below rejects it
+        text = value.replace("\r\n", "\n").replace("\r", "\n").strip()
+        if not text:
+            raise ValueError("must not be empty or only white space")
+        if _CONTROL_CHARACTERS.search(text):
+            raise ValueError("must not contain control characters (tab and line breaks are fine)")
+        if len(text) > max_length:
+            raise ValueError(f"must be at most {max_length} characters after trimming")
+        return text
+
+    message_field = Annotated[
+        str,
+        BeforeValidator(normalise),
+        PydanticField(
+            min_length=1,
+            max_length=max_length,
+            description=f"The quote: 1 to {max_length} characters once surrounding white space "
+            "is trimmed; tab and line breaks allowed, other control characters not.",
+            examples=["The best way to predict the future is to invent it."],
+        ),
+    ]
+    return create_model(
+        "MessageIn",
+        __config__=ConfigDict(extra="forbid", json_schema_extra={"additionalProperties": False}),
+        message=(message_field, ...),
+    )
+
+
+class MessageOut(SQLModel):
+    """The caller's stored quote."""
+
+    message: str = Field(schema_extra={"examples": ["Stay hungry, stay foolish."]})
+    created_at: datetime = Field(description="When the quote was first saved (RFC 3339)")
+    updated_at: datetime = Field(description="When it was last replaced (RFC 3339)")
 
 
 # --- Webhooks: Clerk (Svix) deliveries already processed -------------------------------------

@@ -1,0 +1,232 @@
+"""/me/message: the caller's one quote. The user id comes only from the verified token."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import Row, delete, false, literal_column, select, true, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.sql.elements import ColumnElement
+
+from quoteapi.auth.deps import CurrentUser
+from quoteapi.db import SessionDep
+from quoteapi.errors import (
+    INVALID_JSON,
+    MESSAGE_NOT_FOUND,
+    PAYLOAD_TOO_LARGE,
+    PRECONDITION_FAILED,
+    UNSUPPORTED_MEDIA_TYPE,
+    VALIDATION_FAILED,
+    ApiError,
+    Problem,
+    ProblemDetails,
+    problem_body,
+)
+from quoteapi.models import MessageOut, UserMessage, message_input_model, version_seq
+from quoteapi.settings import Settings
+
+_table = UserMessage.__table__  # type: ignore[attr-defined]
+_c = _table.c
+_RETURNED = (_c.message, _c.create_ts, _c.update_ts, _c.version)
+
+IfMatch = Annotated[
+    str | None,
+    Header(
+        description="Only act if the stored quote still has this ETag (`*`: if one exists). "
+        "Protects against lost updates between two open tabs."
+    ),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        description="GET: answer 304 if the quote still has this ETag. "
+        "PUT with `*`: create only, never replace."
+    ),
+]
+
+
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _versions(header: str) -> list[int]:
+    """The versions named by an If-Match / If-None-Match list (weak tags compare equal)."""
+    versions = []
+    for tag in header.split(","):
+        tag = tag.strip().removeprefix("W/")
+        if len(tag) >= 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit():
+            versions.append(int(tag[1:-1]))
+    return versions
+
+
+def _version_in(header: str) -> ColumnElement[bool]:
+    """SQL condition: the stored version matches the header (`*` matches any stored quote)."""
+    if header.strip() == "*":
+        return true()
+    versions = _versions(header)
+    return _c.version.in_(versions) if versions else false()
+
+
+def _message_response(row: Row[Any], status: int = 200) -> JSONResponse:
+    body = MessageOut(message=row.message, created_at=row.create_ts, updated_at=row.update_ts)
+    headers = {"ETag": _etag(row.version), "Cache-Control": "private, no-cache"}
+    if status == 201:
+        headers["Location"] = "/me/message"
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def _not_found() -> ApiError:
+    return ApiError(MESSAGE_NOT_FOUND, "You have no quote stored; PUT /me/message to save one.")
+
+
+def _precondition_failed() -> ApiError:
+    return ApiError(
+        PRECONDITION_FAILED,
+        "Your quote changed since you read it (or the condition did not hold): "
+        "GET /me/message for the current version and its ETag.",
+    )
+
+
+def _problems(description: str, *problems: Problem) -> dict[str, Any]:
+    """An OpenAPI response entry: the problem schema and one example per `code`."""
+    return {
+        "description": description,
+        "model": ProblemDetails,
+        "content": {
+            "application/problem+json": {
+                "examples": {
+                    p.code: {"value": problem_body(p, f"({p.title})", "3f2a9c1e")} for p in problems
+                }
+            }
+        },
+    }
+
+
+_MESSAGE_EXAMPLE = {
+    "message": "Stay hungry, stay foolish.",
+    "created_at": "2026-11-26T09:30:00.123456Z",
+    "updated_at": "2026-11-26T09:30:00.123456Z",
+}
+_ETAG_HEADER = {"ETag": {"description": "Version of the quote", "schema": {"type": "string"}}}
+
+
+def build_router(settings: Settings) -> APIRouter:
+    """The /me routes; the quote's length limit is a setting, so the body schema is built here."""
+    message_in: type[BaseModel] = message_input_model(settings.quoteapi_message_max_length)
+    router = APIRouter(prefix="/me", tags=["me"])
+
+    @router.get(
+        "/message",
+        summary="Read your quote",
+        response_model=MessageOut,
+        responses={
+            200: {
+                "headers": _ETAG_HEADER,
+                "content": {"application/json": {"example": _MESSAGE_EXAMPLE}},
+            },
+            304: {"description": "Unchanged since the ETag in If-None-Match"},
+            404: _problems("No quote stored", MESSAGE_NOT_FOUND),
+        },
+    )
+    async def get_message(
+        user: CurrentUser, session: SessionDep, if_none_match: IfNoneMatch = None
+    ) -> Response:
+        result = await session.exec(select(*_RETURNED).where(_c.user_id == user.user_id))
+        row = result.first()
+        if row is None:
+            raise _not_found()
+        if if_none_match is not None and (
+            if_none_match.strip() == "*" or row.version in _versions(if_none_match)
+        ):
+            return Response(status_code=304, headers={"ETag": _etag(row.version)})
+        return _message_response(row)
+
+    @router.put(
+        "/message",
+        summary="Save or replace your quote",
+        response_model=MessageOut,
+        status_code=200,
+        responses={
+            200: {"description": "Replaced", "headers": _ETAG_HEADER},
+            201: {
+                "description": "Created",
+                "model": MessageOut,
+                "headers": {
+                    **_ETAG_HEADER,
+                    "Location": {"description": "/me/message", "schema": {"type": "string"}},
+                },
+                "content": {"application/json": {"example": _MESSAGE_EXAMPLE}},
+            },
+            400: _problems("The body is not JSON", INVALID_JSON),
+            412: _problems("If-Match or If-None-Match did not hold", PRECONDITION_FAILED),
+            413: _problems("The body is over the size limit", PAYLOAD_TOO_LARGE),
+            415: _problems("The body is not sent as JSON", UNSUPPORTED_MEDIA_TYPE),
+            422: _problems("The quote is not acceptable", VALIDATION_FAILED),
+        },
+    )
+    async def put_message(
+        user: CurrentUser,
+        session: SessionDep,
+        body: Annotated[message_in, Body()],  # type: ignore[valid-type]
+        if_match: IfMatch = None,
+        if_none_match: IfNoneMatch = None,
+    ) -> Response:
+        text: str = body.message
+        new_version = version_seq.next_value()
+        if if_match is not None:
+            # Replace only what the client last saw: one UPDATE guarded by the version.
+            condition = _version_in(if_match)
+            if if_none_match is not None:
+                condition = condition & ~_version_in(if_none_match)
+            statement: Any = (
+                update(_table)
+                .where(_c.user_id == user.user_id, condition)
+                .values(message=text, update_ts=literal_column("now()"), version=new_version)
+                .returning(*_RETURNED, false().label("created"))
+            )
+        else:
+            upsert = insert(_table).values(user_id=user.user_id, message=text)
+            if if_none_match is not None and if_none_match.strip() == "*":
+                statement = upsert.on_conflict_do_nothing()
+            else:
+                statement = upsert.on_conflict_do_update(
+                    index_elements=[_c.user_id],
+                    set_={
+                        "message": text,
+                        "update_ts": literal_column("now()"),
+                        "version": new_version,
+                    },
+                    where=~_version_in(if_none_match) if if_none_match is not None else None,
+                )
+            # xmax is 0 on a row version this statement inserted, not on one it updated.
+            statement = statement.returning(*_RETURNED, literal_column("xmax = 0").label("created"))
+        async with session.begin():
+            row = (await session.exec(statement)).first()
+        if row is None:
+            raise _precondition_failed()
+        return _message_response(row, 201 if row.created else 200)
+
+    @router.delete(
+        "/message",
+        summary="Delete your quote",
+        status_code=204,
+        responses={
+            204: {"description": "Deleted"},
+            404: _problems("No quote stored", MESSAGE_NOT_FOUND),
+            412: _problems("If-Match did not hold", PRECONDITION_FAILED),
+        },
+    )
+    async def delete_message(
+        user: CurrentUser, session: SessionDep, if_match: IfMatch = None
+    ) -> Response:
+        statement = delete(_table).where(_c.user_id == user.user_id)
+        if if_match is not None:
+            statement = statement.where(_version_in(if_match))
+        async with session.begin():
+            row = (await session.exec(statement.returning(_c.version))).first()
+        if row is None:
+            raise _precondition_failed() if if_match is not None else _not_found()
+        return Response(status_code=204)
+
+    return router

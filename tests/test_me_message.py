@@ -1,0 +1,436 @@
+"""/me/message over HTTP against the app on the real test PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+AuthHeaders = Callable[[str], dict[str, str]]
+ALICE = "user_alice"
+BOB = "user_bob"
+
+
+@pytest.fixture
+def alice(auth_headers: AuthHeaders) -> dict[str, str]:
+    return auth_headers(ALICE)
+
+
+@pytest.fixture
+def bob(auth_headers: AuthHeaders) -> dict[str, str]:
+    return auth_headers(BOB)
+
+
+async def _put(
+    client: httpx.AsyncClient, headers: dict[str, str], message: object, **extra: str
+) -> httpx.Response:
+    return await client.put("/me/message", json={"message": message}, headers={**headers, **extra})
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, object] = response.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert {"type", "title", "detail", "request_id"} <= body.keys()
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+# --- The life cycle ---------------------------------------------------------------------------
+
+
+async def test_life_cycle_create_read_replace_delete(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    assert_problem(await client.get("/me/message", headers=alice), 404, "message-not-found")
+
+    created = await _put(client, alice, "Stay hungry.")
+    assert created.status_code == 201
+    assert created.headers["location"] == "/me/message"
+    assert created.json()["message"] == "Stay hungry."
+
+    read = await client.get("/me/message", headers=alice)
+    assert read.status_code == 200
+    assert read.json() == created.json()
+    assert read.headers["etag"] == created.headers["etag"]
+
+    replaced = await _put(client, alice, "Stay foolish.")
+    assert replaced.status_code == 200
+    assert replaced.json()["message"] == "Stay foolish."
+    assert replaced.json()["created_at"] == created.json()["created_at"]
+    assert replaced.json()["updated_at"] > created.json()["updated_at"]
+    assert replaced.headers["etag"] != created.headers["etag"]
+
+    deleted = await client.delete("/me/message", headers=alice)
+    assert deleted.status_code == 204
+    assert deleted.content == b""
+    assert_problem(await client.get("/me/message", headers=alice), 404, "message-not-found")
+    assert_problem(await client.delete("/me/message", headers=alice), 404, "message-not-found")
+
+
+async def test_body_has_rfc3339_timestamps_and_a_strong_etag(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    response = await _put(client, alice, "Carpe diem.")
+    body = response.json()
+    assert set(body) == {"message", "created_at", "updated_at"}
+    for stamp in (body["created_at"], body["updated_at"]):
+        assert stamp[10] == "T"
+        assert stamp.endswith("Z") or stamp[-6] in "+-"
+    etag = response.headers["etag"]
+    assert etag.startswith('"')
+    assert etag.endswith('"')
+
+
+async def test_a_recreated_quote_never_reuses_an_old_etag(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    first = (await _put(client, alice, "One.")).headers["etag"]
+    await client.delete("/me/message", headers=alice)
+    second = await _put(client, alice, "Two.")
+    assert second.status_code == 201
+    assert second.headers["etag"] != first
+    stale = await _put(client, alice, "Three.", **{"If-Match": first})
+    assert_problem(stale, 412, "precondition-failed")
+
+
+# --- Conditional requests ---------------------------------------------------------------------
+
+
+async def test_get_with_matching_if_none_match_returns_304(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    etag = (await _put(client, alice, "Be here now.")).headers["etag"]
+    for header in (etag, f"W/{etag}", f'"1", {etag}', "*"):
+        response = await client.get("/me/message", headers={**alice, "If-None-Match": header})
+        assert response.status_code == 304, header
+        assert response.headers["etag"] == etag
+        assert response.content == b""
+
+
+async def test_get_with_other_if_none_match_returns_200(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    await _put(client, alice, "Be here now.")
+    response = await client.get("/me/message", headers={**alice, "If-None-Match": '"1"'})
+    assert response.status_code == 200
+
+
+async def test_put_with_current_etag_replaces(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    etag = (await _put(client, alice, "Tab one.")).headers["etag"]
+    response = await _put(client, alice, "Tab one again.", **{"If-Match": etag})
+    assert response.status_code == 200
+    assert response.json()["message"] == "Tab one again."
+
+
+async def test_put_with_stale_etag_returns_412_and_keeps_the_newer_quote(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    seen_by_both_tabs = (await _put(client, alice, "Original.")).headers["etag"]
+    assert (await _put(client, alice, "Tab A wins.", **{"If-Match": seen_by_both_tabs})).is_success
+    lost = await _put(client, alice, "Tab B loses.", **{"If-Match": seen_by_both_tabs})
+    assert_problem(lost, 412, "precondition-failed")
+    assert (await client.get("/me/message", headers=alice)).json()["message"] == "Tab A wins."
+
+
+async def test_put_with_if_match_and_nothing_stored_returns_412(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    for header in ('"123"', "*", "not-an-etag"):
+        response = await _put(client, alice, "Nope.", **{"If-Match": header})
+        assert_problem(response, 412, "precondition-failed")
+    assert (await client.get("/me/message", headers=alice)).status_code == 404
+
+
+async def test_put_with_if_match_star_replaces_an_existing_quote(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    await _put(client, alice, "Old.")
+    response = await _put(client, alice, "New.", **{"If-Match": "*"})
+    assert response.status_code == 200
+    assert response.json()["message"] == "New."
+
+
+async def test_put_with_if_none_match_star_creates_once(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    created = await _put(client, alice, "Save once.", **{"If-None-Match": "*"})
+    assert created.status_code == 201
+    again = await _put(client, alice, "Save twice?", **{"If-None-Match": "*"})
+    assert_problem(again, 412, "precondition-failed")
+    assert (await client.get("/me/message", headers=alice)).json()["message"] == "Save once."
+
+
+async def test_put_with_if_none_match_of_the_current_etag_returns_412(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    etag = (await _put(client, alice, "Current.")).headers["etag"]
+    response = await _put(client, alice, "Other.", **{"If-None-Match": etag})
+    assert_problem(response, 412, "precondition-failed")
+    other = await _put(client, alice, "Other.", **{"If-None-Match": '"1"'})
+    assert other.status_code == 200
+
+
+async def test_delete_honours_if_match(client: httpx.AsyncClient, alice: dict[str, str]) -> None:
+    etag = (await _put(client, alice, "Keep me?")).headers["etag"]
+    stale = await client.delete("/me/message", headers={**alice, "If-Match": '"1"'})
+    assert_problem(stale, 412, "precondition-failed")
+    assert (await client.get("/me/message", headers=alice)).status_code == 200
+    current = await client.delete("/me/message", headers={**alice, "If-Match": etag})
+    assert current.status_code == 204
+    gone = await client.delete("/me/message", headers={**alice, "If-Match": etag})
+    assert_problem(gone, 412, "precondition-failed")
+
+
+# --- Input --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "stored"),
+    [
+        ("  padded  ", "padded"),
+        ("line one\r\nline two", "line one\nline two"),
+        ("col\tumn", "col\tumn"),
+        ("x" * 1000, "x" * 1000),
+        ("  " + "y" * 1000 + "\n", "y" * 1000),
+        ("Ünïcødé ✓ 名言", "Ünïcødé ✓ 名言"),
+    ],
+)
+async def test_message_is_stored_trimmed_and_normalised(
+    client: httpx.AsyncClient, alice: dict[str, str], message: str, stored: str
+) -> None:
+    response = await _put(client, alice, message)
+    assert response.status_code == 201, response.text
+    assert (await client.get("/me/message", headers=alice)).json()["message"] == stored
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "",
+        "   ",
+        " \n\t ",
+        "x" * 1001,
+        "nul\x00byte",
+        "bell\x07",
+        "esc\x1b[31m",
+        "c1\x9b",
+        123,
+        None,
+        ["a"],
+        {"a": 1},
+        True,
+    ],
+    ids=[
+        "empty",
+        "spaces",
+        "whitespace",
+        "too-long",
+        "nul",
+        "bell",
+        "escape",
+        "c1",
+        "number",
+        "null",
+        "list",
+        "object",
+        "bool",
+    ],
+)
+async def test_unacceptable_message_returns_422_pointing_at_the_field(
+    client: httpx.AsyncClient, alice: dict[str, str], message: object
+) -> None:
+    body = assert_problem(await _put(client, alice, message), 422, "validation-failed")
+    assert body["errors"][0]["pointer"] == "/message"  # type: ignore[index]
+    assert (await client.get("/me/message", headers=alice)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("payload", "pointer"),
+    [
+        ({"message": "ok", "mesage": "typo"}, "/mesage"),
+        ({"message": "ok", "user_id": BOB}, "/user_id"),
+        ({}, "/message"),
+        (["message"], ""),
+    ],
+)
+async def test_unknown_or_missing_fields_return_422(
+    client: httpx.AsyncClient, alice: dict[str, str], payload: object, pointer: str
+) -> None:
+    response = await client.put("/me/message", json=payload, headers=alice)
+    body = assert_problem(response, 422, "validation-failed")
+    assert body["errors"][0]["pointer"] == pointer  # type: ignore[index]
+
+
+async def test_body_that_is_not_json_returns_400(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    response = await client.put(
+        "/me/message",
+        content=b'{"message": "unterminated',
+        headers={**alice, "Content-Type": "application/json"},
+    )
+    assert_problem(response, 400, "invalid-json")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+async def test_wrong_content_type_returns_415(
+    client: httpx.AsyncClient, alice: dict[str, str], content_type: str
+) -> None:
+    response = await client.put(
+        "/me/message",
+        content=b'{"message": "hello"}',
+        headers={**alice, "Content-Type": content_type},
+    )
+    assert_problem(response, 415, "unsupported-media-type")
+
+
+async def test_body_over_16_kib_returns_413(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    payload = json.dumps({"message": "x" * 17 * 1024}).encode()
+    response = await client.put(
+        "/me/message", content=payload, headers={**alice, "Content-Type": "application/json"}
+    )
+    assert_problem(response, 413, "payload-too-large")
+
+
+async def test_streamed_body_over_16_kib_is_refused_before_it_is_all_read(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    sent_chunks = 0
+
+    async def endless_body() -> object:
+        nonlocal sent_chunks
+        yield b'{"message": "'
+        for _ in range(1000):  # would be 1 MiB; the server must stop reading long before
+            sent_chunks += 1
+            yield b"x" * 1024
+
+    response = await client.put(
+        "/me/message",
+        content=endless_body(),  # type: ignore[arg-type]
+        headers={**alice, "Content-Type": "application/json"},
+    )
+    assert_problem(response, 413, "payload-too-large")
+    assert sent_chunks < 100
+
+
+# --- Scoping: the user id comes only from the token ----------------------------------------------
+
+
+async def test_a_users_quote_is_untouched_by_other_users_requests(
+    client: httpx.AsyncClient, alice: dict[str, str], bob: dict[str, str]
+) -> None:
+    etag = (await _put(client, alice, "Alice's.")).headers["etag"]
+    assert (await client.get("/me/message", headers=bob)).status_code == 404
+    assert (await _put(client, bob, "Bob's.", **{"If-Match": etag})).status_code == 412
+    assert (
+        await client.delete("/me/message", headers={**bob, "If-Match": etag})
+    ).status_code == 412
+    assert (await _put(client, bob, "Bob's.")).status_code == 201
+    assert (await client.delete("/me/message", headers=bob)).status_code == 204
+    # Attempts to name another user anywhere but the token change nothing.
+    await client.get(f"/me/message?user_id={ALICE}", headers={**bob, "X-User-Id": ALICE})
+    await client.delete(f"/me/message?user_id={ALICE}", headers={**bob, "X-User-Id": ALICE})
+    response = await client.get("/me/message", headers=alice)
+    assert response.json()["message"] == "Alice's."
+    assert response.headers["etag"] == etag
+
+
+async def test_50_users_concurrently_each_see_only_their_own_quote(
+    client: httpx.AsyncClient, auth_headers: AuthHeaders
+) -> None:
+    users = [f"user_concurrent_{n}" for n in range(50)]
+
+    async def write_then_read(user: str) -> tuple[int, int, str]:
+        headers = auth_headers(user)
+        written = await _put(client, headers, f"quote of {user}")
+        read = await client.get("/me/message", headers=headers)
+        return written.status_code, read.status_code, read.json()["message"]
+
+    results = await asyncio.gather(*(write_then_read(user) for user in users))
+    assert results == [(201, 200, f"quote of {user}") for user in users]
+
+
+# --- Errors everywhere ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+async def test_other_methods_return_405_with_allow(
+    client: httpx.AsyncClient, alice: dict[str, str], method: str
+) -> None:
+    response = await client.request(method, "/me/message", headers=alice)
+    assert_problem(response, 405, "method-not-allowed")
+    assert response.headers["allow"] == "DELETE, GET, HEAD, PUT"
+
+
+async def test_unknown_route_returns_404_problem(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/me/messages"), 404, "not-found")
+
+
+async def test_request_id_is_accepted_and_echoed(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    response = await client.get("/me/message", headers={**alice, "X-Request-ID": "trace-42"})
+    assert response.headers["x-request-id"] == "trace-42"
+    assert response.json()["request_id"] == "trace-42"
+
+
+async def test_unusable_request_id_is_replaced_by_a_generated_one(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+    generated = response.headers["x-request-id"]
+    assert generated != "bad id\twith spaces"
+    assert len(generated) == 32
+
+
+async def test_one_access_log_line_per_request_without_token_or_quote(
+    client: httpx.AsyncClient, alice: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="quoteapi.access")
+    await _put(client, alice, "A very private quote.", **{"X-Request-ID": "log-1"})
+    (record,) = [r for r in caplog.records if r.name == "quoteapi.access"]
+    assert record.fields == {  # type: ignore[attr-defined]
+        "method": "PUT",
+        "route": "/me/message",
+        "status": 201,
+        "duration_ms": record.fields["duration_ms"],  # type: ignore[attr-defined]
+        "request_id": "log-1",
+    }
+    token = alice["Authorization"].removeprefix("Bearer ")
+    for text in (caplog.text, str(record.fields)):  # type: ignore[attr-defined]
+        assert token not in text
+        assert "private quote" not in text
+
+
+async def test_unexpected_error_returns_500_problem_without_internals(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    from fastapi import FastAPI
+
+    app: FastAPI = client._transport.app  # type: ignore[attr-defined]
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("password=hunter2 at /srv/secret.py line 42")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as raw:
+        response = await raw.get("/boom")
+    body = assert_problem(response, 500, "internal-error")
+    assert "hunter2" not in response.text
+    assert "secret.py" not in response.text
+    assert "Traceback" not in str(body)
+
+
+# --- CORS and OpenAPI -----------------------------------------------------------------------------
