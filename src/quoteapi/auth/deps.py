@@ -6,6 +6,7 @@ import logging
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from quoteapi.auth.keys import KeysUnavailable
 from quoteapi.auth.verify import TokenRejected, TokenVerifier, VerifiedUser
@@ -24,6 +25,14 @@ log = logging.getLogger("quoteapi.auth")
 REALM = "quoteapi"
 SESSION_COOKIE = "__session"
 _CHALLENGE = f'Bearer realm="{REALM}"'
+# Parses `Authorization: Bearer <token>` and documents the scheme in OpenAPI; our own code
+# answers every case it passes over (no header, another scheme, an empty token).
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ClerkSession",
+    description="A Clerk session token (`getToken()`); browsers may send the `__session` "
+    "cookie instead.",
+)
 
 
 def _token_from(request: Request) -> str:
@@ -50,11 +59,14 @@ def _error_description(detail: str) -> str:
     return "".join(c for c in detail if " " <= c <= "~" and c not in '"\\')
 
 
-async def current_user(request: Request) -> VerifiedUser:
+async def current_user(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> VerifiedUser:
     """The caller named by a verified Clerk session token."""
     verifier: TokenVerifier = request.app.state.verifier
     try:
-        return await verifier.verify(_token_from(request))
+        return await verifier.verify(bearer.credentials if bearer else _token_from(request))
     except TokenRejected as exc:
         # The code only: token contents never reach the logs.
         log.info("event=token_rejected code=%s", exc.problem.code)
