@@ -175,6 +175,8 @@ class TokenVerifier:
         """The verified caller for `token`; a cache hit costs one SHA-256 and a dict lookup."""
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenRejected(TOKEN_TOO_LARGE, f"The token exceeds {MAX_TOKEN_BYTES} bytes.")
+        # A hit is a token that passed every check before, so the shape check (about as costly
+        # as the hash) runs on a miss only, still before any decoding or signature work.
         # "replace" only alters non-ASCII text, which never verifies, so it cannot cause a hit.
         digest = sha256(token.encode("utf-8", "replace")).digest()
         user = self.cache.get(digest, self.clock())
