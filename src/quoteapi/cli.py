@@ -90,11 +90,40 @@ def dev(args: argparse.Namespace) -> None:
         database = _require_database(settings, "dev")
         migrations.upgrade(database)
         app = create_app(settings)
-        print(f"quoteapi dev: http://{args.host}:{args.port}  docs: /docs", flush=True)
-        uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False)
+        )
+        asyncio.run(_serve_then_greet(server, _dev_greeting(settings, args.host, args.port)))
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+async def _serve_then_greet(server: uvicorn.Server, greeting: str) -> None:
+    """Run `server`; print `greeting` once it accepts connections (not before: a busy port
+    must not be greeted)."""
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has a flag, no event
+        await asyncio.sleep(0.05)
+    if server.started:
+        print(greeting, flush=True)
+    await serving
+
+
+def _dev_greeting(settings: Settings, host: str, port: int) -> str:
+    base = f"http://{host}:{port}"
+    lines = [f"\nquoteapi dev is ready: {base}  (Swagger UI: {base}/docs; Ctrl-C stops it)"]
+    if settings.quoteapi_dev_issuer:
+        from quoteapi.dev import issuer
+
+        key = issuer.load_or_create_key(settings.quoteapi_data_dir)
+        token = issuer.mint_session_token(key, "user_dev", ttl=3600)
+        lines += [
+            "Try it (a dev token for user_dev, valid 1 hour; more: quoteapi token --user ID):",
+            f"  curl -i -X PUT {base}/me/message -H 'Authorization: Bearer {token}' "
+            "-H 'Content-Type: application/json' -d '{\"message\": \"Hello, world.\"}'",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def webhook_send(args: argparse.Namespace) -> None:
