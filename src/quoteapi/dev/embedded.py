@@ -77,8 +77,9 @@ class EmbeddedPostgres:
             f"@127.0.0.1:{self.port}/{database}"
         )
 
-    def start(self) -> str:
-        """Start the server (initialising it the first time) and return its URL."""
+    def start(self, port: int | None = None) -> str:
+        """Start the server (initialising it the first time) and return its URL; on `port` when
+        given (a restart that clients must find where they left it), else on a free one."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
@@ -86,7 +87,7 @@ class EmbeddedPostgres:
         if running is not None:  # left running by a process that died; take it over
             self.port = running
             return self.url()
-        self.port = _free_port()
+        self.port = port or _free_port()
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories=''"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
