@@ -24,11 +24,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quoteapi.app import create_app
 from quoteapi.auth.deps import CurrentUser
 from quoteapi.auth.verify import TokenVerifier
-from quoteapi.dev.databases import create_database, drop_database, url_for_database
+from quoteapi.db import create_engine
+from quoteapi.dev.databases import (
+    create_app_role,
+    create_database,
+    drop_app_role,
+    drop_database,
+    url_for_database,
+)
 from quoteapi.migrations import upgrade_async
 from quoteapi.settings import Settings, parse_database_url
 
@@ -67,10 +75,27 @@ async def fresh_database(server_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def database_url(fresh_database: str) -> str:
-    """The session's database, migrated to head."""
+async def owner_database_url(fresh_database: str) -> str:
+    """The session's database, migrated to head, as its owner (a superuser: bypasses RLS)."""
     await upgrade_async(parse_database_url(fresh_database))
     return fresh_database
+
+
+@pytest.fixture(scope="session")
+async def database_url(owner_database_url: str) -> AsyncIterator[str]:
+    """The session's database as the service connects in production: a least-privilege role,
+    so row-level security applies to every test that goes through the app."""
+    role = f"quoteapi_app_{uuid.uuid4().hex[:8]}"
+    yield await create_app_role(owner_database_url, role, "app-role-secret")
+    await drop_app_role(owner_database_url, role)
+
+
+@pytest.fixture(scope="session")
+async def owner_engine(owner_database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine as the owner, for tests to arrange and inspect rows behind the app's back."""
+    engine = create_engine(parse_database_url(owner_database_url), pool_size=2)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture
@@ -101,7 +126,7 @@ def settings(database_url: str, jwks_server: JwksServer) -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+async def app(settings: Settings, owner_engine: AsyncEngine) -> AsyncIterator[FastAPI]:
     """The app with its lifespan running, on a database emptied for this test."""
     application = create_app(settings)
     async with application.router.lifespan_context(application):

@@ -7,6 +7,7 @@ import httpx
 from sqlalchemy.dialects.postgresql import insert
 
 from quoteapi.app import create_app
+from quoteapi.db import begin_for_user
 from quoteapi.models import UserMessage
 from tests.conftest import make_settings
 
@@ -14,7 +15,9 @@ from tests.conftest import make_settings
 async def test_200_concurrent_requests_over_a_small_pool_through_pgbouncer(
     pooled_database_url: str,
 ) -> None:
-    app = create_app(make_settings(pooled_database_url, database_pool_size=5))
+    app = create_app(
+        make_settings(pooled_database_url, database_pool_size=5, database_transaction_pooler=True)
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -23,21 +26,34 @@ async def test_200_concurrent_requests_over_a_small_pool_through_pgbouncer(
 
 
 async def test_orm_sessions_write_and_read_through_pgbouncer(pooled_database_url: str) -> None:
-    app = create_app(make_settings(pooled_database_url, database_pool_size=3))
+    app = create_app(
+        make_settings(pooled_database_url, database_pool_size=3, database_transaction_pooler=True)
+    )
 
     async def write_then_read(n: int) -> str:
         user_id = f"user_pool_{n % 20}"
         upsert = insert(UserMessage).values(user_id=user_id, message=f"quote {n}")
-        async with app.state.sessions() as session, session.begin():
+        async with app.state.sessions() as session:
+            await begin_for_user(session, user_id, rls=True)
             await session.exec(
                 upsert.on_conflict_do_update(
                     index_elements=["user_id"], set_={"message": upsert.excluded.message}
                 )
             )
             stored = await session.get(UserMessage, user_id)
+            await session.commit()
             assert stored is not None
             return stored.message
 
     async with app.router.lifespan_context(app):
         results = await asyncio.gather(*(write_then_read(n) for n in range(200)))
     assert all(result.startswith("quote ") for result in results)
+
+
+def test_neon_pooled_hosts_are_detected_and_the_setting_overrides() -> None:
+    direct = make_settings("postgresql://u:p@ep-x-123.eu-central-1.aws.neon.tech/db")
+    pooled = make_settings("postgresql://u:p@ep-x-123-pooler.eu-central-1.aws.neon.tech/db")
+    assert not direct.transaction_pooler
+    assert pooled.transaction_pooler
+    forced = make_settings("postgresql://u:p@127.0.0.1:6432/db", database_transaction_pooler=True)
+    assert forced.transaction_pooler

@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quoteapi.app import create_app
 from quoteapi.errors import PROBLEM_MEDIA_TYPE
@@ -77,11 +78,14 @@ def user_deleted(user_id: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def webhook_app(database_url: str) -> AsyncIterator[FastAPI]:
-    """The app with CLERK_WEBHOOK_SIGNING_SECRET set, on a database emptied for this test."""
+async def webhook_app(database_url: str, owner_engine: AsyncEngine) -> AsyncIterator[FastAPI]:
+    """The app with CLERK_WEBHOOK_SIGNING_SECRET set, on a database emptied for this test.
+    Rows are arranged and inspected as the owner (`app.state.owner_engine`): the app's own
+    role sees only one user's row per transaction (row-level security)."""
     application = create_app(make_settings(database_url, clerk_webhook_signing_secret=TEST_SECRET))
+    application.state.owner_engine = owner_engine
     async with application.router.lifespan_context(application):
-        async with application.state.engine.begin() as connection:
+        async with owner_engine.begin() as connection:
             await connection.execute(text("TRUNCATE user_messages, webhook_deliveries"))
         yield application
 
@@ -94,7 +98,7 @@ async def hooks(webhook_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def store_quotes(app: FastAPI, *user_ids: str) -> None:
-    async with app.state.engine.begin() as connection:
+    async with app.state.owner_engine.begin() as connection:
         for user_id in user_ids:
             await connection.execute(
                 text("INSERT INTO user_messages (user_id, message) VALUES (:u, 'A quote.')"),
@@ -103,12 +107,12 @@ async def store_quotes(app: FastAPI, *user_ids: str) -> None:
 
 
 async def stored_users(app: FastAPI) -> set[str]:
-    async with app.state.engine.connect() as connection:
+    async with app.state.owner_engine.connect() as connection:
         return set((await connection.scalars(text("SELECT user_id FROM user_messages"))).all())
 
 
 async def recorded_deliveries(app: FastAPI) -> set[str]:
-    async with app.state.engine.connect() as connection:
+    async with app.state.owner_engine.connect() as connection:
         return set((await connection.scalars(text("SELECT svix_id FROM webhook_deliveries"))).all())
 
 
@@ -207,7 +211,7 @@ async def test_unknown_event_type_is_acknowledged_and_changes_nothing(
 async def test_deliveries_older_than_the_retention_are_pruned(
     hooks: httpx.AsyncClient, webhook_app: FastAPI
 ) -> None:
-    async with webhook_app.state.engine.begin() as connection:
+    async with webhook_app.state.owner_engine.begin() as connection:
         await connection.execute(
             text(
                 "INSERT INTO webhook_deliveries (svix_id, event_type, received_at) VALUES"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,17 +44,24 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("event=config_note note=%r", note)
         engine = db.create_engine(
             database,
+            pooler=settings.transaction_pooler,
             pool_size=settings.database_pool_size,
             pool_timeout=settings.database_pool_timeout,
             connect_timeout=settings.database_connect_timeout,
         )
         app.state.engine = engine
         app.state.sessions = db.session_factory(engine)
+        app.state.statement_sessions = db.session_factory(
+            engine, autocommit=not settings.transaction_pooler
+        )
+        # In the background: start-up must not wait on a database that is still waking.
+        role_check = asyncio.create_task(db.warn_if_rls_bypassed(engine))
         async with httpx.AsyncClient(timeout=settings.clerk_jwks_timeout_seconds) as http:
             await app.state.verifier.start(http)  # warms the keys; a failure only logs
             try:
                 yield
             finally:
+                role_check.cancel()
                 await app.state.verifier.close()
                 await engine.dispose()
 

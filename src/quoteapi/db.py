@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Request
+from sqlalchemy import Subquery, Text, func, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -53,18 +54,30 @@ async def _connect_with_retry(**kwargs: Any) -> asyncpg.Connection:
 def create_engine(
     target: DatabaseTarget,
     *,
+    pooler: bool = True,
     pool_size: int = 10,
     pool_timeout: float = 5.0,
     connect_timeout: float = 10.0,
 ) -> AsyncEngine:
-    """Build the engine for one database target; nothing connects until first use."""
+    """Build the engine for one database target; nothing connects until first use.
+
+    `pooler`: the database is behind a transaction-mode pooler, where a prepared statement must
+    not outlive its transaction: statements are prepared under unique names and never cached.
+    Otherwise each connection keeps its prepared statements, saving a round trip per query.
+    """
+    statements: dict[str, Any] = (
+        {
+            "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": _unique_statement_name,
+        }
+        if pooler
+        else {"prepared_statement_cache_size": 256}
+    )
     connect_args: dict[str, Any] = {
         "timeout": connect_timeout,
         **target.connect_kwargs,
-        # Pooler-safe: asyncpg's own statement cache off, SQLAlchemy's off, unique names.
-        "statement_cache_size": 0,
-        "prepared_statement_cache_size": 0,
-        "prepared_statement_name_func": _unique_statement_name,
+        **statements,
         "async_creator_fn": _connect_with_retry,
     }
     return create_async_engine(
@@ -76,9 +89,16 @@ def create_engine(
     )
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions that keep loaded values after commit (responses are built after it)."""
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+def session_factory(
+    engine: AsyncEngine, *, autocommit: bool = False
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded values after commit (responses are built after it).
+
+    `autocommit`: each statement commits on its own, with no BEGIN/COMMIT round trips; for
+    requests made of one statement. `begin_for_user` still opens a real transaction.
+    """
+    bind = engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
+    return async_sessionmaker(bind, class_=AsyncSession, expire_on_commit=False)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -88,4 +108,63 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+# The row-level-security policy on user_messages admits the row whose user_id equals this
+# transaction-local setting (migration 0003).
+USER_SETTING = "app.user_id"
+
+
+def acting_user(user_id: str, *, rls: bool) -> Subquery:
+    """A one-row subquery `acting(user_id)`; with `rls` it also binds the running statement's
+    transaction to the user, so that a single statement needs no set_config round trip.
+
+    Statements read user_messages only through it (JOIN LATERAL, or INSERT ... SELECT), so
+    PostgreSQL evaluates set_config before it touches the table and its policy sees the setting;
+    OFFSET 0 keeps the planner from inlining the call elsewhere."""
+    if not rls:
+        return select(literal(user_id, Text).label("user_id")).subquery("acting")
+    bind = func.set_config(USER_SETTING, user_id, True)
+    return select(bind.label("user_id")).offset(0).subquery("acting")
+
+
+async def warn_if_rls_bypassed(engine: AsyncEngine) -> None:
+    """Log a warning when the connected role is exempt from row-level security (a superuser,
+    or BYPASSRLS like Neon's default owner role): the policy is then no second wall at all."""
+    query = text(
+        "SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+    )
+    try:
+        async with engine.connect() as connection:
+            role, superuser, bypass = (await connection.execute(query)).one()
+    except Exception as exc:  # the database may be down at start-up; requests will say so
+        log.info("event=rls_role_check_skipped error=%s", type(exc).__name__)
+        return
+    if superuser or bypass:
+        log.warning(
+            "event=rls_bypassed role=%s reason=%s: row-level security does not apply to this "
+            "role; connect as a least-privilege role (README: Row-level security)",
+            role,
+            "superuser" if superuser else "bypassrls",
+        )
+    else:
+        log.info("event=rls_role_ok role=%s", role)
+
+
+async def begin_for_user(session: AsyncSession, user_id: str, *, rls: bool) -> None:
+    """Open a real transaction on `session` (even an autocommit one) bound to `user_id`, for
+    work that takes more than one statement or cannot carry `acting_user` itself."""
+    await session.connection(execution_options={"isolation_level": "READ COMMITTED"})
+    if rls:
+        bind: Any = select(func.set_config(USER_SETTING, user_id, True))
+        await session.exec(bind)
+
+
+async def get_statement_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session for requests made of single statements: each commits on its own, with no
+    BEGIN/COMMIT round trips (transactional behind a transaction pooler, where it must be)."""
+    factory: async_sessionmaker[AsyncSession] = request.app.state.statement_sessions
+    async with factory() as session:
+        yield session
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+StatementSessionDep = Annotated[AsyncSession, Depends(get_statement_session)]

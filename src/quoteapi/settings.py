@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=1000)
     database_pool_timeout: float = Field(default=5.0, gt=0)
     database_connect_timeout: float = Field(default=10.0, gt=0)
+    # Behind a transaction-mode pooler (Neon's -pooler endpoints, PgBouncer) prepared statements
+    # cannot outlive a transaction. None: detect Neon's pooled host names.
+    database_transaction_pooler: bool | None = None
+    database_row_level_security: bool = True
 
     clerk_publishable_key: str | None = Field(
         default=None,
@@ -198,6 +202,14 @@ class Settings(BaseSettings):
         if value is not None:
             parse_database_url(value)
         return value
+
+    @property
+    def transaction_pooler(self) -> bool:
+        """Whether the database is reached through a transaction-mode pooler."""
+        if self.database_transaction_pooler is not None:
+            return self.database_transaction_pooler
+        host = self.database.connect_kwargs.get("host", "") if self.database else ""
+        return "-pooler." in str(host)
 
     @property
     def database(self) -> DatabaseTarget | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -36,3 +36,48 @@ def url_for_database(server_url: str, name: str) -> str:
     """The same server URL, naming database `name` instead."""
     parts = urlsplit(server_url)
     return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def app_role_statements(role: str, password: str, database: str) -> list[str]:
+    """SQL that creates the least-privilege role the service connects as: it can read and
+    write rows (row-level security decides which) but owns nothing, cannot change the schema
+    and does not bypass RLS. Run as the database owner; the README shows the same SQL."""
+    name = _quote_ident(role)
+    return [
+        f"CREATE ROLE {name} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD {_quote_literal(password)}",
+        f"GRANT CONNECT ON DATABASE {_quote_ident(database)} TO {name}",
+        f"GRANT USAGE ON SCHEMA public TO {name}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON user_messages, webhook_deliveries TO {name}",
+        f"GRANT USAGE ON SEQUENCE user_messages_version_seq TO {name}",
+        f"GRANT SELECT ON alembic_version TO {name}",
+    ]
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+async def create_app_role(owner_url: str, role: str, password: str) -> str:
+    """Create the application role on the owner's database; return the URL to connect as it."""
+    target = parse_database_url(owner_url).connect_kwargs
+    connection = await asyncpg.connect(**target)
+    try:
+        for statement in app_role_statements(role, password, target["database"]):
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+    parts = urlsplit(owner_url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(
+        parts._replace(netloc=f"{quote(role, safe='')}:{quote(password, safe='')}@{host}")
+    )
+
+
+async def drop_app_role(owner_url: str, role: str) -> None:
+    """Remove the role and every privilege it holds in the owner's database."""
+    connection = await asyncpg.connect(**parse_database_url(owner_url).connect_kwargs)
+    try:
+        await connection.execute(f"DROP OWNED BY {_quote_ident(role)}")
+        await connection.execute(f"DROP ROLE {_quote_ident(role)}")
+    finally:
+        await connection.close()

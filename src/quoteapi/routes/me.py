@@ -5,12 +5,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import Row, delete, false, literal_column, select, true, update
+from sqlalchemy import Row, Text, delete, false, literal, literal_column, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.sql.elements import ColumnElement
 
 from quoteapi.auth.deps import CurrentUser
-from quoteapi.db import SessionDep
+from quoteapi.db import StatementSessionDep, acting_user, begin_for_user
 from quoteapi.errors import (
     INVALID_JSON,
     MESSAGE_NOT_FOUND,
@@ -114,6 +114,7 @@ _ETAG_HEADER = {"ETag": {"description": "Version of the quote", "schema": {"type
 def build_router(settings: Settings) -> APIRouter:
     """The /me routes; the quote's length limit is a setting, so the body schema is built here."""
     message_in: type[BaseModel] = message_input_model(settings.quoteapi_message_max_length)
+    rls = settings.database_row_level_security
     router = APIRouter(prefix="/me", tags=["me"])
 
     @router.get(
@@ -130,9 +131,11 @@ def build_router(settings: Settings) -> APIRouter:
         },
     )
     async def get_message(
-        user: CurrentUser, session: SessionDep, if_none_match: IfNoneMatch = None
+        user: CurrentUser, session: StatementSessionDep, if_none_match: IfNoneMatch = None
     ) -> Response:
-        query: Any = select(*_RETURNED).where(_c.user_id == user.user_id)
+        acting = acting_user(user.user_id, rls=rls)
+        mine = select(*_RETURNED).where(_c.user_id == acting.c.user_id).lateral("mine")
+        query: Any = select(*mine.c).select_from(acting).join(mine, true())
         row = (await session.exec(query)).first()
         if row is None:
             raise _not_found()
@@ -167,42 +170,43 @@ def build_router(settings: Settings) -> APIRouter:
     )
     async def put_message(
         user: CurrentUser,
-        session: SessionDep,
+        session: StatementSessionDep,
         body: Annotated[message_in, Body()],  # type: ignore[valid-type]
         if_match: IfMatch = None,
         if_none_match: IfNoneMatch = None,
     ) -> Response:
         text: str = body.message  # type: ignore[attr-defined]  # the model built above
-        new_version = version_seq.next_value()
+        replaced = {"update_ts": literal_column("now()"), "version": version_seq.next_value()}
+        statement: Any
         if if_match is not None:
             # Replace only what the client last saw: one UPDATE guarded by the version.
             condition = _version_in(if_match)
             if if_none_match is not None:
                 condition = condition & ~_version_in(if_none_match)
-            statement: Any = (
+            await begin_for_user(session, user.user_id, rls=rls)
+            statement = (
                 update(_table)
                 .where(_c.user_id == user.user_id, condition)
-                .values(message=text, update_ts=literal_column("now()"), version=new_version)
+                .values(message=text, **replaced)
                 .returning(*_RETURNED, false().label("created"))
             )
         else:
-            upsert = insert(_table).values(user_id=user.user_id, message=text)
+            acting = acting_user(user.user_id, rls=rls)
+            upsert = insert(_table).from_select(
+                ["user_id", "message"], select(acting.c.user_id, literal(text, Text))
+            )
             if if_none_match is not None and if_none_match.strip() == "*":
                 statement = upsert.on_conflict_do_nothing()
             else:
                 statement = upsert.on_conflict_do_update(
                     index_elements=[_c.user_id],
-                    set_={
-                        "message": text,
-                        "update_ts": literal_column("now()"),
-                        "version": new_version,
-                    },
+                    set_={"message": upsert.excluded.message, **replaced},
                     where=~_version_in(if_none_match) if if_none_match is not None else None,
                 )
             # xmax is 0 on a row version this statement inserted, not on one it updated.
             statement = statement.returning(*_RETURNED, literal_column("xmax = 0").label("created"))
-        async with session.begin():
-            row = (await session.exec(statement)).first()
+        row = (await session.exec(statement)).first()
+        await session.commit()
         if row is None:
             raise _precondition_failed()
         return _message_response(row, 201 if row.created else 200)
@@ -218,13 +222,14 @@ def build_router(settings: Settings) -> APIRouter:
         },
     )
     async def delete_message(
-        user: CurrentUser, session: SessionDep, if_match: IfMatch = None
+        user: CurrentUser, session: StatementSessionDep, if_match: IfMatch = None
     ) -> Response:
         statement = delete(_table).where(_c.user_id == user.user_id)
         if if_match is not None:
             statement = statement.where(_version_in(if_match))
-        async with session.begin():
-            row = (await session.exec(statement.returning(_c.version))).first()
+        await begin_for_user(session, user.user_id, rls=rls)
+        row = (await session.exec(statement.returning(_c.version))).first()
+        await session.commit()
         if row is None:
             raise _precondition_failed() if if_match is not None else _not_found()
         return Response(status_code=204)

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from quoteapi.db import SessionDep
+from quoteapi.db import SessionDep, begin_for_user
 from quoteapi.errors import WEBHOOK_TOO_LARGE, ApiError
 from quoteapi.models import UserMessage, WebhookAck, WebhookDelivery
 from quoteapi.webhooks import MAX_BODY_BYTES, Verifier, parse_headers
@@ -74,7 +74,8 @@ async def clerk_webhook(request: Request, verifier: VerifierDep, session: Sessio
         # Acknowledged: a retry would carry the same body, and nothing could be done with it.
         log.warning("event=webhook_user_deleted_without_id svix_id=%s", signed.msg_id)
         return WebhookAck(outcome="ignored")
-    if not await _erase_user(session, signed.msg_id, event_type, user_id):
+    rls = request.app.state.settings.database_row_level_security
+    if not await _erase_user(session, signed.msg_id, event_type, user_id, rls=rls):
         log.info("event=webhook_duplicate svix_id=%s", signed.msg_id)
         return WebhookAck(outcome="duplicate")
     return WebhookAck(outcome="deleted")
@@ -98,20 +99,25 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(WEBHOOK_TOO_LARGE, f"Webhook bodies are limited to {limit} bytes.")
 
 
-async def _erase_user(session: AsyncSession, svix_id: str, event_type: str, user_id: str) -> bool:
-    """Record the delivery and delete the user's rows in one transaction; False (and nothing
-    changed) when this svix-id was already recorded."""
+async def _erase_user(
+    session: AsyncSession, svix_id: str, event_type: str, user_id: str, *, rls: bool
+) -> bool:
+    """Record the delivery and delete the user's rows in one transaction (bound to that user,
+    for row-level security); False (and nothing changed) when this svix-id was already
+    recorded."""
     record = (
         insert(WebhookDelivery)
         .values(svix_id=svix_id, event_type=event_type)
         .on_conflict_do_nothing(index_elements=[col(WebhookDelivery.svix_id)])
         .returning(col(WebhookDelivery.svix_id))
     )
-    async with session.begin():
-        if (await session.exec(record)).first() is None:
-            return False
-        erased = await session.exec(delete(UserMessage).where(col(UserMessage.user_id) == user_id))
-        await session.exec(_prune_statement())
+    await begin_for_user(session, user_id, rls=rls)
+    if (await session.exec(record)).first() is None:
+        await session.rollback()
+        return False
+    erased = await session.exec(delete(UserMessage).where(col(UserMessage.user_id) == user_id))
+    await session.exec(_prune_statement())
+    await session.commit()
     log.info(
         "event=webhook_user_deleted svix_id=%s user_id=%s rows=%d",
         svix_id,

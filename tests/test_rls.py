@@ -1,0 +1,116 @@
+"""Row-level security, the second wall: as the application's role, a query with no user filter
+sees and changes only the caller's row, and nothing without the transaction-local setting."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from quoteapi.app import create_app
+from quoteapi.settings import parse_database_url
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+async def as_app_role(
+    database_url: str, owner_engine: AsyncEngine
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the application's least-privilege role; alice and bob have quotes."""
+    async with owner_engine.begin() as owner:
+        await owner.execute(text("TRUNCATE user_messages"))
+        await owner.execute(
+            text(
+                "INSERT INTO user_messages (user_id, message)"
+                " VALUES ('user_alice', 'Alice''s.'), ('user_bob', 'Bob''s.')"
+            )
+        )
+    connection = await asyncpg.connect(**parse_database_url(database_url).connect_kwargs)
+    yield connection
+    await connection.close()
+
+
+async def _act_as(connection: asyncpg.Connection, user_id: str) -> None:
+    await connection.execute("SELECT set_config('app.user_id', $1, true)", user_id)
+
+
+async def test_unfiltered_select_sees_only_the_callers_row(as_app_role: asyncpg.Connection) -> None:
+    async with as_app_role.transaction():
+        await _act_as(as_app_role, "user_alice")
+        rows = await as_app_role.fetch("SELECT user_id, message FROM user_messages")
+    assert [tuple(r) for r in rows] == [("user_alice", "Alice's.")]
+
+
+async def test_unfiltered_update_and_delete_change_only_the_callers_row(
+    as_app_role: asyncpg.Connection, owner_engine: AsyncEngine
+) -> None:
+    async with as_app_role.transaction():
+        await _act_as(as_app_role, "user_alice")
+        assert await as_app_role.execute("UPDATE user_messages SET message = 'Mine.'") == "UPDATE 1"
+        assert await as_app_role.execute("DELETE FROM user_messages") == "DELETE 1"
+    async with owner_engine.connect() as owner:
+        rows = (await owner.execute(text("SELECT user_id, message FROM user_messages"))).all()
+    assert [tuple(r) for r in rows] == [("user_bob", "Bob's.")]
+
+
+async def test_writing_another_users_row_is_refused(as_app_role: asyncpg.Connection) -> None:
+    async with as_app_role.transaction():
+        await _act_as(as_app_role, "user_alice")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            await as_app_role.execute(
+                "INSERT INTO user_messages (user_id, message) VALUES ('user_carol', 'x')"
+            )
+
+
+async def test_without_the_setting_nothing_is_visible_or_writable(
+    as_app_role: asyncpg.Connection,
+) -> None:
+    assert await as_app_role.fetch("SELECT * FROM user_messages") == []
+    assert await as_app_role.execute("UPDATE user_messages SET message = 'x'") == "UPDATE 0"
+    assert await as_app_role.execute("DELETE FROM user_messages") == "DELETE 0"
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_app_role.execute("INSERT INTO user_messages (user_id, message) VALUES ('u', 'x')")
+
+
+async def test_the_setting_ends_with_its_transaction(as_app_role: asyncpg.Connection) -> None:
+    # A pooled connection goes to the next client after the transaction: nothing carries over.
+    async with as_app_role.transaction():
+        await _act_as(as_app_role, "user_alice")
+        assert len(await as_app_role.fetch("SELECT * FROM user_messages")) == 1
+    assert await as_app_role.fetch("SELECT * FROM user_messages") == []
+
+
+async def test_the_application_role_cannot_switch_rls_off(as_app_role: asyncpg.Connection) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_app_role.execute("ALTER TABLE user_messages DISABLE ROW LEVEL SECURITY")
+
+
+async def _startup_warnings(database_url: str, caplog: pytest.LogCaptureFixture) -> list[str]:
+    caplog.set_level(logging.INFO, logger="quoteapi.db")
+    app = create_app(make_settings(database_url))
+    async with app.router.lifespan_context(app):
+        for _ in range(100):  # the check runs in the background: wait for its one log line
+            if any("rls_" in r.getMessage() for r in caplog.records):
+                break
+            async with app.state.engine.connect():
+                pass
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+async def test_startup_warns_when_the_role_bypasses_rls(
+    owner_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    warnings = await _startup_warnings(owner_database_url, caplog)
+    assert any("event=rls_bypassed" in w and "reason=superuser" in w for w in warnings)
+
+
+async def test_startup_is_quiet_for_the_least_privilege_role(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    warnings = await _startup_warnings(database_url, caplog)
+    assert not any("rls_bypassed" in w for w in warnings)
+    assert any("event=rls_role_ok" in r.getMessage() for r in caplog.records)
