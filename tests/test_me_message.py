@@ -10,9 +10,28 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from quoteapi.settings import Settings
+from tests.conftest import TEST_ISSUER, JwksServer, make_settings
+
 AuthHeaders = Callable[[str], dict[str, str]]
 ALICE = "user_alice"
 BOB = "user_bob"
+
+
+@pytest.fixture(params=["direct", "pgbouncer"])
+def settings(
+    request: pytest.FixtureRequest, database_url: str, jwks_server: JwksServer
+) -> Settings:
+    """Every test here runs twice: on the database directly, and through PgBouncer in
+    transaction mode (as behind Neon's -pooler endpoints)."""
+    if request.param == "direct":
+        return make_settings(database_url, clerk_jwks_url=jwks_server.url, clerk_issuer=TEST_ISSUER)
+    return make_settings(
+        request.getfixturevalue("pooled_database_url"),
+        clerk_jwks_url=jwks_server.url,
+        clerk_issuer=TEST_ISSUER,
+        database_transaction_pooler=True,
+    )
 
 
 @pytest.fixture
