@@ -82,9 +82,10 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     if settings.quoteapi_dev_issuer:  # never in production: `quoteapi serve` refuses it
-        from quoteapi.dev import issuer
+        from quoteapi.dev import issuer, tokens
 
         app.include_router(issuer.build_router(settings.quoteapi_data_dir))
+        app.include_router(tokens.build_router(settings.quoteapi_data_dir))  # for web/
     app.include_router(me.build_router(settings), responses=COMMON_RESPONSES)
     # Outermost first: request id and access log see everything, CORS answers preflights
     # before any limit, and the body limit guards the routes.
@@ -92,7 +93,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_allow_origins,
-        allow_methods=["GET", "PUT", "DELETE"],
+        # POST only for the dev page's POST /dev/token; the API itself takes none from browsers.
+        allow_methods=["GET", "PUT", "DELETE", *(["POST"] if settings.quoteapi_dev_issuer else [])],
         allow_headers=[
             "Authorization",
             "Content-Type",

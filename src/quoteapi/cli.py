@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import signal
+import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 import uvicorn
@@ -16,6 +19,8 @@ from quoteapi.logs import configure_logging
 from quoteapi.settings import ConfigError, DatabaseTarget, Settings, load_settings
 
 DEV_DATABASE = "quoteapi"
+
+log = logging.getLogger("quoteapi")
 
 
 def _require_database(settings: Settings, command: str) -> DatabaseTarget:
@@ -66,7 +71,8 @@ def migrate(args: argparse.Namespace) -> None:
 
 
 def dev(args: argparse.Namespace) -> None:
-    """Embedded database (unless DATABASE_URL is set), migrations, and the API on 127.0.0.1."""
+    """Embedded database (unless DATABASE_URL is set), migrations, the API on 127.0.0.1, and the
+    web page on its own port (another origin, allowed by CORS)."""
     from quoteapi.app import create_app
     from quoteapi.auth.keys import has_key_source
     from quoteapi.dev import issuer
@@ -76,6 +82,10 @@ def dev(args: argparse.Namespace) -> None:
     settings = load_settings()
     if not has_key_source(settings):  # no Clerk configured: sign and verify with the dev issuer
         settings = settings.model_copy(update=issuer.dev_auth_settings(args.port))
+    web_port = settings.quoteapi_web_port if args.web_port is None else args.web_port
+    if web_port:
+        origins = [*settings.cors_allow_origins, *_page_origins(args.host, web_port)]
+        settings = settings.model_copy(update={"cors_allow_origins": list(dict.fromkeys(origins))})
     configure_logging(json_lines=False)
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python (not the
     # default kill) lets the `finally` below stop the embedded server.
@@ -93,26 +103,98 @@ def dev(args: argparse.Namespace) -> None:
         server = uvicorn.Server(
             uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False)
         )
-        asyncio.run(_serve_then_greet(server, _dev_greeting(settings, args.host, args.port)))
+        page = _page_server(settings, args.host, args.port, web_port) if web_port else None
+        greeting = _dev_greeting(settings, args.host, args.port, page.url if page else None)
+        asyncio.run(_serve_then_greet(server, greeting, page))
     finally:
         if embedded is not None:
             embedded.stop()
 
 
-async def _serve_then_greet(server: uvicorn.Server, greeting: str) -> None:
-    """Run `server`; print `greeting` once it accepts connections (not before: a busy port
-    must not be greeted)."""
+def _page_origins(host: str, web_port: int) -> list[str]:
+    """The origins a browser gives the dev page, whichever loopback name it was opened with."""
+    names = ["127.0.0.1", "localhost"]
+    if host not in ("0.0.0.0", "::", *names):
+        names.append(f"[{host}]" if ":" in host else host)
+    return [f"http://{name}:{web_port}" for name in names]
+
+
+class _PageServer(uvicorn.Server):
+    """The web page's server: it runs beside the API's in the same loop, on a socket bound in
+    advance; the API's server owns the signals (Ctrl-C) and this one stops with it."""
+
+    def __init__(self, config: uvicorn.Config, sock: socket.socket, url: str) -> None:
+        super().__init__(config)
+        self.socket = sock
+        self.url = url
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _page_server(settings: Settings, host: str, api_port: int, web_port: int) -> _PageServer | None:
+    """The server for web/ on `web_port`, or None (with a warning) when the port is taken."""
+    from quoteapi.dev.web import PageConfig, build_web_app, web_dir
+
+    directory = web_dir()
+    if directory is None:
+        log.warning("event=web_page_not_served reason=%s", "web/ is only in a clone of the repo")
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, web_port))
+    except OSError as exc:
+        sock.close()
+        log.warning(
+            "event=web_page_not_served port=%s error=%s fix=%s",
+            web_port,
+            type(exc).__name__,
+            "free the port or pass --web-port (0: no page)",
+        )
+        return None
+    config = PageConfig(
+        api_port=api_port,
+        auth="dev" if settings.quoteapi_dev_issuer else "clerk",
+        clerk_publishable_key=settings.clerk_publishable_key,
+    )
+    app = build_web_app(config, directory)
+    page_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{page_host}:{web_port}"
+    return _PageServer(uvicorn.Config(app, log_config=None, access_log=False), sock, url)
+
+
+async def _serve_then_greet(
+    server: uvicorn.Server, greeting: str, page: _PageServer | None = None
+) -> None:
+    """Run `server` (and the page's beside it); print `greeting` once it accepts connections
+    (not before: a busy port must not be greeted)."""
+    page_serving = None
+    if page is not None:  # first, so that the page is up once the API answers
+        page_serving = asyncio.create_task(page.serve(sockets=[page.socket]))
+        while not page.started and not page_serving.done():  # noqa: ASYNC110 - as below
+            await asyncio.sleep(0.05)
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has a flag, no event
         await asyncio.sleep(0.05)
     if server.started:
         print(greeting, flush=True)
-    await serving
+    try:
+        await serving
+    finally:
+        if page is not None and page_serving is not None:
+            page.should_exit = True
+            await page_serving
 
 
-def _dev_greeting(settings: Settings, host: str, port: int) -> str:
+def _dev_greeting(settings: Settings, host: str, port: int, page_url: str | None = None) -> str:
     base = f"http://{host}:{port}"
     lines = [f"\nquoteapi dev is ready: {base}  (Swagger UI: {base}/docs; Ctrl-C stops it)"]
+    if page_url is not None:
+        how = "dev sign-in, no Clerk account needed" if settings.quoteapi_dev_issuer else "Clerk"
+        lines.append(f"Web page: {page_url}  (save, replace and delete your quote; {how})")
     if settings.quoteapi_dev_issuer:
         from quoteapi.dev import issuer
 
@@ -180,10 +262,18 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=migrate)
 
     p = commands.add_parser(
-        "dev", help="embedded database + migrations + API on 127.0.0.1:8000, for local work"
+        "dev",
+        help="embedded database + migrations + API on 127.0.0.1:8000 + web page on :5173, "
+        "for local work",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    p.add_argument(
+        "--web-port",
+        type=int,
+        help="port of the web page, another origin than the API's (default QUOTEAPI_WEB_PORT "
+        "or 5173; 0: no page)",
+    )
     p.set_defaults(handler=dev)
 
     p = commands.add_parser(

@@ -184,6 +184,8 @@ class Settings(BaseSettings):
     clerk_token_cache_size: int = Field(default=10_000, ge=0)
     # Local dev issuer: `quoteapi dev` signs and serves its own keys; `serve` refuses it.
     quoteapi_dev_issuer: bool = False
+    # Port of the web page (web/) that `quoteapi dev` serves beside the API; 0: no page.
+    quoteapi_web_port: int = Field(default=5173, ge=0, le=65535)
 
     quoteapi_data_dir: Path = Path(".data")
 
