@@ -105,6 +105,10 @@ def create_app(settings: Settings) -> FastAPI:
         expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
         max_age=600,
     )
+    if settings.quoteapi_metrics_enabled:  # off: not imported, no route, no per-request work
+        from quoteapi import metrics
+
+        metrics.install(app)  # GET /metrics, and timing just inside the request-id middleware
     app.add_middleware(RequestContextMiddleware)
     use_problem_media_type(app)
     if settings.clerk_webhook_signing_secret:  # unset or empty: no webhook endpoint at all

@@ -173,6 +173,8 @@ class Settings(BaseSettings):
     cors_allow_origins: CommaList = Field(default_factory=list)
     quoteapi_message_max_length: int = Field(default=1000, ge=1, le=10_000)
     quoteapi_docs_enabled: bool = True
+    # Prometheus metrics at GET /metrics (quoteapi.metrics). Off: no route, no per-request work.
+    quoteapi_metrics_enabled: bool = False
     clerk_webhook_signing_secret: SecretStr | None = None
     # Session-token verification (quoteapi.auth); the defaults suit Clerk's 60 s tokens.
     clerk_leeway_seconds: float = Field(default=5.0, ge=0, le=300)

@@ -256,6 +256,9 @@ class JwksKeys:
         self._next_refresh_at = -math.inf  # after a success: +ttl; after a failure: +retry_after
         self._last_forced_at = -math.inf  # last refetch for an unknown kid or a bad signature
         self._inflight: asyncio.Task[None] | None = None
+        # Fetches by outcome, read by /metrics at scrape time (a fetch is never on a hot path).
+        self.fetches_ok = 0
+        self.fetches_failed = 0
 
     async def start(self, client: httpx.AsyncClient) -> None:
         """Use `client` from now on and warm the cache; a failure is logged, not raised."""
@@ -328,6 +331,7 @@ class JwksKeys:
                 response.raise_for_status()
                 keys, fingerprint = parse_jwks(response.json())
             except (httpx.HTTPError, ValueError) as exc:
+                self.fetches_failed += 1
                 self._next_refresh_at = self._clock() + self._retry_after
                 stale = "none" if not self._keys else f"{self._clock() - self._fetched_at:.0f}s"
                 log.warning(
@@ -337,6 +341,7 @@ class JwksKeys:
                     stale,
                 )
                 return
+            self.fetches_ok += 1
             now = self._clock()
             self._fetched_at = now
             self._next_refresh_at = now + self._ttl

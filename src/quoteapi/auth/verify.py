@@ -121,6 +121,26 @@ class TokenCache:
         self._entries.clear()
 
 
+class CountingTokenCache(TokenCache):
+    """A TokenCache that also counts hits and misses, for /metrics: used only when metrics are
+    on, so that the plain cache's lookup stays as cheap as it is."""
+
+    __slots__ = ("hits", "misses")
+
+    def __init__(self, max_size: int) -> None:
+        super().__init__(max_size)
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, digest: bytes, now: float) -> VerifiedUser | None:
+        user = super().get(digest, now)
+        if user is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return user
+
+
 class TokenVerifier:
     """Turns a session token into a VerifiedUser or raises TokenRejected / KeysUnavailable."""
 
@@ -150,7 +170,8 @@ class TokenVerifier:
         """Build from the CLERK_* settings; ConfigError (one line) when they cannot work."""
         source = resolve_key_source(settings)
         issuer = resolve_issuer(settings)
-        cache = TokenCache(settings.clerk_token_cache_size)
+        counted = settings.quoteapi_metrics_enabled
+        cache = (CountingTokenCache if counted else TokenCache)(settings.clerk_token_cache_size)
         return cls(
             key_provider(source, settings, clock=clock, on_change=cache.clear),
             issuer=issuer,

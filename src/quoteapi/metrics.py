@@ -1,0 +1,173 @@
+"""Prometheus metrics at `GET /metrics`, only when QUOTEAPI_METRICS_ENABLED is on.
+
+Off, nothing here is imported: no route, no middleware, no per-request work. On, a request
+costs one counter increment and one histogram observation (by method, route template and
+status). Everything else is read at scrape time from the objects that already keep it, by a
+collector: JWKS fetches (`JwksKeys.fetches_ok/_failed`), token-cache hits and misses
+(`CountingTokenCache`, chosen by the same setting), and the SQLAlchemy pool's checked-out
+connections and size.
+
+Each app has its own registry, and each process its own counts: with `serve --workers N` a
+scrape reaches whichever worker accepts it. Run one worker per container when metrics are on,
+and scale with replicas (each scraped on its own; `sum()` them in PromQL). prometheus-client's
+multiprocess mode is not used: it cannot carry the scrape-time collector's values.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import FastAPI, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from quoteapi.auth.keys import JwksKeys
+from quoteapi.auth.verify import CountingTokenCache
+
+METRICS_PATH = "/metrics"
+# The API answers in about a millisecond; the default buckets start at 5 ms.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Paths no route matched (404s, CORS preflights) share one label: a scanner cannot create series.
+UNMATCHED_ROUTE = "<unmatched>"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class RequestMetrics:
+    """The per-request counter and histogram, with their labelled children cached."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "quoteapi_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "quoteapi_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route template.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        # `.labels()` validates and locks on every call; a dict lookup is cheaper.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        counter = self._counters.get((method, route, status))
+        if counter is None:
+            counter = self.requests.labels(method, route, str(status))
+            self._counters[(method, route, status)] = counter
+        counter.inc()
+        histogram = self._histograms.get((method, route))
+        if histogram is None:
+            histogram = self.duration.labels(method, route)
+            self._histograms[(method, route)] = histogram
+        histogram.observe(seconds)
+
+
+class MetricsMiddleware:
+    """Times each HTTP request and records it under its route template (`/me/message`)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: RequestMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            method = scope["method"]
+            self.metrics.record(
+                method if method in _METHODS else "other",
+                getattr(route, "path", UNMATCHED_ROUTE),
+                status,
+                time.perf_counter() - started,
+            )
+
+
+class AppStateCollector(Collector):
+    """Reads, at scrape time, what the app's verifier and engine already keep."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._state = app.state
+
+    def collect(self) -> Iterable[Metric]:
+        verifier = getattr(self._state, "verifier", None)
+        keys = getattr(verifier, "keys", None)
+        if isinstance(keys, JwksKeys):  # a PEM key (CLERK_JWT_KEY) is never fetched
+            fetches = CounterMetricFamily(
+                "quoteapi_jwks_fetches",
+                "Fetches of the Clerk signing keys (JWKS), by outcome.",
+                labels=["outcome"],
+            )
+            fetches.add_metric(["ok"], keys.fetches_ok)
+            fetches.add_metric(["error"], keys.fetches_failed)
+            yield fetches
+        cache = getattr(verifier, "cache", None)
+        if isinstance(cache, CountingTokenCache):
+            yield CounterMetricFamily(
+                "quoteapi_token_cache_hits",
+                "Session tokens found verified in the cache (no signature check).",
+                value=cache.hits,
+            )
+            yield CounterMetricFamily(
+                "quoteapi_token_cache_misses",
+                "Session tokens not in the cache (fully verified, or refused).",
+                value=cache.misses,
+            )
+            yield GaugeMetricFamily(
+                "quoteapi_token_cache_entries", "Verified tokens cached now.", value=len(cache)
+            )
+        engine = getattr(self._state, "engine", None)  # set while the app runs
+        if engine is not None:
+            pool = engine.pool
+            yield GaugeMetricFamily(
+                "quoteapi_db_pool_checked_out",
+                "Database connections in use by requests now.",
+                value=pool.checkedout(),
+            )
+            yield GaugeMetricFamily(
+                "quoteapi_db_pool_size",
+                "Database connections the pool may hold (DATABASE_POOL_SIZE).",
+                value=pool.size(),
+            )
+
+
+def install(app: FastAPI) -> None:
+    """Add `GET /metrics` and the request middleware to `app` (call only when enabled)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)  # CPU, memory, open files: read from /proc per scrape
+    registry.register(AppStateCollector(app))
+    request_metrics = RequestMetrics(registry)
+    app.state.metrics_registry = registry
+
+    @app.get(METRICS_PATH, include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(MetricsMiddleware, metrics=request_metrics)

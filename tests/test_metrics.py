@@ -1,0 +1,128 @@
+"""GET /metrics (QUOTEAPI_METRICS_ENABLED): off by default with nothing installed; on, the
+request, JWKS, token-cache and pool metrics move with the traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+from quoteapi.app import create_app
+from quoteapi.auth.verify import CountingTokenCache, TokenCache
+from quoteapi.metrics import MetricsMiddleware
+from tests.conftest import TEST_ISSUER, JwksServer, make_settings
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _samples(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+@pytest.fixture
+async def metrics_app(database_url: str, jwks_server: JwksServer) -> AsyncIterator[FastAPI]:
+    settings = make_settings(
+        database_url,
+        clerk_jwks_url=jwks_server.url,
+        clerk_issuer=TEST_ISSUER,
+        quoteapi_metrics_enabled=True,
+        database_pool_size=3,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        # A start-up check runs in the background on a pooled connection: let it finish, so
+        # the test sees an idle pool.
+        for _ in range(500):
+            if app.state.engine.pool.checkedout() == 0:
+                break
+            await asyncio.sleep(0.01)
+        yield app
+
+
+@pytest.fixture
+async def metrics_client(metrics_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=metrics_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
+        yield http
+
+
+async def test_metrics_are_off_by_default_with_nothing_installed(
+    database_url: str, jwks_server: JwksServer
+) -> None:
+    app = create_app(make_settings(database_url, clerk_jwks_url=jwks_server.url))
+    assert not any(m.cls is MetricsMiddleware for m in app.user_middleware)
+    assert type(app.state.verifier.cache) is TokenCache  # no counting on the hot path
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
+        assert (await http.get("/metrics")).status_code == 404
+
+
+async def test_metrics_count_requests_by_route_and_status_and_time_them(
+    metrics_client: httpx.AsyncClient, auth_headers: Callable[[str], dict[str, str]]
+) -> None:
+    auth = auth_headers(f"user_metrics_{uuid.uuid4().hex[:8]}")
+    assert (
+        await metrics_client.put("/me/message", json={"message": "a"}, headers=auth)
+    ).status_code == 201
+    assert (
+        await metrics_client.put("/me/message", json={"message": "b"}, headers=auth)
+    ).status_code == 200
+    assert (await metrics_client.get("/no/such/page/123")).status_code == 404
+
+    response = await metrics_client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = _samples(response.text)
+    requests = "quoteapi_http_requests_total"
+    assert _value(samples, requests, method="PUT", route="/me/message", status="201") == 1
+    assert _value(samples, requests, method="PUT", route="/me/message", status="200") == 1
+    # Unknown paths share one label, so they cannot grow the number of series.
+    assert _value(samples, requests, method="GET", route="<unmatched>", status="404") == 1
+    duration = "quoteapi_http_request_duration_seconds"
+    assert _value(samples, f"{duration}_count", method="PUT", route="/me/message") == 2
+    assert _value(samples, f"{duration}_sum", method="PUT", route="/me/message") > 0
+
+
+async def test_metrics_read_token_cache_jwks_and_pool_at_scrape_time(
+    metrics_app: FastAPI,
+    metrics_client: httpx.AsyncClient,
+    auth_headers: Callable[[str], dict[str, str]],
+) -> None:
+    before = _samples((await metrics_client.get("/metrics")).text)
+    assert _value(before, "quoteapi_jwks_fetches_total", outcome="ok") == 1  # the warm-up
+    assert _value(before, "quoteapi_db_pool_size") == 3
+    assert _value(before, "quoteapi_db_pool_checked_out") == 0
+    async with metrics_app.state.engine.connect():
+        during = _samples((await metrics_client.get("/metrics")).text)
+    assert _value(during, "quoteapi_db_pool_checked_out") == 1
+
+    auth = auth_headers(f"user_metrics_{uuid.uuid4().hex[:8]}")
+    for _ in range(3):  # one full verification, then two cache hits
+        await metrics_client.get("/me/message", headers=auth)
+    await metrics_client.get("/me/message", headers={"Authorization": "Bearer not.a.token"})
+
+    after = _samples((await metrics_client.get("/metrics")).text)
+    hits = "quoteapi_token_cache_hits_total"
+    misses = "quoteapi_token_cache_misses_total"
+    assert _value(after, hits) - _value(before, hits) == 2
+    assert _value(after, misses) - _value(before, misses) == 2  # the new token and the bad one
+    assert _value(after, "quoteapi_token_cache_entries") >= 1
+    assert _value(after, "quoteapi_jwks_fetches_total", outcome="error") == 0
+
+
+def test_counting_cache_is_chosen_only_with_metrics_on(database_url: str) -> None:
+    on = create_app(make_settings(database_url, quoteapi_metrics_enabled=True))
+    assert isinstance(on.state.verifier.cache, CountingTokenCache)
