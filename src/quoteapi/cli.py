@@ -49,6 +49,8 @@ def serve(args: argparse.Namespace) -> None:
     _require_database(settings, "serve")
     create_app(settings)  # every configuration check, before any worker starts
     configure_logging(json_lines=True)
+    # uvicorn re-raises SIGTERM once its graceful shutdown is done: exit 0 then, not by signal.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.run(
         "quoteapi.app:create_app_from_env",
         factory=True,
@@ -56,7 +58,10 @@ def serve(args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, plus a deadline to receive each request and a cap on its head.
+        http="quoteapi.protocol:GuardedHttpToolsProtocol",
+        timeout_keep_alive=settings.quoteapi_keep_alive_seconds,
+        timeout_graceful_shutdown=settings.quoteapi_shutdown_grace_seconds,
         log_config=None,
         access_log=False,
         proxy_headers=True,

@@ -48,6 +48,9 @@ PAYLOAD_TOO_LARGE = Problem(413, "payload-too-large", "Request body too large")
 UNSUPPORTED_MEDIA_TYPE = Problem(415, "unsupported-media-type", "Unsupported media type")
 VALIDATION_FAILED = Problem(422, "validation-failed", "Request validation failed")
 INTERNAL_ERROR = Problem(500, "internal-error", "Internal server error")
+# Answered by the HTTP protocol itself (quoteapi.protocol), before any app sees the request.
+REQUEST_TIMEOUT = Problem(408, "request-timeout", "Request not received in time")
+HEADERS_TOO_LARGE = Problem(431, "headers-too-large", "Request headers too large")
 DATABASE_UNAVAILABLE = Problem(503, "database-unavailable", "Database unavailable")
 
 _BY_STATUS = {p.status: p for p in (BAD_REQUEST, NOT_FOUND, METHOD_NOT_ALLOWED)}

@@ -173,6 +173,11 @@ class Settings(BaseSettings):
     cors_allow_origins: CommaList = Field(default_factory=list)
     quoteapi_message_max_length: int = Field(default=1000, ge=1, le=10_000)
     quoteapi_docs_enabled: bool = True
+    # `quoteapi serve` (uvicorn): after SIGTERM, how long in-flight requests may finish; how
+    # long a client may take to send one whole request; how long an idle connection is kept.
+    quoteapi_shutdown_grace_seconds: int = Field(default=20, ge=0, le=3600)
+    quoteapi_request_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    quoteapi_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
     # Prometheus metrics at GET /metrics (quoteapi.metrics). Off: no route, no per-request work.
     quoteapi_metrics_enabled: bool = False
     clerk_webhook_signing_secret: SecretStr | None = None

@@ -1,0 +1,117 @@
+"""The HTTP protocol `quoteapi serve` runs: uvicorn's httptools protocol plus the two limits on
+reading a request that uvicorn lacks.
+
+uvicorn 0.54 arms `timeout_keep_alive` only after a response; a connection that has not yet
+sent a whole request has no timer at all, and httptools buffers a request head of any size. So
+a client dribbling header bytes (slowloris), or one that connects and sends nothing, holds its
+connection and memory forever. ASGI middleware cannot help: the app sees a request only once its
+head is complete. This protocol closes a connection whose request (head and body) has not fully
+arrived within QUOTEAPI_REQUEST_READ_TIMEOUT_SECONDS of its first byte (or of the connection,
+for the first request), and refuses a request head over MAX_HEAD_BYTES with 431.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from functools import cache
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from quoteapi.errors import (
+    HEADERS_TOO_LARGE,
+    PROBLEM_MEDIA_TYPE,
+    REQUEST_TIMEOUT,
+    Problem,
+    problem_body,
+)
+from quoteapi.settings import load_settings
+
+# Request line plus headers. A Clerk session token is at most 8 KiB (auth refuses larger), and
+# a browser's cookies a few KiB more; nginx's default allows 32 KiB too.
+MAX_HEAD_BYTES = 32 * 1024
+
+
+@cache
+def _read_timeout() -> float:
+    # uvicorn builds protocols from an import string in each worker process, so the limit is
+    # read from the environment there, once, as the worker's app factory reads its settings.
+    return load_settings().quoteapi_request_read_timeout_seconds
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """httptools HTTP/1.1 with a deadline for receiving each request and a cap on its head."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_deadline: asyncio.TimerHandle | None = None
+        self._in_head = True  # the next bytes belong to a request head not yet complete
+        self._head_bytes = 0
+        self._request_started = False  # some bytes of the current request have arrived
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        was_in_head = self._in_head
+        super().data_received(data)
+        # A chunk that starts and ends inside one head is all head; one that starts in a body
+        # and ends in the next head is not counted (an undercount of at most one chunk).
+        if was_in_head and self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse(431, HEADERS_TOO_LARGE, f"Send at most {MAX_HEAD_BYTES} bytes.")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+        self._request_started = True
+        if self._read_deadline is None:  # the first request's deadline runs from the connect
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._in_head = True
+        self._head_bytes = 0
+        self._request_started = False
+        super().on_message_complete()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._read_deadline = self.loop.call_later(_read_timeout(), self._read_timed_out)
+
+    def _disarm(self) -> None:
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def _read_timed_out(self) -> None:
+        self._read_deadline = None
+        if self.transport.is_closing():
+            return
+        if self._in_head and self._request_started:
+            self._refuse(408, REQUEST_TIMEOUT, "Send the whole request promptly.")
+        else:  # nothing sent yet, or the app is already reading a body: just hang up
+            self.transport.close()
+
+    def _refuse(self, status: int, problem: Problem, detail: str) -> None:
+        """Answer before any app sees the request, then close (as uvicorn's own 400 does)."""
+        self.logger.warning("event=http_request_refused status=%s", status)
+        body = json.dumps(problem_body(problem, detail, None)).encode()
+        head = (
+            f"content-type: {PROBLEM_MEDIA_TYPE}\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n"
+        )
+        self.transport.write(STATUS_LINE[status] + head.encode() + body)
+        self.transport.close()
