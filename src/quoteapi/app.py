@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from quoteapi import db, migrations
 from quoteapi.auth.verify import TokenVerifier
 from quoteapi.errors import COMMON_RESPONSES, install_error_handlers, use_problem_media_type
+from quoteapi.logs import configure_logging
 from quoteapi.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from quoteapi.routes import health, me, webhooks
 from quoteapi.settings import ConfigError, Settings, load_settings
@@ -120,4 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """Factory for `uvicorn --factory` worker processes: settings from the environment."""
+    # With --workers N, uvicorn spawns fresh interpreters that do not inherit the logging
+    # set-up of `quoteapi serve`: without this, their access log is lost.
+    configure_logging(json_lines=True)
     return create_app(load_settings())
