@@ -39,6 +39,7 @@ from quoteapi.dev.databases import (
 )
 from quoteapi.migrations import upgrade_async
 from quoteapi.settings import Settings, parse_database_url
+from tests.servers import ServerProcess, clean_env
 
 
 @pytest.fixture(scope="session")
@@ -417,3 +418,43 @@ async def auth_client(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
             yield AuthApp(app, http)
+
+
+# === Real server fixtures (`quoteapi serve` as a process on loopback) ==========================
+# For tests that need a real uvicorn: signals, sockets, timeouts, the process's JSON logs.
+# `serve_env` builds its environment (the test Clerk key, so `mint_token`'s tokens pass; none of
+# the developer's settings); `start_server` starts one on a free port and polls /healthz;
+# `tests.servers.running_server` does the same for module-scoped fixtures.
+
+
+def serve_env(database_url: str, **settings: object) -> dict[str, str]:
+    """The environment of a `quoteapi serve` process for the tests, plus `settings`."""
+    return clean_env(
+        {
+            "database_url": database_url,
+            "clerk_jwt_key": TEST_KEY.public_pem,
+            "clerk_issuer": TEST_ISSUER,
+            **settings,
+        }
+    )
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """`start_server(database_url, *, port=None, **settings) -> ServerProcess`: a healthy
+    `quoteapi serve` process; stopped (SIGTERM, then SIGKILL) at teardown."""
+    started: list[ServerProcess] = []
+
+    def start_server(
+        database_url: str, *, port: int | None = None, **settings: object
+    ) -> ServerProcess:
+        server = ServerProcess(
+            tmp_path / f"server-{len(started)}", serve_env(database_url, **settings), port
+        )
+        started.append(server)
+        server.start()
+        return server
+
+    yield start_server
+    for server in started:
+        server.stop()

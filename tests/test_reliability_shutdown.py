@@ -1,0 +1,145 @@
+"""Graceful shutdown of a real `quoteapi serve` process: on SIGTERM it stops accepting
+connections at once, lets the request in flight finish (up to QUOTEAPI_SHUTDOWN_GRACE_SECONDS),
+closes its database pool and exits 0. The slow request is a PUT waiting on a row lock that the
+test holds from its own connection, released only after the SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import httpx
+import pytest
+
+from quoteapi.settings import parse_database_url
+from tests.servers import ServerProcess
+
+AuthHeaders = Callable[[str], dict[str, str]]
+
+
+@pytest.fixture
+async def superuser(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own to the session database, beside the server's pool."""
+    connection = await asyncpg.connect(**parse_database_url(fresh_database).connect_kwargs)
+    yield connection
+    await connection.close()
+
+
+async def _poll(condition: Callable[[], object], within: float, what: str) -> None:
+    """Poll `condition` (a function, or a coroutine function) until it holds."""
+    deadline = time.monotonic() + within
+    while not await _call(condition):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.02)  # poll interval
+
+
+async def _call(condition: Callable[[], object]) -> object:
+    result = condition()
+    if asyncio.iscoroutine(result):
+        return await result
+    return result
+
+
+def _refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+async def _hold_row_lock_until_a_put_waits(
+    superuser: asyncpg.Connection, http: httpx.AsyncClient, user: str, headers: dict[str, str]
+) -> tuple[asyncpg.transaction.Transaction, asyncio.Task[httpx.Response]]:
+    """Lock the user's row from the test's connection; start a PUT and return once it waits."""
+    transaction = superuser.transaction()
+    await transaction.start()
+    locked = await superuser.fetch(
+        "SELECT 1 FROM user_messages WHERE user_id = $1 FOR UPDATE", user
+    )
+    assert len(locked) == 1
+    in_flight = asyncio.create_task(
+        http.put("/me/message", json={"message": "during shutdown"}, headers=headers)
+    )
+
+    async def put_waits_on_the_lock() -> bool:
+        waiting = await superuser.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+        )
+        return bool(waiting)
+
+    await _poll(put_waits_on_the_lock, 20, f"a PUT for {user} waiting on the row lock")
+    return transaction, in_flight
+
+
+async def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
+    start_server: Callable[..., ServerProcess],
+    database_url: str,
+    superuser: asyncpg.Connection,
+    auth_headers: AuthHeaders,
+) -> None:
+    server = start_server(database_url, quoteapi_shutdown_grace_seconds=15)
+    user = "user_shutdown_in_flight"
+    headers = auth_headers(user)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        created = await http.put("/me/message", json={"message": "before"}, headers=headers)
+        assert created.status_code in (200, 201)
+        transaction, in_flight = await _hold_row_lock_until_a_put_waits(
+            superuser, http, user, headers
+        )
+
+        server.signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        await _poll(lambda: _refuses_connections(server.port), 5, "new connections refused")
+        assert not in_flight.done()  # still waiting on the lock, and not cut off
+        await transaction.commit()  # the lock goes; the PUT proceeds
+        response = await in_flight
+
+    assert response.status_code == 200, response.text
+    assert response.json()["message"] == "during shutdown"
+    assert await asyncio.to_thread(server.wait, 15) == 0
+    print(f"\nexited 0, {time.monotonic() - signalled:.2f} s after SIGTERM")
+    stored = await superuser.fetchval("SELECT message FROM user_messages WHERE user_id = $1", user)
+    assert stored == "during shutdown"
+    messages = [r.get("message", "") for r in server.log_records()]
+    assert "Application shutdown complete." in messages  # lifespan ran: the pool is disposed
+    assert not [r for r in server.log_records() if r.get("level") in ("error", "critical")]
+
+
+async def test_sigterm_cancels_a_request_still_running_after_the_grace_period(
+    start_server: Callable[..., ServerProcess],
+    database_url: str,
+    superuser: asyncpg.Connection,
+    auth_headers: AuthHeaders,
+) -> None:
+    grace = 1
+    server = start_server(database_url, quoteapi_shutdown_grace_seconds=grace)
+    user = "user_shutdown_grace"
+    headers = auth_headers(user)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        assert (await http.put("/me/message", json={"message": "x"}, headers=headers)).is_success
+        transaction, in_flight = await _hold_row_lock_until_a_put_waits(
+            superuser, http, user, headers
+        )
+        server.signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        try:
+            exit_status = await asyncio.to_thread(server.wait, grace + 10)
+            exited_after = time.monotonic() - signalled
+        finally:
+            await transaction.rollback()
+        try:
+            # uvicorn cancels the request and answers it with its own plain-text 500.
+            acknowledged = (await in_flight).is_success
+        except httpx.TransportError:
+            acknowledged = False
+        assert not acknowledged
+    print(f"\nexited {exit_status}, {exited_after:.2f} s after SIGTERM (grace {grace} s)")
+    assert exit_status == 0
+    assert exited_after < grace + 3
