@@ -33,7 +33,7 @@ async def test_orm_sessions_write_and_read_through_pgbouncer(pooled_database_url
     async def write_then_read(n: int) -> str:
         user_id = f"user_pool_{n % 20}"
         upsert = insert(UserMessage).values(user_id=user_id, message=f"quote {n}")
-        async with app.state.sessions() as session:
+        async with app.state.sessions.open() as session:
             await begin_for_user(session, user_id, rls=True)
             await session.exec(
                 upsert.on_conflict_do_update(

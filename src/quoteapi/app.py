@@ -51,12 +51,14 @@ def create_app(settings: Settings) -> FastAPI:
             connect_timeout=settings.database_connect_timeout,
         )
         app.state.engine = engine
-        app.state.sessions = db.session_factory(engine)
-        app.state.statement_sessions = db.session_factory(
-            engine, autocommit=not settings.transaction_pooler
+        slots = asyncio.Semaphore(settings.database_pool_size)
+        wait = settings.database_pool_timeout
+        app.state.sessions = db.Sessions(engine, slots=slots, wait=wait)
+        app.state.statement_sessions = db.Sessions(
+            engine, slots=slots, wait=wait, autocommit=not settings.transaction_pooler
         )
         # In the background: start-up must not wait on a database that is still waking.
-        role_check = asyncio.create_task(db.warn_if_rls_bypassed(engine))
+        app.state.role_check = role_check = asyncio.create_task(db.warn_if_rls_bypassed(engine))
         async with httpx.AsyncClient(timeout=settings.clerk_jwks_timeout_seconds) as http:
             await app.state.verifier.start(http)  # warms the keys; a failure only logs
             try:

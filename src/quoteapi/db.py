@@ -6,11 +6,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Request
-from sqlalchemy import Subquery, Text, func, literal, select, text
+from sqlalchemy import Subquery, Text, bindparam, func, select, text
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -86,25 +88,54 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=pool_timeout,
+        # Errors carry the statement, never its parameters: they hold quote text and user ids,
+        # and errors are logged.
+        hide_parameters=True,
     )
 
 
-def session_factory(
-    engine: AsyncEngine, *, autocommit: bool = False
-) -> async_sessionmaker[AsyncSession]:
-    """Sessions that keep loaded values after commit (responses are built after it).
+class Sessions:
+    """Opens request sessions, admitting requests to the pool first come, first served.
 
-    `autocommit`: each statement commits on its own, with no BEGIN/COMMIT round trips; for
-    requests made of one statement. `begin_for_user` still opens a real transaction.
+    SQLAlchemy's async pool hands a returned connection to whichever task asks next, so under
+    load a waiting request can be overtaken again and again until it times out (a p99 of
+    seconds). A FIFO semaphore sized like the pool queues requests fairly in front of it.
     """
-    bind = engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
-    return async_sessionmaker(bind, class_=AsyncSession, expire_on_commit=False)
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        slots: asyncio.Semaphore,
+        wait: float,
+        autocommit: bool = False,
+    ) -> None:
+        # autocommit: each statement commits on its own, with no BEGIN/COMMIT round trips; for
+        # requests made of one statement. `begin_for_user` still opens a real transaction.
+        bind = engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
+        # Loaded values stay usable after commit: responses are built after it.
+        self.factory = async_sessionmaker(bind, class_=AsyncSession, expire_on_commit=False)
+        self.slots = slots
+        self.wait = wait
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[AsyncSession]:
+        try:
+            async with asyncio.timeout(self.wait):
+                await self.slots.acquire()
+        except TimeoutError:
+            raise PoolTimeout(f"no database connection free within {self.wait} s") from None
+        try:
+            async with self.factory() as session:
+                yield session
+        finally:
+            self.slots.release()
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request, from the factory the app was built with."""
-    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    async with factory() as session:
+    """A transactional session for the request."""
+    sessions: Sessions = request.app.state.sessions
+    async with sessions.open() as session:
         yield session
 
 
@@ -113,17 +144,24 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 USER_SETTING = "app.user_id"
 
 
-def acting_user(user_id: str, *, rls: bool) -> Subquery:
-    """A one-row subquery `acting(user_id)`; with `rls` it also binds the running statement's
-    transaction to the user, so that a single statement needs no set_config round trip.
+def acting_user(*, rls: bool) -> Subquery:
+    """A one-row subquery `acting(user_id)` of the bound parameter `caller`; with `rls` it also
+    binds the running statement's transaction to that user, so that a single statement needs no
+    set_config round trip.
 
     Statements read user_messages only through it (JOIN LATERAL, or INSERT ... SELECT), so
     PostgreSQL evaluates set_config before it touches the table and its policy sees the setting;
-    OFFSET 0 keeps the planner from inlining the call elsewhere."""
+    OFFSET 0 keeps the planner from inlining the call elsewhere. Build statements with it once
+    and execute them with `params={"caller": ...}`: building SQL per request costs more CPU
+    than running it."""
+    user_id = bindparam("caller", type_=Text)
     if not rls:
-        return select(literal(user_id, Text).label("user_id")).subquery("acting")
+        return select(user_id.label("user_id")).subquery("acting")
     bind = func.set_config(USER_SETTING, user_id, True)
     return select(bind.label("user_id")).offset(0).subquery("acting")
+
+
+_SET_USER: Any = select(func.set_config(USER_SETTING, bindparam("caller", type_=Text), True))
 
 
 async def warn_if_rls_bypassed(engine: AsyncEngine) -> None:
@@ -154,15 +192,14 @@ async def begin_for_user(session: AsyncSession, user_id: str, *, rls: bool) -> N
     work that takes more than one statement or cannot carry `acting_user` itself."""
     await session.connection(execution_options={"isolation_level": "READ COMMITTED"})
     if rls:
-        bind: Any = select(func.set_config(USER_SETTING, user_id, True))
-        await session.exec(bind)
+        await session.exec(_SET_USER, params={"caller": user_id})
 
 
 async def get_statement_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session for requests made of single statements: each commits on its own, with no
     BEGIN/COMMIT round trips (transactional behind a transaction pooler, where it must be)."""
-    factory: async_sessionmaker[AsyncSession] = request.app.state.statement_sessions
-    async with factory() as session:
+    sessions: Sessions = request.app.state.statement_sessions
+    async with sessions.open() as session:
         yield session
 
 

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import Row, Text, delete, false, literal, literal_column, select, true, update
+from sqlalchemy import Row, Text, bindparam, delete, false, literal_column, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -50,13 +50,20 @@ def _etag(version: int) -> str:
     return f'"{version}"'
 
 
+# Versions are PostgreSQL bigints: a tag naming a larger number (or non-ASCII digits, which
+# str.isdigit accepts and int() may not) names no stored version.
+_MAX_VERSION = 2**63 - 1
+
+
 def _versions(header: str) -> list[int]:
     """The versions named by an If-Match / If-None-Match list (weak tags compare equal)."""
     versions = []
     for tag in header.split(","):
         tag = tag.strip().removeprefix("W/")
-        if len(tag) >= 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit():
-            versions.append(int(tag[1:-1]))
+        digits = tag[1:-1] if len(tag) >= 2 and tag[0] == tag[-1] == '"' else ""
+        in_range = digits.isascii() and digits.isdigit() and len(digits) <= 19
+        if in_range and int(digits) <= _MAX_VERSION:
+            versions.append(int(digits))
     return versions
 
 
@@ -111,10 +118,43 @@ _MESSAGE_EXAMPLE = {
 _ETAG_HEADER = {"ETag": {"description": "Version of the quote", "schema": {"type": "string"}}}
 
 
+# Statements are built once per app and run with parameters: building SQLAlchemy constructs
+# per request costs more CPU than running them. Only the rare conditional variants are built
+# per request.
+_NEW_VERSION = {"update_ts": literal_column("now()"), "version": version_seq.next_value()}
+# xmax is 0 on a row version the statement inserted, not on one it updated.
+_CREATED: Any = literal_column("xmax = 0").label("created")
+
+
+def _read_statement(rls: bool) -> Any:
+    acting = acting_user(rls=rls)
+    mine = select(*_RETURNED).where(_c.user_id == acting.c.user_id).lateral("mine")
+    return select(*mine.c).select_from(acting).join(mine, true())
+
+
+def _upsert_statement(rls: bool, *, if_none_match: str | None = None) -> Any:
+    """Create, or replace unless If-None-Match holds (`*`: create only)."""
+    acting = acting_user(rls=rls)
+    message = bindparam("quote", type_=Text)
+    upsert = insert(_table).from_select(["user_id", "message"], select(acting.c.user_id, message))
+    if if_none_match is not None and if_none_match.strip() == "*":
+        statement = upsert.on_conflict_do_nothing()
+    else:
+        statement = upsert.on_conflict_do_update(
+            index_elements=[_c.user_id],
+            set_={"message": upsert.excluded.message, **_NEW_VERSION},
+            where=~_version_in(if_none_match) if if_none_match is not None else None,
+        )
+    return statement.returning(*_RETURNED, _CREATED)
+
+
 def build_router(settings: Settings) -> APIRouter:
     """The /me routes; the quote's length limit is a setting, so the body schema is built here."""
     message_in: type[BaseModel] = message_input_model(settings.quoteapi_message_max_length)
     rls = settings.database_row_level_security
+    read = _read_statement(rls)
+    upsert = _upsert_statement(rls)
+    create_only = _upsert_statement(rls, if_none_match="*")
     router = APIRouter(prefix="/me", tags=["me"])
 
     @router.get(
@@ -133,10 +173,7 @@ def build_router(settings: Settings) -> APIRouter:
     async def get_message(
         user: CurrentUser, session: StatementSessionDep, if_none_match: IfNoneMatch = None
     ) -> Response:
-        acting = acting_user(user.user_id, rls=rls)
-        mine = select(*_RETURNED).where(_c.user_id == acting.c.user_id).lateral("mine")
-        query: Any = select(*mine.c).select_from(acting).join(mine, true())
-        row = (await session.exec(query)).first()
+        row = (await session.exec(read, params={"caller": user.user_id})).first()
         if row is None:
             raise _not_found()
         if if_none_match is not None and (
@@ -175,8 +212,7 @@ def build_router(settings: Settings) -> APIRouter:
         if_match: IfMatch = None,
         if_none_match: IfNoneMatch = None,
     ) -> Response:
-        text: str = body.message  # type: ignore[attr-defined]  # the model built above
-        replaced = {"update_ts": literal_column("now()"), "version": version_seq.next_value()}
+        params = {"caller": user.user_id, "quote": body.message}  # type: ignore[attr-defined]
         statement: Any
         if if_match is not None:
             # Replace only what the client last saw: one UPDATE guarded by the version.
@@ -186,26 +222,17 @@ def build_router(settings: Settings) -> APIRouter:
             await begin_for_user(session, user.user_id, rls=rls)
             statement = (
                 update(_table)
-                .where(_c.user_id == user.user_id, condition)
-                .values(message=text, **replaced)
+                .where(_c.user_id == bindparam("caller"), condition)
+                .values(message=bindparam("quote"), **_NEW_VERSION)
                 .returning(*_RETURNED, false().label("created"))
             )
+        elif if_none_match is None:
+            statement = upsert
+        elif if_none_match.strip() == "*":
+            statement = create_only
         else:
-            acting = acting_user(user.user_id, rls=rls)
-            upsert = insert(_table).from_select(
-                ["user_id", "message"], select(acting.c.user_id, literal(text, Text))
-            )
-            if if_none_match is not None and if_none_match.strip() == "*":
-                statement = upsert.on_conflict_do_nothing()
-            else:
-                statement = upsert.on_conflict_do_update(
-                    index_elements=[_c.user_id],
-                    set_={"message": upsert.excluded.message, **replaced},
-                    where=~_version_in(if_none_match) if if_none_match is not None else None,
-                )
-            # xmax is 0 on a row version this statement inserted, not on one it updated.
-            statement = statement.returning(*_RETURNED, literal_column("xmax = 0").label("created"))
-        row = (await session.exec(statement)).first()
+            statement = _upsert_statement(rls, if_none_match=if_none_match)
+        row = (await session.exec(statement, params=params)).first()
         await session.commit()
         if row is None:
             raise _precondition_failed()
