@@ -656,7 +656,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--memory-seconds",
         type=float,
         help="at most this long topping up to 200,000 requests for the memory reading "
-        "(default 180; quick 0); --soak has no limit",
+        "(default 120; quick 0); --soak has no limit",
     )
     parser.add_argument(
         "--users-compare",
@@ -706,7 +706,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.duration is None:
         args.duration = 2 if args.quick else 10
     if args.memory_seconds is None:
-        args.memory_seconds = 0 if args.quick else 180
+        args.memory_seconds = 0 if args.quick else 120
     if args.fresh_tokens is None:
         args.fresh_tokens = 24_000 if args.quick else 200_000
     args.sweep = (
