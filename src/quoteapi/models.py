@@ -55,6 +55,9 @@ class UserMessage(SQLModel, table=True):
 
 # C0 and C1 control characters and DEL, except tab and line breaks (normalised to LF before).
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# JSON's \ud800-style escapes can carry half a surrogate pair, which no UTF-8 text (and so no
+# PostgreSQL text) can hold.
+_LONE_SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
 def message_input_model(max_length: int) -> type[BaseModel]:
@@ -68,6 +71,8 @@ def message_input_model(max_length: int) -> type[BaseModel]:
             raise ValueError("must not be empty or only white space")
         if _CONTROL_CHARACTERS.search(text):
             raise ValueError("must not contain control characters (tab and line breaks are fine)")
+        if _LONE_SURROGATES.search(text):
+            raise ValueError("must be valid Unicode text (it contains an unpaired surrogate)")
         if len(text) > max_length:
             raise ValueError(f"must be at most {max_length} characters after trimming")
         return text
