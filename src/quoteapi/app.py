@@ -93,21 +93,27 @@ def create_app(settings: Settings) -> FastAPI:
     # Outermost first: request id and access log see everything, CORS answers preflights
     # before any limit, and the body limit guards the routes.
     app.add_middleware(BodyLimitMiddleware, default=API_BODY_LIMIT, limits=BODY_LIMITS)
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_allow_origins,
-        # POST only for the dev page's POST /dev/token; the API itself takes none from browsers.
-        allow_methods=["GET", "PUT", "DELETE", *(["POST"] if settings.quoteapi_dev_issuer else [])],
-        allow_headers=[
-            "Authorization",
-            "Content-Type",
-            "If-Match",
-            "If-None-Match",
-            "X-Request-ID",
-        ],
-        expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
-        max_age=600,
-    )
+    if settings.cors_allow_origins:  # none: browsers on other origins are refused anyway
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            # POST only for the dev page's POST /dev/token; the API itself takes none from browsers.
+            allow_methods=[
+                "GET",
+                "PUT",
+                "DELETE",
+                *(["POST"] if settings.quoteapi_dev_issuer else []),
+            ],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "If-Match",
+                "If-None-Match",
+                "X-Request-ID",
+            ],
+            expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
+            max_age=600,
+        )
     if settings.quoteapi_metrics_enabled:  # off: not imported, no route, no per-request work
         from quoteapi import metrics
 
