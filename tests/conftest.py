@@ -131,7 +131,7 @@ async def app(settings: Settings, owner_engine: AsyncEngine) -> AsyncIterator[Fa
     """The app with its lifespan running, on a database emptied for this test."""
     application = create_app(settings)
     async with application.router.lifespan_context(application):
-        async with application.state.engine.begin() as connection:
+        async with owner_engine.begin() as connection:
             await connection.execute(text("TRUNCATE user_messages"))
         yield application
 

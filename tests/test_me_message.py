@@ -300,6 +300,27 @@ async def test_body_that_is_not_json_returns_400(
     assert_problem(response, 400, "invalid-json")
 
 
+async def test_body_that_is_not_utf8_returns_400_invalid_json(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    response = await client.put(
+        "/me/message",
+        content=b'{"message": "caf\xe9"}',
+        headers={**alice, "Content-Type": "application/json"},
+    )
+    assert_problem(response, 400, "invalid-json")
+
+
+async def test_put_with_both_if_match_and_if_none_match(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    etag = (await _put(client, alice, "First.")).headers["etag"]
+    both = {"If-Match": etag, "If-None-Match": '"0"'}  # versions start at 1
+    assert (await _put(client, alice, "Second.", **both)).status_code == 200
+    contradicting = {"If-Match": "*", "If-None-Match": "*"}
+    assert_problem(await _put(client, alice, "Third.", **contradicting), 412, "precondition-failed")
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
 async def test_wrong_content_type_returns_415(
     client: httpx.AsyncClient, alice: dict[str, str], content_type: str

@@ -145,6 +145,11 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and _is_json(request):
+        # FastAPI's own answer to a JSON body it cannot even decode (not UTF-8, say).
+        return problem_response(
+            request, INVALID_JSON, "The request body could not be parsed as JSON."
+        )
     problem = _BY_STATUS.get(exc.status_code) or Problem(
         exc.status_code, f"http-{exc.status_code}", str(exc.detail)
     )
