@@ -16,6 +16,8 @@ from tests.conftest import TEST_ISSUER, JwksServer, make_settings
 AuthHeaders = Callable[[str], dict[str, str]]
 ALICE = "user_alice"
 BOB = "user_bob"
+# Versions start at 1: no quote ever carries this ETag.
+NEVER_AN_ETAG = '"0"'
 
 
 @pytest.fixture(params=["direct", "pgbouncer"])
@@ -137,7 +139,7 @@ async def test_get_with_other_if_none_match_returns_200(
     client: httpx.AsyncClient, alice: dict[str, str]
 ) -> None:
     await _put(client, alice, "Be here now.")
-    response = await client.get("/me/message", headers={**alice, "If-None-Match": '"1"'})
+    response = await client.get("/me/message", headers={**alice, "If-None-Match": NEVER_AN_ETAG})
     assert response.status_code == 200
 
 
@@ -194,13 +196,13 @@ async def test_put_with_if_none_match_of_the_current_etag_returns_412(
     etag = (await _put(client, alice, "Current.")).headers["etag"]
     response = await _put(client, alice, "Other.", **{"If-None-Match": etag})
     assert_problem(response, 412, "precondition-failed")
-    other = await _put(client, alice, "Other.", **{"If-None-Match": '"1"'})
+    other = await _put(client, alice, "Other.", **{"If-None-Match": NEVER_AN_ETAG})
     assert other.status_code == 200
 
 
 async def test_delete_honours_if_match(client: httpx.AsyncClient, alice: dict[str, str]) -> None:
     etag = (await _put(client, alice, "Keep me?")).headers["etag"]
-    stale = await client.delete("/me/message", headers={**alice, "If-Match": '"1"'})
+    stale = await client.delete("/me/message", headers={**alice, "If-Match": NEVER_AN_ETAG})
     assert_problem(stale, 412, "precondition-failed")
     assert (await client.get("/me/message", headers=alice)).status_code == 200
     current = await client.delete("/me/message", headers={**alice, "If-Match": etag})
@@ -315,7 +317,7 @@ async def test_put_with_both_if_match_and_if_none_match(
     client: httpx.AsyncClient, alice: dict[str, str]
 ) -> None:
     etag = (await _put(client, alice, "First.")).headers["etag"]
-    both = {"If-Match": etag, "If-None-Match": '"0"'}  # versions start at 1
+    both = {"If-Match": etag, "If-None-Match": NEVER_AN_ETAG}
     assert (await _put(client, alice, "Second.", **both)).status_code == 200
     contradicting = {"If-Match": "*", "If-None-Match": "*"}
     assert_problem(await _put(client, alice, "Third.", **contradicting), 412, "precondition-failed")
