@@ -227,26 +227,42 @@ def write_chart(results: dict[str, Any], path: Path) -> str | None:
     grid = figure.add_gridspec(2, 2)
     throughput, p99 = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 1])
     headline = figure.add_subplot(grid[1, :])
-    points = list(results["sweep"]["points"]) if results.get("sweep") else []
-    # The headline GET-hit row is one more point on the same curve.
-    headline_row = next(
+    points = results["sweep"]["points"] if results.get("sweep") else []
+    # The headline GET-hit row: a star at its own concurrency (a separate, longer run).
+    star = next(
         (r for r in results["scenarios"] if (r["scenario"], r["tokens"]) == ("get-hit", "reuse")),
         None,
     )
-    if headline_row and all(p["connections"] != headline_row["connections"] for p in points):
-        points.append({key: headline_row[key] for key in ("connections", "service", "raw", "bare")})
-    points.sort(key=lambda p: p["connections"])
-    for key, label in targets:
+    for n, (key, label) in enumerate(targets):
+        color = f"C{n}"
         xs = [p["connections"] for p in points if p[key]]
-        throughput.plot(xs, [p[key]["rps"] for p in points if p[key]], marker="o", label=label)
-        p99.plot(xs, [p[key]["p99_ms"] for p in points if p[key]], marker="o", label=label)
+        throughput.plot(
+            xs, [p[key]["rps"] for p in points if p[key]], marker="o", color=color, label=label
+        )
+        p99.plot(
+            xs, [p[key]["p99_ms"] for p in points if p[key]], marker="o", color=color, label=label
+        )
+        if star and star[key]:
+            headline_label = "headline run" if n == 0 else None
+            throughput.plot(
+                star["connections"], star[key]["rps"], "*", ms=12, color=color, label=headline_label
+            )
+            p99.plot(
+                star["connections"],
+                star[key]["p99_ms"],
+                "*",
+                ms=12,
+                color=color,
+                label=headline_label,
+            )
+    ticks = sorted({p["connections"] for p in points} | ({star["connections"]} if star else set()))
     for axis, title, unit in (
         (throughput, "throughput", "requests/s"),
         (p99, "p99 latency", "ms (log)"),
     ):
         axis.set_xscale("log", base=2)
-        axis.set_xticks([p["connections"] for p in points])
-        axis.set_xticklabels([str(p["connections"]) for p in points])
+        axis.set_xticks(ticks)
+        axis.set_xticklabels([str(t) for t in ticks])
         axis.set_xlabel("connections")
         axis.set_ylabel(unit)
         scenario = "GET hit, reused tokens"
