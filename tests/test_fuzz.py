@@ -190,10 +190,9 @@ def test_random_sequences_keep_the_stored_quote_consistent(server: ServerProcess
         ),
     )
     print(f"answers: {dict(sorted(QuoteSequences.statuses.items()))}")
-    # The sequences did reach every state: quotes saved, read, replaced and deleted.
-    assert {"PUT 201", "PUT 200", "GET 200", "GET 404", "DELETE 204"} <= set(
-        QuoteSequences.statuses
-    )
+    # The sequences were not vacuous: quotes were saved, read and deleted. (Which other answers
+    # a random seed reaches varies: a replace, say, is not certain in 25 short sequences.)
+    assert {"PUT 201", "GET 200", "DELETE 204"} <= set(QuoteSequences.statuses)
 
 
 # --- Hostile input the generators rarely reach (each once returned 500) ----------------------
