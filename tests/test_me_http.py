@@ -94,7 +94,9 @@ async def test_openapi_me_operations_use_the_bearer_scheme(openapi: dict[str, An
         assert {name: []} in operation["security"]
 
 
-async def test_openapi_documents_every_status_with_a_schema(openapi: dict[str, Any]) -> None:
+async def test_openapi_documents_every_status_with_a_schema_and_an_example(
+    openapi: dict[str, Any],
+) -> None:
     expected = {
         "get": {"200", "304", "401", "404", "500", "503"},
         "put": {"200", "201", "400", "401", "412", "413", "415", "422", "500", "503"},
@@ -107,7 +109,9 @@ async def test_openapi_documents_every_status_with_a_schema(openapi: dict[str, A
             if status in ("204", "304"):
                 continue
             media = "application/json" if status < "400" else "application/problem+json"
-            assert "schema" in response["content"][media], (method, status)
+            content = response["content"][media]
+            assert "schema" in content, (method, status)
+            assert "example" in content or "examples" in content, (method, status)
 
 
 async def test_docs_are_served_and_can_be_turned_off(

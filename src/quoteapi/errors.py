@@ -231,16 +231,22 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-# Errors any authenticated route can answer, documented once for all of them.
-COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or invalid session token", "model": ProblemDetails},
-    500: {"description": "Unexpected error (no internals disclosed)", "model": ProblemDetails},
-    503: {
-        "description": "The database or Clerk's signing keys cannot be reached; see Retry-After",
+def problem_doc(
+    description: str, *problems: Problem, headers: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """An OpenAPI response entry: the problem schema and one example per `code`."""
+    return {
+        "description": description,
         "model": ProblemDetails,
-        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-    },
-}
+        **({"headers": dict(headers)} if headers else {}),
+        "content": {
+            PROBLEM_MEDIA_TYPE: {
+                "examples": {
+                    p.code: {"value": problem_body(p, f"({p.title})", "3f2a9c1e")} for p in problems
+                }
+            }
+        },
+    }
 
 
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
@@ -318,3 +324,16 @@ TOKEN_INVALID_AUTHORIZED_PARTY = Problem(
 )
 TOKEN_SESSION_PENDING = Problem(401, "token-session-pending", "Session not active yet")
 AUTH_UNAVAILABLE = Problem(503, "auth-unavailable", "Authentication temporarily unavailable")
+
+
+# Errors any authenticated route can answer, documented once for all of them.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: problem_doc("Missing or invalid session token", TOKEN_MISSING, TOKEN_EXPIRED),
+    500: problem_doc("Unexpected error (no internals disclosed)", INTERNAL_ERROR),
+    503: problem_doc(
+        "The database or Clerk's signing keys cannot be reached; see Retry-After",
+        DATABASE_UNAVAILABLE,
+        AUTH_UNAVAILABLE,
+        headers={"Retry-After": {"schema": {"type": "integer"}}},
+    ),
+}

@@ -19,9 +19,7 @@ from quoteapi.errors import (
     UNSUPPORTED_MEDIA_TYPE,
     VALIDATION_FAILED,
     ApiError,
-    Problem,
-    ProblemDetails,
-    problem_body,
+    problem_doc,
 )
 from quoteapi.models import MessageOut, UserMessage, message_input_model, version_seq
 from quoteapi.settings import Settings
@@ -95,21 +93,6 @@ def _precondition_failed() -> ApiError:
     )
 
 
-def _problems(description: str, *problems: Problem) -> dict[str, Any]:
-    """An OpenAPI response entry: the problem schema and one example per `code`."""
-    return {
-        "description": description,
-        "model": ProblemDetails,
-        "content": {
-            "application/problem+json": {
-                "examples": {
-                    p.code: {"value": problem_body(p, f"({p.title})", "3f2a9c1e")} for p in problems
-                }
-            }
-        },
-    }
-
-
 _MESSAGE_EXAMPLE = {
     "message": "Stay hungry, stay foolish.",
     "created_at": "2026-11-26T09:30:00.123456Z",
@@ -167,7 +150,7 @@ def build_router(settings: Settings) -> APIRouter:
                 "content": {"application/json": {"example": _MESSAGE_EXAMPLE}},
             },
             304: {"description": "Unchanged since the ETag in If-None-Match"},
-            404: _problems("No quote stored", MESSAGE_NOT_FOUND),
+            404: problem_doc("No quote stored", MESSAGE_NOT_FOUND),
         },
     )
     async def get_message(
@@ -188,7 +171,11 @@ def build_router(settings: Settings) -> APIRouter:
         response_model=MessageOut,
         status_code=200,
         responses={
-            200: {"description": "Replaced", "headers": _ETAG_HEADER},
+            200: {
+                "description": "Replaced",
+                "headers": _ETAG_HEADER,
+                "content": {"application/json": {"example": _MESSAGE_EXAMPLE}},
+            },
             201: {
                 "description": "Created",
                 "model": MessageOut,
@@ -198,11 +185,11 @@ def build_router(settings: Settings) -> APIRouter:
                 },
                 "content": {"application/json": {"example": _MESSAGE_EXAMPLE}},
             },
-            400: _problems("The body is not JSON", INVALID_JSON),
-            412: _problems("If-Match or If-None-Match did not hold", PRECONDITION_FAILED),
-            413: _problems("The body is over the size limit", PAYLOAD_TOO_LARGE),
-            415: _problems("The body is not sent as JSON", UNSUPPORTED_MEDIA_TYPE),
-            422: _problems("The quote is not acceptable", VALIDATION_FAILED),
+            400: problem_doc("The body is not JSON", INVALID_JSON),
+            412: problem_doc("If-Match or If-None-Match did not hold", PRECONDITION_FAILED),
+            413: problem_doc("The body is over the size limit", PAYLOAD_TOO_LARGE),
+            415: problem_doc("The body is not sent as JSON", UNSUPPORTED_MEDIA_TYPE),
+            422: problem_doc("The quote is not acceptable", VALIDATION_FAILED),
         },
     )
     async def put_message(
@@ -244,8 +231,8 @@ def build_router(settings: Settings) -> APIRouter:
         status_code=204,
         responses={
             204: {"description": "Deleted"},
-            404: _problems("No quote stored", MESSAGE_NOT_FOUND),
-            412: _problems("If-Match did not hold", PRECONDITION_FAILED),
+            404: problem_doc("No quote stored", MESSAGE_NOT_FOUND),
+            412: problem_doc("If-Match did not hold", PRECONDITION_FAILED),
         },
     )
     async def delete_message(
