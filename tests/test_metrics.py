@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from quoteapi.app import create_app
 from quoteapi.auth.verify import CountingTokenCache, TokenCache
-from quoteapi.metrics import MetricsMiddleware
+from quoteapi.middleware import RequestContextMiddleware
 from tests.conftest import TEST_ISSUER, JwksServer, make_settings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -63,7 +63,8 @@ async def test_metrics_are_off_by_default_with_nothing_installed(
     database_url: str, jwks_server: JwksServer
 ) -> None:
     app = create_app(make_settings(database_url, clerk_jwks_url=jwks_server.url))
-    assert not any(m.cls is MetricsMiddleware for m in app.user_middleware)
+    (context,) = [m for m in app.user_middleware if m.cls is RequestContextMiddleware]
+    assert context.kwargs["observe"] is None  # nothing timed for metrics on the hot path
     assert type(app.state.verifier.cache) is TokenCache  # no counting on the hot path
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:

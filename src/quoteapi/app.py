@@ -114,11 +114,12 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
             max_age=600,
         )
+    observe = None
     if settings.quoteapi_metrics_enabled:  # off: not imported, no route, no per-request work
         from quoteapi import metrics
 
-        metrics.install(app)  # GET /metrics, and timing just inside the request-id middleware
-    app.add_middleware(RequestContextMiddleware)
+        observe = metrics.install(app)  # GET /metrics; each request timed where it is logged
+    app.add_middleware(RequestContextMiddleware, observe=observe)
     use_problem_media_type(app)
     if settings.clerk_webhook_signing_secret:  # unset or empty: no webhook endpoint at all
         # Built here so that a malformed secret stops start-up, not the first delivery.

@@ -1,9 +1,9 @@
 """Prometheus metrics at `GET /metrics`, only when QUOTEAPI_METRICS_ENABLED is on.
 
-Off, nothing here is imported: no route, no middleware, no per-request work. On, a request
-costs one counter increment and one histogram observation (by method, route template and
-status). Everything else is read at scrape time from the objects that already keep it, by a
-collector: JWKS fetches (`JwksKeys.fetches_ok/_failed`), token-cache hits and misses
+Off, nothing here is imported: no route, no per-request work. On, a request (timed by the
+request-id middleware, which calls `RequestMetrics.record`) costs one counter increment and
+one histogram observation (by method, route template and status). Everything else is read at
+scrape time from the objects that already keep it, by a collector: JWKS fetches (`JwksKeys.fetches_ok/_failed`), token-cache hits and misses
 (`CountingTokenCache`, chosen by the same setting), and the SQLAlchemy pool's checked-out
 connections and size.
 
@@ -15,7 +15,6 @@ multiprocess mode is not used: it cannot carry the scrape-time collector's value
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,10 +29,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quoteapi.auth.keys import JwksKeys
 from quoteapi.auth.verify import CountingTokenCache
+from quoteapi.middleware import RequestObserver
 
 METRICS_PATH = "/metrics"
 # The API answers in about a millisecond; the default buckets start at 5 ms.
@@ -64,7 +63,10 @@ class RequestMetrics:
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._histograms: dict[tuple[str, str], Any] = {}
 
-    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+    def record(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        """One finished request (the request-id middleware calls this as its observer)."""
+        method = method if method in _METHODS else "other"
+        route = route or UNMATCHED_ROUTE
         counter = self._counters.get((method, route, status))
         if counter is None:
             counter = self.requests.labels(method, route, str(status))
@@ -75,39 +77,6 @@ class RequestMetrics:
             histogram = self.duration.labels(method, route)
             self._histograms[(method, route)] = histogram
         histogram.observe(seconds)
-
-
-class MetricsMiddleware:
-    """Times each HTTP request and records it under its route template (`/me/message`)."""
-
-    def __init__(self, app: ASGIApp, *, metrics: RequestMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            route = scope.get("route")
-            method = scope["method"]
-            self.metrics.record(
-                method if method in _METHODS else "other",
-                getattr(route, "path", UNMATCHED_ROUTE),
-                status,
-                time.perf_counter() - started,
-            )
 
 
 class AppStateCollector(Collector):
@@ -158,8 +127,9 @@ class AppStateCollector(Collector):
             )
 
 
-def install(app: FastAPI) -> None:
-    """Add `GET /metrics` and the request middleware to `app` (call only when enabled)."""
+def install(app: FastAPI) -> RequestObserver:
+    """Add `GET /metrics` to `app` and return the observer that records each request (call
+    only when enabled)."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # CPU, memory, open files: read from /proc per scrape
     registry.register(AppStateCollector(app))
@@ -170,4 +140,4 @@ def install(app: FastAPI) -> None:
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(MetricsMiddleware, metrics=request_metrics)
+    return request_metrics.record

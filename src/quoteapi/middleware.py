@@ -7,7 +7,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,11 +19,18 @@ access_log = logging.getLogger("quoteapi.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-class RequestContextMiddleware:
-    """Accept or generate `X-Request-ID`, echo it, and write one access-log line per request."""
+# Told of each finished request: method, route template (None: no route matched), status and
+# seconds. The metrics module provides one when metrics are on.
+RequestObserver = Callable[[str, str | None, int, float], None]
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class RequestContextMiddleware:
+    """Accept or generate `X-Request-ID`, echo it, and write one access-log line per request
+    (and tell `observe`, if given)."""
+
+    def __init__(self, app: ASGIApp, *, observe: RequestObserver | None = None) -> None:
         self.app = app
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,19 +54,22 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
+            seconds = time.perf_counter() - started
+            method, route = scope["method"], getattr(scope.get("route"), "path", None)
             access_log.info(
                 "request",
                 extra={
                     "fields": {
-                        "method": scope["method"],
-                        "route": getattr(route, "path", None),
+                        "method": method,
+                        "route": route,
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "duration_ms": round(seconds * 1000, 2),
                         "request_id": request_id,
                     }
                 },
             )
+            if self.observe is not None:
+                self.observe(method, route, status, seconds)
 
 
 class BodyLimitMiddleware:
