@@ -52,6 +52,7 @@ INTERNAL_ERROR = Problem(500, "internal-error", "Internal server error")
 REQUEST_TIMEOUT = Problem(408, "request-timeout", "Request not received in time")
 HEADERS_TOO_LARGE = Problem(431, "headers-too-large", "Request headers too large")
 DATABASE_UNAVAILABLE = Problem(503, "database-unavailable", "Database unavailable")
+SHUTTING_DOWN = Problem(503, "shutting-down", "Server shutting down")
 
 _BY_STATUS = {p.status: p for p in (BAD_REQUEST, NOT_FOUND, METHOD_NOT_ALLOWED)}
 

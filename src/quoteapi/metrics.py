@@ -1,11 +1,11 @@
 """Prometheus metrics at `GET /metrics`, only when QUOTEAPI_METRICS_ENABLED is on.
 
 Off, nothing here is imported: no route, no per-request work. On, a request (timed by the
-request-id middleware, which calls `RequestMetrics.record`) costs one counter increment and
-one histogram observation (by method, route template and status). Everything else is read at
-scrape time from the objects that already keep it, by a collector: JWKS fetches (`JwksKeys.fetches_ok/_failed`), token-cache hits and misses
-(`CountingTokenCache`, chosen by the same setting), and the SQLAlchemy pool's checked-out
-connections and size.
+request-id middleware, which calls `RequestMetrics.record`) costs one counter increment and one
+histogram observation (by method, route template and status). Everything else is read at scrape
+time from the objects that already keep it, by a collector: JWKS fetches
+(`JwksKeys.fetches_ok/_failed`), token-cache hits and misses (`CountingTokenCache`, chosen by
+the same setting), and the SQLAlchemy pool's checked-out connections and size.
 
 Each app has its own registry, and each process its own counts: with `serve --workers N` a
 scrape reaches whichever worker accepts it. Run one worker per container when metrics are on,

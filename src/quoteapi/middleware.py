@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -11,7 +12,14 @@ from collections.abc import Callable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from quoteapi.errors import PAYLOAD_TOO_LARGE, PROBLEM_MEDIA_TYPE, problem_body
+from quoteapi.errors import (
+    PAYLOAD_TOO_LARGE,
+    PROBLEM_MEDIA_TYPE,
+    RETRY_AFTER_SECONDS,
+    SHUTTING_DOWN,
+    Problem,
+    problem_body,
+)
 
 access_log = logging.getLogger("quoteapi.access")
 
@@ -39,13 +47,14 @@ class RequestContextMiddleware:
         given = _header(scope, b"x-request-id")
         request_id = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        started = time.perf_counter()
+        began = time.perf_counter()
         status = 500
+        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 headers = message.get("headers", [])
                 if not any(key.lower() == b"x-request-id" for key, _ in headers):
                     message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
@@ -53,8 +62,17 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # The shutdown grace period ran out under this request: answer it plainly (uvicorn
+            # would send a text/plain 500), then let the cancellation go on.
+            if not started:
+                status = SHUTTING_DOWN.status
+                detail = "The server is shutting down; retry the request."
+                retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+                await _send_problem(scope, send_with_id, SHUTTING_DOWN, detail, retry)
+            raise
         finally:
-            seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - began
             method, route = scope["method"], getattr(scope.get("route"), "path", None)
             access_log.info(
                 "request",
@@ -143,22 +161,29 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    detail = f"The request body is larger than {limit} bytes."
+    await _send_problem(scope, send, PAYLOAD_TOO_LARGE, detail)
+
+
+async def _send_problem(
+    scope: Scope,
+    send: Send,
+    problem: Problem,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Answer with `problem` from outside the app (its exception handlers are not there)."""
     request_id = scope.get("state", {}).get("request_id")
-    body = json.dumps(
-        problem_body(
-            PAYLOAD_TOO_LARGE,
-            f"The request body is larger than {limit} bytes.",
-            request_id,
-        )
-    ).encode()
+    body = json.dumps(problem_body(problem, detail, request_id)).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": PAYLOAD_TOO_LARGE.status,
+            "status": problem.status,
             "headers": [
                 (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items()),
             ],
         }
     )
