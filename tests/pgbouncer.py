@@ -14,17 +14,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 from quoteapi.settings import parse_database_url
+from tests.servers import free_port
 
 
 def find_pgbouncer() -> str | None:
     return shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -49,7 +43,7 @@ def run_pgbouncer(server_url: str, workdir: Path, *, pool_size: int = 4) -> Iter
         raise RuntimeError("pgbouncer is not installed (apt-get install pgbouncer)")
     server = parse_database_url(server_url).connect_kwargs
     user, password = server["user"], server.get("password", "")
-    port = _free_port()
+    port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)
     (workdir / "users.txt").write_text(f'"{user}" "{password}"\n')

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,13 +37,20 @@ def clean_env(settings: Mapping[str, object]) -> dict[str, str]:
 
 
 class ServerProcess:
-    """`python -m quoteapi serve --port N` in `workdir` (so no `.env` is read), its stdout and
-    stderr in `workdir/server.log`."""
+    """`python -m quoteapi serve --port N [args]` in `workdir` (so no `.env` is read), its stdout
+    and stderr in `workdir/server.log`."""
 
-    def __init__(self, workdir: Path, env: Mapping[str, str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        env: Mapping[str, str],
+        port: int | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
         self.workdir = workdir
         self.env = dict(env)
         self.port = port or free_port()
+        self.args = tuple(args)
         self.log_path = workdir / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -56,7 +63,7 @@ class ServerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "quoteapi", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "quoteapi", "serve", "--port", str(self.port), *self.args],
                 cwd=self.workdir,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -120,12 +127,16 @@ class ServerProcess:
 
 @contextmanager
 def running_server(
-    workdir: Path, env: Mapping[str, str], port: int | None = None
+    workdir: Path,
+    env: Mapping[str, str],
+    port: int | None = None,
+    args: Sequence[str] = (),
+    ready_within: float = 30.0,
 ) -> Iterator[ServerProcess]:
     """A started `ServerProcess`, stopped on the way out."""
-    server = ServerProcess(workdir, env, port)
+    server = ServerProcess(workdir, env, port, args)
     try:
-        server.start()
+        server.start(ready_within)
         yield server
     finally:
         server.stop()

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -16,9 +12,7 @@ import httpx
 
 from quoteapi.logs import JsonFormatter, ReadableFormatter
 from tests.conftest import TEST_ISSUER, TEST_KEY, MintToken
-from tests.test_web_browser import _free_port
-
-_OWN_PREFIXES = ("DATABASE_", "CLERK_", "QUOTEAPI_", "NEXT_PUBLIC_CLERK_", "CORS_")
+from tests.servers import clean_env, running_server
 
 
 def _record(**fields: object) -> logging.LogRecord:
@@ -47,40 +41,21 @@ def test_serve_with_two_workers_logs_json_access_lines_without_the_token(
     database_url: str, tmp_path: Path, mint_token: MintToken
 ) -> None:
     # uvicorn's worker processes are fresh interpreters: each must set up JSON logging itself.
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
-    env |= {
-        "DATABASE_URL": database_url,
-        "CLERK_JWT_KEY": TEST_KEY.public_pem,
-        "CLERK_ISSUER": TEST_ISSUER,
-    }
-    log_path = tmp_path / "serve.log"
-    argv = ["-m", "quoteapi", "serve", "--port", str(port), "--workers", "2"]
-    with log_path.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, *argv], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+    env = clean_env(
+        {
+            "database_url": database_url,
+            "clerk_jwt_key": TEST_KEY.public_pem,
+            "clerk_issuer": TEST_ISSUER,
+        }
+    )
     token = mint_token("user_logs")
     request_ids = [f"logs-{uuid.uuid4().hex[:12]}" for _ in range(4)]
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, f"not healthy in 60 s:\n{log_path.read_text()}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)  # poll interval
+    with running_server(tmp_path, env, args=("--workers", "2"), ready_within=60) as server:
         for request_id in request_ids:
             headers = {"Authorization": f"Bearer {token}", "X-Request-ID": request_id}
             # A new connection each time, so that both workers get a chance to answer.
-            httpx.get(f"http://127.0.0.1:{port}/me/message", headers=headers, timeout=10)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-    text = log_path.read_text()
+            httpx.get(f"{server.url}/me/message", headers=headers, timeout=10)
+    text = server.log
     lines = [line for line in text.splitlines() if line.strip()]
     entries = [json.loads(line) for line in lines]  # every line is JSON, workers' too
     access = {e.get("request_id"): e for e in entries if e["logger"] == "quoteapi.access"}

@@ -4,10 +4,6 @@ database through a real PgBouncer in transaction mode. The API keeps no state be
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -17,50 +13,23 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_ISSUER, TEST_KEY, MintToken
-from tests.test_web_browser import _free_port
-
-_OWN_PREFIXES = ("DATABASE_", "CLERK_", "QUOTEAPI_", "NEXT_PUBLIC_CLERK_", "CORS_")
+from tests.servers import clean_env, running_server
 
 
 @contextmanager
 def replica(database_url: str, workdir: Path) -> Iterator[str]:
-    """`python -m quoteapi serve` on a free port; yields its base URL once /readyz is 200."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
-    env |= {
-        "DATABASE_URL": database_url,
-        "DATABASE_TRANSACTION_POOLER": "true",
-        "DATABASE_POOL_SIZE": "3",
-        "CLERK_JWT_KEY": TEST_KEY.public_pem,
-        "CLERK_ISSUER": TEST_ISSUER,
-    }
-    log = workdir / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "quoteapi", "serve", "--port", str(port)],
-            cwd=workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"{url} not ready in 60 s:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)  # poll interval
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    """`python -m quoteapi serve` on a free port, through the pooler; yields its base URL."""
+    env = clean_env(
+        {
+            "database_url": database_url,
+            "database_transaction_pooler": "true",
+            "database_pool_size": 3,
+            "clerk_jwt_key": TEST_KEY.public_pem,
+            "clerk_issuer": TEST_ISSUER,
+        }
+    )
+    with running_server(workdir, env) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import pytest
 from playwright.async_api import Browser, Page, Playwright, async_playwright, expect
 
 from tests.conftest import TEST_ISSUER, JwksServer, MintToken
+from tests.servers import clean_env, free_port
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -42,7 +42,6 @@ CHROMIUM_ARGS = [
 _EXPECTED_CONSOLE_ERROR = re.compile(
     r"Failed to load resource: the server responded with a status of (404|412|422)"
 )
-_OWN_PREFIXES = ("DATABASE_", "CLERK_", "QUOTEAPI_", "NEXT_PUBLIC_CLERK_", "CORS_")
 
 
 def _chromium() -> str:
@@ -52,13 +51,6 @@ def _chromium() -> str:
             pytest.fail("chromium is not installed; .ci/run installs it (apt-get install chromium)")
         pytest.skip("chromium is not installed (apt-get install chromium)")
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -72,10 +64,8 @@ class DevServer:
 def quoteapi_dev(workdir: Path, **settings: str) -> Iterator[DevServer]:
     """`python -m quoteapi dev` on free ports with `settings` (and none of the developer's),
     run in `workdir` so no `.env` is read; stopped with Ctrl-C (SIGINT) on the way out."""
-    api_port, web_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
-    env.update({name.upper(): value for name, value in settings.items()})
-    env["QUOTEAPI_DATA_DIR"] = str(workdir / "data")
+    api_port, web_port = free_port(), free_port()
+    env = clean_env({**settings, "quoteapi_data_dir": workdir / "data"})
     log = workdir / "dev.log"
     argv = ["-m", "quoteapi", "dev", "--port", str(api_port), "--web-port", str(web_port)]
     with log.open("ab") as out:
