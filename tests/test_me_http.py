@@ -141,3 +141,12 @@ async def test_unreachable_database_returns_503_with_retry_after(
             assert response.headers["content-type"] == "application/problem+json"
             assert response.json()["code"] == "database-unavailable"
             assert response.headers["retry-after"].isdigit()
+
+
+async def test_openapi_states_no_raw_max_length_for_a_limit_applied_after_trimming(
+    openapi: dict[str, Any],
+) -> None:
+    message = openapi["components"]["schemas"]["MessageIn"]["properties"]["message"]
+    assert message["minLength"] == 1
+    assert "maxLength" not in message  # "x" * 1000 + "  " is a valid quote
+    assert "1 to 1000 characters" in message["description"]

@@ -244,6 +244,7 @@ async def test_message_is_stored_trimmed_and_normalised(
         "bell\x07",
         "esc\x1b[31m",
         "c1\x9b",
+        "quote\x1d\x1d",  # str.strip() would drop these separators silently
         123,
         None,
         ["a"],
@@ -259,6 +260,7 @@ async def test_message_is_stored_trimmed_and_normalised(
         "bell",
         "escape",
         "c1",
+        "trailing-separators",
         "number",
         "null",
         "list",

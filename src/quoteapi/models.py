@@ -66,11 +66,14 @@ def message_input_model(max_length: int) -> type[BaseModel]:
     def normalise(value: object) -> object:
         if not isinstance(value, str):
             return value  # the str type check below rejects it
-        text = value.replace("\r\n", "\n").replace("\r", "\n").strip()
-        if not text:
-            raise ValueError("must not be empty or only white space")
+        text = value.replace("\r\n", "\n").replace("\r", "\n")
+        # Before trimming: str.strip() also removes the separators U+001C to U+001F, controls
+        # that must be refused, not silently dropped.
         if _CONTROL_CHARACTERS.search(text):
             raise ValueError("must not contain control characters (tab and line breaks are fine)")
+        text = text.strip()
+        if not text:
+            raise ValueError("must not be empty or only white space")
         if _LONE_SURROGATES.search(text):
             raise ValueError("must be valid Unicode text (it contains an unpaired surrogate)")
         if len(text) > max_length:
@@ -80,9 +83,10 @@ def message_input_model(max_length: int) -> type[BaseModel]:
     message_field = Annotated[
         str,
         BeforeValidator(normalise),
+        # No maxLength in the schema: the limit applies after trimming, so a longer raw string
+        # with surrounding white space is acceptable, and the schema must not say otherwise.
         PydanticField(
             min_length=1,
-            max_length=max_length,
             description=f"The quote: 1 to {max_length} characters once surrounding white space "
             "is trimmed; tab and line breaks allowed, other control characters not.",
             examples=["The best way to predict the future is to invent it."],
