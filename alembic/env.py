@@ -6,9 +6,10 @@ import logging.config
 from sqlalchemy.engine import Connection
 
 from alembic import context
-from quoteapi.db import create_engine
-from quoteapi.models import metadata
-from quoteapi.settings import ConfigError, DatabaseTarget, load_settings
+from quoteapi.database import DatabaseTarget, create_engine, metadata
+from quoteapi.messages import models as _messages_tables  # noqa: F401 - registers the table
+from quoteapi.settings import ConfigError, load_settings
+from quoteapi.webhooks import models as _webhooks_tables  # noqa: F401 - registers the table
 
 config = context.config
 if config.config_file_name is not None:

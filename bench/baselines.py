@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from quoteapi.settings import parse_database_url
+from quoteapi.database import parse_database_url
 
 _SELECT = "SELECT message, create_ts, update_ts, version FROM user_messages WHERE user_id = $1"
 # The service's PUT without preconditions: insert, or replace with a new version; xmax = 0 on a

@@ -3,6 +3,7 @@ database per test session with migrations applied, and the app on top of it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -27,9 +28,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quoteapi.app import create_app
-from quoteapi.auth.deps import CurrentUser
+from quoteapi.auth.deps import CurrentUser, get_verifier
 from quoteapi.auth.verify import TokenVerifier
-from quoteapi.db import create_engine
+from quoteapi.database import create_engine, parse_database_url
 from quoteapi.dev.databases import (
     create_app_role,
     create_database,
@@ -38,7 +39,7 @@ from quoteapi.dev.databases import (
     url_for_database,
 )
 from quoteapi.migrations import upgrade_async
-from quoteapi.settings import Settings, parse_database_url
+from quoteapi.settings import Settings
 from tests.servers import ServerProcess, clean_env
 
 
@@ -369,6 +370,15 @@ def jwks_server(signing_key: SigningKey) -> Iterator[JwksServer]:
     server.stop()
 
 
+async def eventually(condition: Callable[[], bool], *, seconds: float = 10.0) -> None:
+    """Return once `condition()` holds (polled every 10 ms); fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition never held within {seconds} s")
+        await asyncio.sleep(0.01)
+
+
 class FakeClock:
     """A clock the test moves: starts at the real time, advances only when told."""
 
@@ -390,11 +400,7 @@ async def whoami(user: CurrentUser) -> dict[str, Any]:
 class AuthApp(NamedTuple):
     app: FastAPI
     http: httpx.AsyncClient
-
-    @property
-    def verifier(self) -> TokenVerifier:
-        verifier: TokenVerifier = self.app.state.verifier
-        return verifier
+    verifier: TokenVerifier
 
     async def whoami(self, token: str | None = None, **kwargs: Any) -> httpx.Response:
         """GET /test/whoami, with `token` as a Bearer header when given."""
@@ -410,14 +416,21 @@ async def auth_client(
 ) -> AsyncIterator[AuthApp]:
     """`create_app(settings)` plus `GET /test/whoami` behind `CurrentUser`, its lifespan
     running, and a client for it; with `clock`, the verifier reads the time from it."""
-    app = create_app(settings)
-    if clock is not None:
-        app.state.verifier = TokenVerifier.from_settings(settings, clock=clock)
+    app_settings = settings
+    if clock is not None:  # the test's verifier replaces the app's: keep the app's offline
+        app_settings = settings.model_copy(update={"clerk_jwt_key": TEST_KEY.public_pem})
+    app = create_app(app_settings)
     app.add_api_route("/test/whoami", whoami, methods=["GET"])
-    async with app.router.lifespan_context(app):
+    async with app.router.lifespan_context(app), httpx.AsyncClient() as jwks_http:
+        verifier: TokenVerifier = app.state.services.verifier
+        if clock is not None:  # a verifier of the test's own, on its clock, replaces the app's
+            verifier = TokenVerifier.from_settings(settings, clock=clock)
+            await verifier.start(jwks_http)
+            app.dependency_overrides[get_verifier] = lambda: verifier
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
-            yield AuthApp(app, http)
+            yield AuthApp(app, http, verifier)
+        await verifier.close()
 
 
 # === Real server fixtures (`quoteapi serve` as a process on loopback) ==========================

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from quoteapi.settings import parse_database_url
+from quoteapi.database import parse_database_url
 from tests.servers import free_port
 
 

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+from quoteapi.database import parse_database_url
 from quoteapi.dev.databases import app_role_statements
-from quoteapi.settings import Settings, parse_database_url
+from quoteapi.settings import Settings
 
 # `${VAR:?message}` / `${VAR:-default}` / `${VAR}`, as compose interpolates them.
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?][^}]*)?\}")

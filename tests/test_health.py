@@ -40,7 +40,7 @@ async def test_readyz_is_503_when_migrations_are_missing(empty_database_url: str
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             response = await client.get("/readyz")
-        async with app.state.engine.connect() as connection:
+        async with app.state.services.database.engine.connect() as connection:
             assert (await connection.scalar(text("SELECT 1"))) == 1
     assert response.status_code == 503
     assert response.json() == {

@@ -149,4 +149,4 @@ async def test_openapi_states_no_raw_max_length_for_a_limit_applied_after_trimmi
     message = openapi["components"]["schemas"]["MessageIn"]["properties"]["message"]
     assert message["minLength"] == 1
     assert "maxLength" not in message  # "x" * 1000 + "  " is a valid quote
-    assert "1 to 1000 characters" in message["description"]
+    assert "QUOTEAPI_MESSAGE_MAX_LENGTH, 1000 by default" in message["description"]

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from quoteapi.app import create_app
-from quoteapi.auth.verify import CountingTokenCache, TokenCache
+from quoteapi.auth.verify import CountingTokenCache, TokenCache, TokenVerifier
 from quoteapi.middleware import RequestContextMiddleware
 from tests.conftest import TEST_ISSUER, JwksServer, make_settings
 
@@ -46,7 +46,7 @@ async def metrics_app(database_url: str, jwks_server: JwksServer) -> AsyncIterat
         # A start-up check runs in the background on a pooled connection: let it finish, so
         # the test sees an idle pool.
         for _ in range(500):
-            if app.state.engine.pool.checkedout() == 0:
+            if app.state.services.database.engine.pool.checkedout() == 0:
                 break
             await asyncio.sleep(0.01)
         yield app
@@ -62,10 +62,12 @@ async def metrics_client(metrics_app: FastAPI) -> AsyncIterator[httpx.AsyncClien
 async def test_metrics_are_off_by_default_with_nothing_installed(
     database_url: str, jwks_server: JwksServer
 ) -> None:
-    app = create_app(make_settings(database_url, clerk_jwks_url=jwks_server.url))
+    settings = make_settings(database_url, clerk_jwks_url=jwks_server.url)
+    app = create_app(settings)
     (context,) = [m for m in app.user_middleware if m.cls is RequestContextMiddleware]
     assert context.kwargs["observe"] is None  # nothing timed for metrics on the hot path
-    assert type(app.state.verifier.cache) is TokenCache  # no counting on the hot path
+    # No counting on the hot path.
+    assert type(TokenVerifier.from_settings(settings).cache) is TokenCache
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
         assert (await http.get("/metrics")).status_code == 404
@@ -106,7 +108,7 @@ async def test_metrics_read_token_cache_jwks_and_pool_at_scrape_time(
     assert _value(before, "quoteapi_jwks_fetches_total", outcome="ok") == 1  # the warm-up
     assert _value(before, "quoteapi_db_pool_size") == 3
     assert _value(before, "quoteapi_db_pool_checked_out") == 0
-    async with metrics_app.state.engine.connect():
+    async with metrics_app.state.services.database.engine.connect():
         during = _samples((await metrics_client.get("/metrics")).text)
     assert _value(during, "quoteapi_db_pool_checked_out") == 1
 
@@ -125,5 +127,5 @@ async def test_metrics_read_token_cache_jwks_and_pool_at_scrape_time(
 
 
 def test_counting_cache_is_chosen_only_with_metrics_on(database_url: str) -> None:
-    on = create_app(make_settings(database_url, quoteapi_metrics_enabled=True))
-    assert isinstance(on.state.verifier.cache, CountingTokenCache)
+    on = TokenVerifier.from_settings(make_settings(database_url, quoteapi_metrics_enabled=True))
+    assert isinstance(on.cache, CountingTokenCache)

@@ -12,10 +12,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-from quoteapi.db import create_engine
+from quoteapi.app import create_app as _loads_every_table  # noqa: F401
+from quoteapi.database import create_engine, metadata, parse_database_url
 from quoteapi.migrations import head_revision, upgrade_async
-from quoteapi.models import metadata
-from quoteapi.settings import parse_database_url
 
 # The table exactly as drizzle-kit creates it from the Neon guide's schema.
 GUIDE_DDL = """

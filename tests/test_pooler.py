@@ -4,11 +4,10 @@ no "prepared statement does not exist" or duplicate-statement errors."""
 import asyncio
 
 import httpx
-from sqlalchemy.dialects.postgresql import insert
 
 from quoteapi.app import create_app
-from quoteapi.db import begin_for_user
-from quoteapi.models import UserMessage
+from quoteapi.messages.repository import Messages
+from quoteapi.services import Services
 from tests.conftest import make_settings
 
 
@@ -25,23 +24,20 @@ async def test_200_concurrent_requests_over_a_small_pool_through_pgbouncer(
     assert [r.status_code for r in responses] == [200] * 200
 
 
-async def test_orm_sessions_write_and_read_through_pgbouncer(pooled_database_url: str) -> None:
+async def test_repository_sessions_write_and_read_through_pgbouncer(
+    pooled_database_url: str,
+) -> None:
     app = create_app(
         make_settings(pooled_database_url, database_pool_size=3, database_transaction_pooler=True)
     )
 
     async def write_then_read(n: int) -> str:
         user_id = f"user_pool_{n % 20}"
-        upsert = insert(UserMessage).values(user_id=user_id, message=f"quote {n}")
-        async with app.state.sessions.open() as session:
-            await begin_for_user(session, user_id, rls=True)
-            await session.exec(
-                upsert.on_conflict_do_update(
-                    index_elements=["user_id"], set_={"message": upsert.excluded.message}
-                )
-            )
-            stored = await session.get(UserMessage, user_id)
-            await session.commit()
+        services: Services = app.state.services
+        async with services.database.session() as session:
+            messages = Messages(session, services.messages)
+            await messages.save(user_id, f"quote {n}")
+            stored = await messages.read(user_id)
             assert stored is not None
             return stored.message
 

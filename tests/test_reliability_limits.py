@@ -13,7 +13,7 @@ import httpx
 import pytest
 import uvicorn
 
-from quoteapi.protocol import MAX_HEAD_BYTES
+from quoteapi.http_protocol import MAX_HEAD_BYTES
 from tests.conftest import serve_env
 from tests.servers import ServerProcess, free_port, running_server
 

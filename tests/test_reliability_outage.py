@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from quoteapi.database import parse_database_url
 from quoteapi.dev.databases import create_database
 from quoteapi.migrations import upgrade_async
-from quoteapi.settings import parse_database_url
 from tests.servers import ServerProcess
 
 AuthHeaders = Callable[[str], dict[str, str]]

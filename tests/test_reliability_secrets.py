@@ -11,8 +11,8 @@ from collections.abc import Callable
 import httpx
 from pydantic import SecretStr
 
-from quoteapi.settings import parse_database_url
-from quoteapi.webhooks import send_sample_user_deleted
+from quoteapi.database import parse_database_url
+from quoteapi.dev.webhook_sender import send_sample_user_deleted
 from tests.conftest import TEST_KEY, SigningKey, mint
 from tests.servers import ServerProcess, free_port
 

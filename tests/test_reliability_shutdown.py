@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from quoteapi.settings import parse_database_url
+from quoteapi.database import parse_database_url
 from tests.servers import ServerProcess
 
 AuthHeaders = Callable[[str], dict[str, str]]

@@ -3,6 +3,7 @@ sees and changes only the caller's row, and nothing without the transaction-loca
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -12,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quoteapi.app import create_app
-from quoteapi.settings import parse_database_url
+from quoteapi.database import parse_database_url
 from tests.conftest import make_settings
 
 
@@ -93,7 +94,11 @@ async def _startup_warnings(database_url: str, caplog: pytest.LogCaptureFixture)
     caplog.set_level(logging.INFO, logger="quoteapi.db")
     app = create_app(make_settings(database_url))
     async with app.router.lifespan_context(app):
-        await app.state.role_check  # it runs in the background: wait for it
+        # The check runs in the background: poll for its verdict.
+        for _ in range(1000):
+            if any("event=rls_" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.01)
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from pydantic import AliasChoices
 
-from quoteapi.settings import ConfigError, Settings, load_settings, parse_database_url
+from quoteapi.database import parse_database_url
+from quoteapi.settings import ConfigError, Settings, load_settings
 
 BASE = {"user": "alex", "password": "s3cret", "database": "neondb"}
 NEON_HOST = "ep-cool-rain-123456-pooler.eu-central-1.aws.neon.tech"

@@ -26,10 +26,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quoteapi.app import create_app
-from quoteapi.errors import PROBLEM_MEDIA_TYPE
+from quoteapi.database import parse_database_url
 from quoteapi.migrations import alembic_config, upgrade_async
-from quoteapi.settings import ConfigError, parse_database_url
-from quoteapi.webhooks import MAX_BODY_BYTES, TOLERANCE_SECONDS
+from quoteapi.problems import PROBLEM_MEDIA_TYPE
+from quoteapi.settings import ConfigError
+from quoteapi.webhooks.signatures import MAX_BODY_BYTES, TOLERANCE_SECONDS
 from tests.conftest import make_settings
 
 TEST_SECRET = "whsec_" + base64.b64encode(b"quoteapi-webhook-test-signing-key").decode()
@@ -405,7 +406,10 @@ async def test_migration_0002_downgrades_and_upgrades_cleanly(empty_database_url
     await upgrade_async(target)
     await asyncio.to_thread(command.downgrade, alembic_config(target), "0001")
     app = create_app(make_settings(empty_database_url))
-    async with app.router.lifespan_context(app), app.state.engine.connect() as connection:
+    async with (
+        app.router.lifespan_context(app),
+        app.state.services.database.engine.connect() as connection,
+    ):
         assert await connection.scalar(text("SELECT to_regclass('webhook_deliveries')")) is None
         assert await connection.scalar(text("SELECT to_regclass('user_messages')")) is not None
     await upgrade_async(target)

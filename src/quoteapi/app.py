@@ -1,4 +1,6 @@
-"""The application factory: wiring only (routers, middleware, lifespan, error handlers)."""
+"""The application factory: wiring only (routers, middleware, problem handlers, lifespan).
+
+The lifespan builds the app's one `Services` object; routes reach it through `ServicesDep`."""
 
 from __future__ import annotations
 
@@ -11,62 +13,75 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from quoteapi import db, migrations
+from quoteapi import database, health, migrations
 from quoteapi.auth.verify import TokenVerifier
-from quoteapi.errors import COMMON_RESPONSES, install_error_handlers, use_problem_media_type
 from quoteapi.logs import configure_logging
+from quoteapi.messages import router as messages
+from quoteapi.messages.repository import MessageStatements
 from quoteapi.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from quoteapi.routes import health, me, webhooks
+from quoteapi.problems import install_problem_handlers, use_problem_media_type
+from quoteapi.services import Services
 from quoteapi.settings import ConfigError, Settings, load_settings
-from quoteapi.webhooks import Verifier
+from quoteapi.webhooks import router as webhooks
+from quoteapi.webhooks.signatures import MAX_BODY_BYTES as WEBHOOK_BODY_LIMIT
+from quoteapi.webhooks.signatures import WebhookVerifier
 
 log = logging.getLogger("quoteapi")
 
 # JSON API bodies are small (a quote of at most a few KiB); Clerk's webhook events can carry
 # tens of KiB of user metadata.
 API_BODY_LIMIT = 16 * 1024
-BODY_LIMITS = {"/webhooks/": 1024 * 1024}
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """Build the service for `settings`; nothing connects until the app starts."""
-    database = settings.database
-    if database is None:
+    """Build the service for `settings`; nothing connects until the app starts. A setting
+    that cannot work raises ConfigError here, before anything runs."""
+    target = settings.database
+    if target is None:
         raise ConfigError(
             "DATABASE_URL",
             "is not set",
             "set it to your PostgreSQL URL, or run `quoteapi dev` for an embedded database",
         )
-    verifier = TokenVerifier.from_settings(settings)  # Clerk configuration checked here
+    verifier = TokenVerifier.from_settings(settings)
+    secret = settings.clerk_webhook_signing_secret  # unset or empty: no webhook endpoint
+    webhook_verifier = WebhookVerifier(secret) if secret else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for note in database.notes:
+        for note in target.notes:
             log.warning("event=config_note note=%r", note)
-        engine = db.create_engine(
-            database,
+        engine = database.create_engine(
+            target,
             pooler=settings.transaction_pooler,
             pool_size=settings.database_pool_size,
             pool_timeout=settings.database_pool_timeout,
             connect_timeout=settings.database_connect_timeout,
         )
-        app.state.engine = engine
-        slots = asyncio.Semaphore(settings.database_pool_size)
-        wait = settings.database_pool_timeout
-        app.state.sessions = db.Sessions(engine, slots=slots, wait=wait)
-        app.state.statement_sessions = db.Sessions(
-            engine, slots=slots, wait=wait, autocommit=not settings.transaction_pooler
+        app.state.services = Services(
+            settings=settings,
+            database=database.Database(
+                engine,
+                pool_size=settings.database_pool_size,
+                wait=settings.database_pool_timeout,
+                pooler=settings.transaction_pooler,
+            ),
+            verifier=verifier,
+            messages=MessageStatements(rls=settings.database_row_level_security),
+            webhook_verifier=webhook_verifier,
+            schema_head=migrations.head_revision(),
         )
         # In the background: start-up must not wait on a database that is still waking.
-        app.state.role_check = role_check = asyncio.create_task(db.warn_if_rls_bypassed(engine))
+        role_check = asyncio.create_task(database.warn_if_rls_bypassed(engine))
         async with httpx.AsyncClient(timeout=settings.clerk_jwks_timeout_seconds) as http:
-            await app.state.verifier.start(http)  # warms the keys; a failure only logs
+            await verifier.start(http)  # warms the keys; a failure only logs
             try:
                 yield
             finally:
                 role_check.cancel()
-                await app.state.verifier.close()
+                await verifier.close()
                 await engine.dispose()
+                del app.state.services
 
     app = FastAPI(
         title="quoteapi",
@@ -79,20 +94,23 @@ def create_app(settings: Settings) -> FastAPI:
         # readable for client generators.
         generate_unique_id_function=lambda route: route.name,
     )
-    app.state.settings = settings
-    app.state.schema_head = migrations.head_revision()
-    app.state.verifier = verifier
-    install_error_handlers(app)
+    install_problem_handlers(
+        app, {failure: database.database_error for failure in database.DATABASE_FAILURES}
+    )
     app.include_router(health.router)
     if settings.quoteapi_dev_issuer:  # never in production: `quoteapi serve` refuses it
         from quoteapi.dev import issuer, tokens
 
         app.include_router(issuer.build_router(settings.quoteapi_data_dir))
         app.include_router(tokens.build_router(settings.quoteapi_data_dir))  # for web/
-    app.include_router(me.build_router(settings), responses=COMMON_RESPONSES)
+    app.include_router(messages.router)
+    if webhook_verifier is not None:
+        app.include_router(webhooks.router)
     # Outermost first: request id and access log see everything, CORS answers preflights
     # before any limit, and the body limit guards the routes.
-    app.add_middleware(BodyLimitMiddleware, default=API_BODY_LIMIT, limits=BODY_LIMITS)
+    app.add_middleware(
+        BodyLimitMiddleware, default=API_BODY_LIMIT, limits={"/webhooks/": WEBHOOK_BODY_LIMIT}
+    )
     if settings.cors_allow_origins:  # none: browsers on other origins are refused anyway
         app.add_middleware(
             CORSMiddleware,
@@ -121,10 +139,6 @@ def create_app(settings: Settings) -> FastAPI:
         observe = metrics.install(app)  # GET /metrics; each request timed where it is logged
     app.add_middleware(RequestContextMiddleware, observe=observe)
     use_problem_media_type(app)
-    if settings.clerk_webhook_signing_secret:  # unset or empty: no webhook endpoint at all
-        # Built here so that a malformed secret stops start-up, not the first delivery.
-        app.state.webhook_verifier = Verifier(settings.clerk_webhook_signing_secret)
-        app.include_router(webhooks.router)
     return app
 
 

@@ -15,8 +15,9 @@ from types import FrameType
 import uvicorn
 
 from quoteapi import migrations
+from quoteapi.database import DatabaseTarget
 from quoteapi.logs import configure_logging
-from quoteapi.settings import ConfigError, DatabaseTarget, Settings, load_settings
+from quoteapi.settings import ConfigError, Settings, load_settings
 
 DEV_DATABASE = "quoteapi"
 
@@ -59,7 +60,7 @@ def serve(args: argparse.Namespace) -> None:
         workers=args.workers,
         loop="uvloop",
         # httptools, plus a deadline to receive each request and a cap on its head.
-        http="quoteapi.protocol:GuardedHttpToolsProtocol",
+        http="quoteapi.http_protocol:GuardedHttpToolsProtocol",
         timeout_keep_alive=settings.quoteapi_keep_alive_seconds,
         timeout_graceful_shutdown=settings.quoteapi_shutdown_grace_seconds,
         log_config=None,
@@ -217,7 +218,7 @@ def webhook_send(args: argparse.Namespace) -> None:
     """Send a `user.deleted` event signed with CLERK_WEBHOOK_SIGNING_SECRET, as Clerk would."""
     import httpx
 
-    from quoteapi.webhooks import send_sample_user_deleted
+    from quoteapi.dev.webhook_sender import send_sample_user_deleted
 
     secret = load_settings().clerk_webhook_signing_secret
     try:

@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 from quoteapi.auth.keys import JwksKeys
 from quoteapi.auth.verify import CountingTokenCache
 from quoteapi.middleware import RequestObserver
+from quoteapi.services import Services
 
 METRICS_PATH = "/metrics"
 # The API answers in about a millisecond; the default buckets start at 5 ms.
@@ -86,8 +87,11 @@ class AppStateCollector(Collector):
         self._state = app.state
 
     def collect(self) -> Iterable[Metric]:
-        verifier = getattr(self._state, "verifier", None)
-        keys = getattr(verifier, "keys", None)
+        services: Services | None = getattr(self._state, "services", None)
+        if services is None:  # not started, or stopped: nothing to read
+            return
+        verifier = services.verifier
+        keys = verifier.keys
         if isinstance(keys, JwksKeys):  # a PEM key (CLERK_JWT_KEY) is never fetched
             fetches = CounterMetricFamily(
                 "quoteapi_jwks_fetches",
@@ -97,7 +101,7 @@ class AppStateCollector(Collector):
             fetches.add_metric(["ok"], keys.fetches_ok)
             fetches.add_metric(["error"], keys.fetches_failed)
             yield fetches
-        cache = getattr(verifier, "cache", None)
+        cache = verifier.cache
         if isinstance(cache, CountingTokenCache):
             yield CounterMetricFamily(
                 "quoteapi_token_cache_hits",
@@ -112,19 +116,17 @@ class AppStateCollector(Collector):
             yield GaugeMetricFamily(
                 "quoteapi_token_cache_entries", "Verified tokens cached now.", value=len(cache)
             )
-        engine = getattr(self._state, "engine", None)  # set while the app runs
-        if engine is not None:
-            pool = engine.pool
-            yield GaugeMetricFamily(
-                "quoteapi_db_pool_checked_out",
-                "Database connections in use by requests now.",
-                value=pool.checkedout(),
-            )
-            yield GaugeMetricFamily(
-                "quoteapi_db_pool_size",
-                "Database connections the pool may hold (DATABASE_POOL_SIZE).",
-                value=pool.size(),
-            )
+        pool: Any = services.database.engine.pool
+        yield GaugeMetricFamily(
+            "quoteapi_db_pool_checked_out",
+            "Database connections in use by requests now.",
+            value=pool.checkedout(),
+        )
+        yield GaugeMetricFamily(
+            "quoteapi_db_pool_size",
+            "Database connections the pool may hold (DATABASE_POOL_SIZE).",
+            value=pool.size(),
+        )
 
 
 def install(app: FastAPI) -> RequestObserver:
@@ -134,7 +136,6 @@ def install(app: FastAPI) -> RequestObserver:
     ProcessCollector(registry=registry)  # CPU, memory, open files: read from /proc per scrape
     registry.register(AppStateCollector(app))
     request_metrics = RequestMetrics(registry)
-    app.state.metrics_registry = registry
 
     @app.get(METRICS_PATH, include_in_schema=False)
     async def metrics() -> Response:

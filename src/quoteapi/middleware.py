@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from quoteapi.errors import (
+from quoteapi.problems import (
     PAYLOAD_TOO_LARGE,
     PROBLEM_MEDIA_TYPE,
     RETRY_AFTER_SECONDS,

@@ -9,16 +9,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from quoteapi.auth.keys import KeysUnavailable
+from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_MALFORMED, TOKEN_MISSING
 from quoteapi.auth.verify import TokenRejected, TokenVerifier, VerifiedUser
-from quoteapi.errors import (
-    AUTH_UNAVAILABLE,
-    RETRY_AFTER_SECONDS,
-    TOKEN_MALFORMED,
-    TOKEN_MISSING,
-    ApiError,
-)
+from quoteapi.problems import RETRY_AFTER_SECONDS, ApiError
+from quoteapi.services import ServicesDep
 
-__all__ = ["CurrentUser", "VerifiedUser", "current_user"]
+__all__ = ["CurrentUser", "VerifiedUser", "current_user", "get_verifier"]
 
 log = logging.getLogger("quoteapi.auth")
 
@@ -59,12 +55,17 @@ def _error_description(detail: str) -> str:
     return "".join(c for c in detail if " " <= c <= "~" and c not in '"\\')
 
 
+def get_verifier(services: ServicesDep) -> TokenVerifier:
+    """The app's token verifier (a test may override this dependency with its own)."""
+    return services.verifier
+
+
 async def current_user(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    verifier: Annotated[TokenVerifier, Depends(get_verifier)],
 ) -> VerifiedUser:
     """The caller named by a verified Clerk session token."""
-    verifier: TokenVerifier = request.app.state.verifier
     try:
         return await verifier.verify(bearer.credentials if bearer else _token_from(request))
     except TokenRejected as exc:

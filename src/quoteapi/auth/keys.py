@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import RSAAlgorithm
 from jwt.exceptions import PyJWTError
 
-from quoteapi.errors import RETRY_AFTER_SECONDS
+from quoteapi.problems import RETRY_AFTER_SECONDS
 from quoteapi.settings import ConfigError, Settings
 
 log = logging.getLogger("quoteapi.auth")
@@ -274,11 +274,6 @@ class JwksKeys:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._inflight
         self._client = None
-
-    async def wait_idle(self) -> None:
-        """Return once no fetch is in flight (a background refresh included)."""
-        while self._inflight is not None:
-            await asyncio.shield(self._inflight)
 
     async def key_for(self, kid: str) -> RSAPublicKey:
         now = self._clock()

@@ -1,16 +1,15 @@
-"""Clerk session-token checks: shape, header, signature, then claims; verified tokens cached.
+"""Clerk session-token verification: PyJWT parses the token, checks its RS256 signature and
+the registered claims (issuer, required claims); this module adds what only Clerk's tokens
+have (`cat`, `sid`, `azp`, `sts`), the time checks on the injectable clock that also ages the
+cache, and a cache of verified tokens.
 
-The order matters: nothing is decoded before the size and shape checks, no key is looked up
-before the header says RS256, and no claim is read before the signature verifies. The only
-signature primitive here is RSA PKCS#1 v1.5 with SHA-256 over RSA public keys, so a token
-cannot choose its algorithm (no `none`, no HMAC keyed with the public PEM).
+Nothing is decoded before the size check, no key is looked up before the header says RS256,
+and no claim is read before the signature verifies. PyJWT is told to accept RS256 only, so a
+token cannot choose its algorithm (no `none`, no HMAC keyed with the public PEM).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import math
 import re
@@ -23,7 +22,8 @@ from types import MappingProxyType
 from typing import Any
 
 import httpx
-from jwt.algorithms import RSAAlgorithm
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from quoteapi.auth.keys import (
     Clock,
@@ -33,7 +33,7 @@ from quoteapi.auth.keys import (
     resolve_issuer,
     resolve_key_source,
 )
-from quoteapi.errors import (
+from quoteapi.auth.problems import (
     TOKEN_EXPIRED,
     TOKEN_IAT_IN_THE_FUTURE,
     TOKEN_INVALID_ALGORITHM,
@@ -47,8 +47,8 @@ from quoteapi.errors import (
     TOKEN_TOO_LARGE,
     TOKEN_TYPE_NOT_SESSION,
     TOKEN_UNKNOWN_KEY,
-    Problem,
 )
+from quoteapi.problems import Problem
 from quoteapi.settings import Settings
 
 log = logging.getLogger("quoteapi.auth")
@@ -56,10 +56,19 @@ log = logging.getLogger("quoteapi.auth")
 # The JOSE header `cat` Clerk puts on session tokens; JWT templates and machine tokens differ.
 SESSION_TOKEN_CATEGORY = "cl_B7d4PD111AAA"  # noqa: S105 - a category, not a secret
 MAX_TOKEN_BYTES = 8 * 1024
-REQUIRED_CLAIMS = ("exp", "iat", "sub", "sid")
-
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid"]
+_ALGORITHMS = ["RS256"]
+# Three non-empty base64url segments: anything else is refused before PyJWT decodes a byte.
 _SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-_RS256 = RSAAlgorithm(RSAAlgorithm.SHA256)
+# The time claims are checked here, on the verifier's clock (which also ages the cache): PyJWT
+# reads the system clock. The rest is PyJWT's.
+_PYJWT_OPTIONS: Any = {
+    "require": REQUIRED_CLAIMS,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +205,6 @@ class TokenVerifier:
         """The verified caller for `token`; a cache hit costs one SHA-256 and a dict lookup."""
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenRejected(TOKEN_TOO_LARGE, f"The token exceeds {MAX_TOKEN_BYTES} bytes.")
-        # A hit is a token that passed every check before, so the shape check (about as costly
-        # as the hash) runs on a miss only, still before any decoding or signature work.
         # "replace" only alters non-ASCII text, which never verifies, so it cannot cause a hit.
         digest = sha256(token.encode("utf-8", "replace")).digest()
         user = self.cache.get(digest, self.clock())
@@ -210,24 +217,56 @@ class TokenVerifier:
     async def _verify_uncached(self, token: str) -> tuple[VerifiedUser, float]:
         if _SHAPE.fullmatch(token) is None:
             raise TokenRejected(TOKEN_MALFORMED, "The token is not three base64url segments.")
-        signing_input, _, signature_segment = token.rpartition(".")
-        header_segment, _, payload_segment = signing_input.partition(".")
-        kid = self._check_header(_decode_json(header_segment, "header"))
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenRejected(TOKEN_MALFORMED, "The token is not a JSON Web Token.") from None
+        kid = self._check_header(header)
         try:
             key = await self.keys.key_for(kid)
         except UnknownKey:
             raise TokenRejected(
                 TOKEN_UNKNOWN_KEY, "The token is signed by a key the issuer does not publish."
             ) from None
-        message = signing_input.encode("ascii")
-        signature = _decode_segment(signature_segment, "signature")
-        if not _RS256.verify(message, key, signature):
+        try:
+            claims = self._decode(token, key)
+        except jwt.InvalidSignatureError:
             rotated = await self.keys.refreshed_key(kid, key)
-            if rotated is None or not _RS256.verify(message, rotated, signature):
-                raise TokenRejected(TOKEN_INVALID_SIGNATURE, "The token signature does not verify.")
-        return self._check_claims(_decode_json(payload_segment, "payload"))
+            if rotated is None:
+                raise TokenRejected(
+                    TOKEN_INVALID_SIGNATURE, "The token signature does not verify."
+                ) from None
+            claims = self._decode(token, rotated, rotated_key=True)
+        return self._check_claims(claims)
 
-    def _check_header(self, header: dict[str, Any]) -> str:
+    def _decode(self, token: str, key: RSAPublicKey, *, rotated_key: bool = False) -> Any:
+        """PyJWT's decode: signature, issuer, required claims; its errors as our problems."""
+        try:
+            return jwt.decode(
+                token, key, algorithms=_ALGORITHMS, issuer=self.issuer, options=_PYJWT_OPTIONS
+            )
+        except jwt.InvalidSignatureError:
+            if rotated_key:
+                raise TokenRejected(
+                    TOKEN_INVALID_SIGNATURE, "The token signature does not verify."
+                ) from None
+            raise
+        except jwt.MissingRequiredClaimError as exc:
+            if exc.claim != "iss":  # PyJWT requires `iss` because an issuer is expected
+                raise TokenRejected(
+                    TOKEN_MISSING_CLAIM, f"The token has no {exc.claim} claim."
+                ) from None
+            raise TokenRejected(
+                TOKEN_INVALID_ISSUER, "The token was issued by another Clerk instance."
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise TokenRejected(
+                TOKEN_INVALID_ISSUER, "The token was issued by another Clerk instance."
+            ) from None
+        except jwt.PyJWTError:
+            raise TokenRejected(TOKEN_MALFORMED, "The token cannot be decoded.") from None
+
+    def _check_header(self, header: Mapping[str, Any]) -> str:
         if header.get("alg") != "RS256":
             raise TokenRejected(
                 TOKEN_INVALID_ALGORITHM, "Only RS256-signed Clerk session tokens are accepted."
@@ -247,26 +286,19 @@ class TokenVerifier:
         return kid
 
     def _check_claims(self, claims: dict[str, Any]) -> tuple[VerifiedUser, float]:
-        for name in REQUIRED_CLAIMS:
-            if claims.get(name) is None:
-                raise TokenRejected(TOKEN_MISSING_CLAIM, f"The token has no {name} claim.")
-        expires_at = _number(claims, "exp")
-        issued_at = _number(claims, "iat")
+        expires_at = _seconds(claims, "exp")
+        issued_at = _seconds(claims, "iat")
         user_id, session_id = claims["sub"], claims["sid"]
         if not (_non_empty_string(user_id) and _non_empty_string(session_id)):
             raise TokenRejected(TOKEN_MALFORMED, "The token sub and sid must be non-empty strings.")
         now = self.clock()
         if now >= expires_at + self.leeway:
             raise TokenRejected(TOKEN_EXPIRED, "The token has expired; send a fresh one.")
-        if "nbf" in claims and _number(claims, "nbf") > now + self.leeway:
+        if "nbf" in claims and _seconds(claims, "nbf") > now + self.leeway:
             raise TokenRejected(TOKEN_NOT_ACTIVE_YET, "The token is not valid yet (nbf).")
         if issued_at > now + self.leeway:
             raise TokenRejected(
                 TOKEN_IAT_IN_THE_FUTURE, "The token is issued in the future; check the clocks."
-            )
-        if claims.get("iss") != self.issuer:
-            raise TokenRejected(
-                TOKEN_INVALID_ISSUER, "The token was issued by another Clerk instance."
             )
         if self.authorized_parties:
             azp = claims.get("azp")
@@ -282,29 +314,12 @@ class TokenVerifier:
         return VerifiedUser(user_id, session_id, MappingProxyType(claims)), expires_at
 
 
-def _decode_segment(segment: str, part: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        raise TokenRejected(TOKEN_MALFORMED, f"The token {part} is not valid base64url.") from None
-
-
-def _decode_json(segment: str, part: str) -> dict[str, Any]:
-    raw = _decode_segment(segment, part)
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        data = None
-    if not isinstance(data, dict):
-        raise TokenRejected(TOKEN_MALFORMED, f"The token {part} is not a JSON object.")
-    return data
-
-
 def _non_empty_string(value: object) -> bool:
     return isinstance(value, str) and bool(value)
 
 
-def _number(claims: Mapping[str, Any], name: str) -> float:
+def _seconds(claims: Mapping[str, Any], name: str) -> float:
+    """A NumericDate claim (RFC 7519: a JSON number, not a boolean), as seconds."""
     value = claims[name]
     try:
         number = float(value) if type(value) in (int, float) else math.nan

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quoteapi.errors import RETRY_AFTER_SECONDS, is_database_unavailable
+from quoteapi.database import is_database_unavailable
+from quoteapi.problems import RETRY_AFTER_SECONDS
+from quoteapi.services import ServicesDep
 
 log = logging.getLogger("quoteapi.health")
 
@@ -37,10 +39,10 @@ async def _schema_revision(engine: AsyncEngine) -> str | None:
     summary="The database is reachable and its schema is at the head revision",
     responses={503: {"description": "Not ready: the body says which check failed"}},
 )
-async def readyz(request: Request) -> JSONResponse:
-    head: str | None = request.app.state.schema_head
+async def readyz(services: ServicesDep) -> JSONResponse:
+    head = services.schema_head
     try:
-        current = await _schema_revision(request.app.state.engine)
+        current = await _schema_revision(services.database.engine)
     except Exception as exc:
         if not is_database_unavailable(exc):
             raise

@@ -1,5 +1,5 @@
 """Clerk webhooks as Svix delivers them: header and signature checks (the HMAC itself is
-`standardwebhooks`, the library Svix's own SDK delegates to) and a signed sample sender."""
+`standardwebhooks`, the library Svix's own SDK delegates to)."""
 
 from __future__ import annotations
 
@@ -8,26 +8,23 @@ import binascii
 import json
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from pydantic import SecretStr
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from quoteapi.errors import (
+from quoteapi.problems import ApiError
+from quoteapi.settings import ConfigError
+from quoteapi.webhooks.problems import (
     WEBHOOK_FUTURE,
     WEBHOOK_INVALID_BODY,
     WEBHOOK_INVALID_SIGNATURE,
     WEBHOOK_MALFORMED_HEADER,
     WEBHOOK_MISSING_HEADER,
     WEBHOOK_STALE,
-    ApiError,
 )
-from quoteapi.settings import ConfigError
 
 ENV_VARIABLE = "CLERK_WEBHOOK_SIGNING_SECRET"
 KEY_PREFIX = "whsec_"
@@ -101,7 +98,7 @@ def _is_base64(entry: str) -> bool:
     return True
 
 
-class Verifier:
+class WebhookVerifier:
     """Checks deliveries against one endpoint's signing secret (`whsec_<base64 key>`)."""
 
     def __init__(self, secret: SecretStr) -> None:
@@ -145,12 +142,6 @@ class Verifier:
             )
         return event
 
-    def sign(self, msg_id: str, timestamp: int, body: bytes) -> str:
-        """The svix-signature value Svix would send for this message (`v1,<base64>`)."""
-        moment = datetime.fromtimestamp(timestamp, UTC)
-        signature: str = self._webhook.sign(msg_id, moment, body.decode("utf-8"))
-        return signature
-
 
 def signing_key(secret: SecretStr) -> bytes:
     """The HMAC key inside `whsec_<base64>`; ConfigError (at start-up) if it is not one."""
@@ -168,38 +159,3 @@ def signing_key(secret: SecretStr) -> bytes:
             "your endpoint), or unset it to turn the webhook endpoint off",
         )
     return key
-
-
-def sample_user_deleted(user_id: str) -> bytes:
-    """A `user.deleted` event shaped like Clerk's."""
-    event = {
-        "data": {"deleted": True, "id": user_id, "object": "user"},
-        "instance_id": "ins_quoteapi_sample",
-        "object": "event",
-        "timestamp": int(time.time() * 1000),
-        "type": "user.deleted",
-    }
-    return json.dumps(event, separators=(",", ":")).encode()
-
-
-def send_sample_user_deleted(
-    secret: SecretStr | None, url: str, user_id: str, *, msg_id: str | None = None
-) -> httpx.Response:
-    """POST a `user.deleted` event for `user_id` to `url`, signed as Clerk (Svix) would."""
-    if not secret:
-        raise ConfigError(
-            ENV_VARIABLE,
-            "is not set (`quoteapi webhook-send` signs with it)",
-            "set it to the same signing secret the receiving service uses",
-        )
-    verifier = Verifier(secret)
-    body = sample_user_deleted(user_id)
-    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
-    timestamp = int(time.time())
-    headers = {
-        "content-type": "application/json",
-        "svix-id": msg_id,
-        "svix-timestamp": str(timestamp),
-        "svix-signature": verifier.sign(msg_id, timestamp, body),
-    }
-    return httpx.post(url, content=body, headers=headers, timeout=10.0)

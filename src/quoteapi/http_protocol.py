@@ -1,13 +1,14 @@
 """The HTTP protocol `quoteapi serve` runs: uvicorn's httptools protocol plus the two limits on
 reading a request that uvicorn lacks.
 
-uvicorn 0.54 arms `timeout_keep_alive` only after a response; a connection that has not yet
-sent a whole request has no timer at all, and httptools buffers a request head of any size. So
-a client dribbling header bytes (slowloris), or one that connects and sends nothing, holds its
-connection and memory forever. ASGI middleware cannot help: the app sees a request only once its
-head is complete. This protocol closes a connection whose request (head and body) has not fully
-arrived within QUOTEAPI_REQUEST_READ_TIMEOUT_SECONDS of its first byte (or of the connection,
-for the first request), and refuses a request head over MAX_HEAD_BYTES with 431.
+uvicorn 0.54 (pinned to that minor version in pyproject.toml) arms `timeout_keep_alive` only
+after a response; a connection that has not yet sent a whole request has no timer at all, and
+httptools buffers a request head of any size. So a client dribbling header bytes (slowloris),
+or one that connects and sends nothing, holds its connection and memory forever. ASGI middleware
+cannot help: the app sees a request only once its head is complete. This protocol closes a
+connection whose request (head and body) has not fully arrived within
+QUOTEAPI_REQUEST_READ_TIMEOUT_SECONDS of its first byte (or of the connection, for the first
+request), and refuses a request head over MAX_HEAD_BYTES with 431.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from quoteapi.errors import (
+from quoteapi.problems import (
     HEADERS_TOO_LARGE,
     PROBLEM_MEDIA_TYPE,
     REQUEST_TIMEOUT,

@@ -1,10 +1,14 @@
-"""RFC 9457 problem+json: every error the API returns is one of these problems."""
+"""RFC 9457 problem+json: the Problem type, the HTTP mapping of every exception a request can
+raise, and the OpenAPI document's error media type.
+
+Each feature defines its own problems next to the code that raises them (`auth.problems`,
+`webhooks.problems`, `messages.router`, `database`); the ones here belong to HTTP itself."""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from quoteapi.db import DatabaseUnreachable
 
 log = logging.getLogger("quoteapi.errors")
 
@@ -41,17 +42,14 @@ class Problem:
 BAD_REQUEST = Problem(400, "bad-request", "Bad request")
 INVALID_JSON = Problem(400, "invalid-json", "Body is not valid JSON")
 NOT_FOUND = Problem(404, "not-found", "Not found")
-MESSAGE_NOT_FOUND = Problem(404, "message-not-found", "No quote stored")
 METHOD_NOT_ALLOWED = Problem(405, "method-not-allowed", "Method not allowed")
-PRECONDITION_FAILED = Problem(412, "precondition-failed", "Precondition failed")
 PAYLOAD_TOO_LARGE = Problem(413, "payload-too-large", "Request body too large")
 UNSUPPORTED_MEDIA_TYPE = Problem(415, "unsupported-media-type", "Unsupported media type")
 VALIDATION_FAILED = Problem(422, "validation-failed", "Request validation failed")
 INTERNAL_ERROR = Problem(500, "internal-error", "Internal server error")
-# Answered by the HTTP protocol itself (quoteapi.protocol), before any app sees the request.
+# Answered by the HTTP protocol itself (quoteapi.http_protocol), before any app sees the request.
 REQUEST_TIMEOUT = Problem(408, "request-timeout", "Request not received in time")
 HEADERS_TOO_LARGE = Problem(431, "headers-too-large", "Request headers too large")
-DATABASE_UNAVAILABLE = Problem(503, "database-unavailable", "Database unavailable")
 SHUTTING_DOWN = Problem(503, "shutting-down", "Server shutting down")
 
 _BY_STATUS = {p.status: p for p in (BAD_REQUEST, NOT_FOUND, METHOD_NOT_ALLOWED)}
@@ -130,15 +128,6 @@ def problem_body(
     }
 
 
-def is_database_unavailable(exc: BaseException) -> bool:
-    """True for failures that mean "the database cannot be reached now", not a bug."""
-    if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, sa_exc.OperationalError | sa_exc.InterfaceError
-        )
-    return isinstance(exc, DatabaseUnreachable | sa_exc.TimeoutError)
-
-
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return problem_response(request, exc.problem, exc.detail, headers=exc.headers, extra=exc.extra)
@@ -213,19 +202,7 @@ def _is_json(request: Request) -> bool:
     )
 
 
-async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    if is_database_unavailable(exc):
-        log.warning("event=database_unavailable error=%s", type(exc).__name__)
-        return problem_response(
-            request,
-            DATABASE_UNAVAILABLE,
-            "The database cannot be reached right now; retry shortly.",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-    return await _unexpected_error(request, exc)
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("event=unhandled_error error=%s", type(exc).__name__, exc_info=exc)
     return problem_response(
         request, INTERNAL_ERROR, "Something went wrong on our side; it has been logged."
@@ -286,55 +263,17 @@ def use_problem_media_type(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Make every error, FastAPI's own included, a problem+json response."""
+ExceptionHandler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+
+
+def install_problem_handlers(
+    app: FastAPI, feature_handlers: Mapping[type[Exception], ExceptionHandler]
+) -> None:
+    """Make every error, FastAPI's own included, a problem+json response; `feature_handlers`
+    map the exceptions of a feature (the database's failures, say) to their problems."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    # Database failures are answered here, not re-raised to the server as a crash would be.
-    for failure in (sa_exc.DBAPIError, sa_exc.TimeoutError, DatabaseUnreachable):
-        app.add_exception_handler(failure, _database_error)
-    app.add_exception_handler(Exception, _unexpected_error)
-
-
-# --- Webhooks (POST /webhooks/clerk): one problem per reason a delivery is refused ------------
-WEBHOOK_MISSING_HEADER = Problem(400, "webhook-missing-header", "Webhook header missing")
-WEBHOOK_MALFORMED_HEADER = Problem(400, "webhook-malformed-header", "Webhook header malformed")
-WEBHOOK_STALE = Problem(400, "webhook-stale", "Webhook timestamp too old")
-WEBHOOK_FUTURE = Problem(400, "webhook-future", "Webhook timestamp in the future")
-WEBHOOK_INVALID_SIGNATURE = Problem(400, "webhook-invalid-signature", "Webhook signature invalid")
-WEBHOOK_INVALID_BODY = Problem(400, "webhook-invalid-body", "Webhook body invalid")
-WEBHOOK_TOO_LARGE = Problem(413, "webhook-too-large", "Webhook body too large")
-
-
-# --- quoteapi.auth: session-token problems (one per rejection cause) -------------------------
-TOKEN_MISSING = Problem(401, "token-missing", "Authentication required")
-TOKEN_MALFORMED = Problem(401, "token-malformed", "Malformed session token")
-TOKEN_TOO_LARGE = Problem(401, "token-too-large", "Session token too large")
-TOKEN_INVALID_ALGORITHM = Problem(401, "token-invalid-algorithm", "Unsupported token algorithm")
-TOKEN_TYPE_NOT_SESSION = Problem(401, "token-type-not-session", "Not a session token")
-TOKEN_UNKNOWN_KEY = Problem(401, "token-unknown-key", "Token signed by an unknown key")
-TOKEN_INVALID_SIGNATURE = Problem(401, "token-invalid-signature", "Invalid token signature")
-TOKEN_MISSING_CLAIM = Problem(401, "token-missing-claim", "Session token lacks a claim")
-TOKEN_EXPIRED = Problem(401, "token-expired", "Session token expired")
-TOKEN_NOT_ACTIVE_YET = Problem(401, "token-not-active-yet", "Session token not valid yet")
-TOKEN_IAT_IN_THE_FUTURE = Problem(401, "token-iat-in-the-future", "Session token issued later")
-TOKEN_INVALID_ISSUER = Problem(401, "token-invalid-issuer", "Session token from another issuer")
-TOKEN_INVALID_AUTHORIZED_PARTY = Problem(
-    401, "token-invalid-authorized-party", "Session token minted for another origin"
-)
-TOKEN_SESSION_PENDING = Problem(401, "token-session-pending", "Session not active yet")
-AUTH_UNAVAILABLE = Problem(503, "auth-unavailable", "Authentication temporarily unavailable")
-
-
-# Errors any authenticated route can answer, documented once for all of them.
-COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: problem_doc("Missing or invalid session token", TOKEN_MISSING, TOKEN_EXPIRED),
-    500: problem_doc("Unexpected error (no internals disclosed)", INTERNAL_ERROR),
-    503: problem_doc(
-        "The database or Clerk's signing keys cannot be reached; see Retry-After",
-        DATABASE_UNAVAILABLE,
-        AUTH_UNAVAILABLE,
-        headers={"Retry-After": {"schema": {"type": "integer"}}},
-    ),
-}
+    for exception, handler in feature_handlers.items():
+        app.add_exception_handler(exception, handler)
+    app.add_exception_handler(Exception, unexpected_error)

@@ -1,0 +1,21 @@
+"""The session-token problems: one per reason a token is refused, each with a stable code."""
+
+from quoteapi.problems import Problem
+
+TOKEN_MISSING = Problem(401, "token-missing", "Authentication required")
+TOKEN_MALFORMED = Problem(401, "token-malformed", "Malformed session token")
+TOKEN_TOO_LARGE = Problem(401, "token-too-large", "Session token too large")
+TOKEN_INVALID_ALGORITHM = Problem(401, "token-invalid-algorithm", "Unsupported token algorithm")
+TOKEN_TYPE_NOT_SESSION = Problem(401, "token-type-not-session", "Not a session token")
+TOKEN_UNKNOWN_KEY = Problem(401, "token-unknown-key", "Token signed by an unknown key")
+TOKEN_INVALID_SIGNATURE = Problem(401, "token-invalid-signature", "Invalid token signature")
+TOKEN_MISSING_CLAIM = Problem(401, "token-missing-claim", "Session token lacks a claim")
+TOKEN_EXPIRED = Problem(401, "token-expired", "Session token expired")
+TOKEN_NOT_ACTIVE_YET = Problem(401, "token-not-active-yet", "Session token not valid yet")
+TOKEN_IAT_IN_THE_FUTURE = Problem(401, "token-iat-in-the-future", "Session token issued later")
+TOKEN_INVALID_ISSUER = Problem(401, "token-invalid-issuer", "Session token from another issuer")
+TOKEN_INVALID_AUTHORIZED_PARTY = Problem(
+    401, "token-invalid-authorized-party", "Session token minted for another origin"
+)
+TOKEN_SESSION_PENDING = Problem(401, "token-session-pending", "Session not active yet")
+AUTH_UNAVAILABLE = Problem(503, "auth-unavailable", "Authentication temporarily unavailable")

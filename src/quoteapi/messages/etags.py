@@ -1,0 +1,43 @@
+"""ETags of a stored quote and the If-Match / If-None-Match lists that name them (pure).
+
+A quote's ETag is its version in quotes (`"42"`); a version is never reused, so a tag names
+one quote as it was at one moment, whoever holds it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Versions are PostgreSQL bigints: a tag naming a larger number (or non-ASCII digits, which
+# str.isdigit accepts and int() may not) names no stored version.
+_MAX_VERSION = 2**63 - 1
+
+
+def etag(version: int) -> str:
+    """The strong ETag of `version`."""
+    return f'"{version}"'
+
+
+@dataclass(frozen=True)
+class TagList:
+    """An If-Match or If-None-Match header: `*` (any stored quote), or the versions it names
+    (weak tags compare equal; tags that name no version of ours are left out)."""
+
+    any: bool
+    versions: tuple[int, ...]
+
+    @classmethod
+    def parse(cls, header: str) -> TagList:
+        if header.strip() == "*":
+            return cls(any=True, versions=())
+        versions = []
+        for tag in header.split(","):
+            tag = tag.strip().removeprefix("W/")
+            digits = tag[1:-1] if len(tag) >= 2 and tag[0] == tag[-1] == '"' else ""
+            in_range = digits.isascii() and digits.isdigit() and len(digits) <= 19
+            if in_range and int(digits) <= _MAX_VERSION:
+                versions.append(int(digits))
+        return cls(any=False, versions=tuple(versions))
+
+    def matches(self, version: int) -> bool:
+        """Whether a stored quote at `version` satisfies the list."""
+        return self.any or version in self.versions

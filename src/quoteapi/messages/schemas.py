@@ -1,0 +1,78 @@
+"""The request and response bodies of /me/message."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+# C0 and C1 control characters and DEL, except tab and line breaks (normalised to LF before).
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# JSON's \ud800-style escapes can carry half a surrogate pair, which no UTF-8 text (and so no
+# PostgreSQL text) can hold.
+_LONE_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def _normalise(value: object) -> object:
+    if not isinstance(value, str):
+        return value  # the str type check rejects it
+    text = value.replace("\r\n", "\n").replace("\r", "\n")
+    # Before trimming: str.strip() also removes the separators U+001C to U+001F, controls that
+    # must be refused, not silently dropped.
+    if _CONTROL_CHARACTERS.search(text):
+        raise ValueError("must not contain control characters (tab and line breaks are fine)")
+    text = text.strip()
+    if not text:
+        raise ValueError("must not be empty or only white space")
+    if _LONE_SURROGATES.search(text):
+        raise ValueError("must be valid Unicode text (it contains an unpaired surrogate)")
+    return text
+
+
+class MessageIn(BaseModel):
+    """The body of PUT /me/message."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"additionalProperties": False})
+
+    # No maxLength in the schema: the limit (QUOTEAPI_MESSAGE_MAX_LENGTH) applies after
+    # trimming, so a longer raw string with surrounding white space is acceptable, and the
+    # schema must not say otherwise.
+    message: Annotated[
+        str,
+        BeforeValidator(_normalise),
+        Field(
+            min_length=1,
+            description="The quote: at least 1 character once surrounding white space is "
+            "trimmed, and at most the service's limit (QUOTEAPI_MESSAGE_MAX_LENGTH, 1000 by "
+            "default; a longer one answers 422); tab and line breaks allowed, other control "
+            "characters not.",
+            examples=["The best way to predict the future is to invent it."],
+        ),
+    ]
+
+    def within(self, max_length: int) -> str:
+        """The trimmed quote, or a 422 (as any other field error) when it is over the limit."""
+        if len(self.message) > max_length:
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "value_error",
+                        "loc": ("body", "message"),
+                        "msg": f"Value error, must be at most {max_length} characters after "
+                        "trimming",
+                        "input": self.message,
+                    }
+                ]
+            )
+        return self.message
+
+
+class MessageOut(BaseModel):
+    """The caller's stored quote."""
+
+    message: str = Field(examples=["Stay hungry, stay foolish."])
+    created_at: datetime = Field(description="When the quote was first saved (RFC 3339)")
+    updated_at: datetime = Field(description="When it was last replaced (RFC 3339)")

@@ -1,0 +1,36 @@
+"""The app's services: built once by the lifespan, reached by routes through `ServicesDep`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from quoteapi.auth.verify import TokenVerifier
+from quoteapi.database import Database
+from quoteapi.messages.repository import MessageStatements
+from quoteapi.settings import Settings
+from quoteapi.webhooks.signatures import WebhookVerifier
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a request may use that lives as long as the app."""
+
+    settings: Settings
+    database: Database
+    verifier: TokenVerifier
+    messages: MessageStatements
+    # None when CLERK_WEBHOOK_SIGNING_SECRET is unset (there is no webhook route then).
+    webhook_verifier: WebhookVerifier | None
+    schema_head: str | None  # the migration revision this code expects
+
+
+def get_services(request: Request) -> Services:
+    """The services of the running app (set by its lifespan)."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

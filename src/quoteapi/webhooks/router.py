@@ -1,0 +1,101 @@
+"""POST /webhooks/clerk: Clerk's signed events; `user.deleted` erases that user's data.
+
+A delivery is authenticated (headers, then the signature over the whole, size-capped body)
+before it takes a database session: an unsigned or dribbling client holds no shared slot."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from quoteapi.problems import PAYLOAD_TOO_LARGE, ApiError, problem_doc
+from quoteapi.services import ServicesDep
+from quoteapi.webhooks.repository import Deliveries
+from quoteapi.webhooks.signatures import MAX_BODY_BYTES, parse_headers
+
+log = logging.getLogger("quoteapi.webhooks")
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+
+class WebhookAck(BaseModel):
+    """The answer to a verified webhook delivery (Svix shows it in the Clerk dashboard)."""
+
+    outcome: str = Field(
+        description="`deleted` (the user's data is erased), `duplicate` (this svix-id was "
+        "already processed), or `ignored` (an event this service does not act on)",
+        examples=["deleted"],
+    )
+
+
+@dataclass(frozen=True)
+class SignedEvent:
+    """A delivery whose signature verified: its Svix message id and the event."""
+
+    msg_id: str
+    event: dict[str, Any]
+
+
+async def signed_event(request: Request, services: ServicesDep) -> SignedEvent:
+    """The delivery, once its headers and its signature over the whole body check out."""
+    assert services.webhook_verifier is not None  # the route exists only with a secret
+    try:
+        signed = parse_headers(request.headers)
+        # The body-limit middleware has already refused one over MAX_BODY_BYTES (413).
+        body = await request.body()
+        event = services.webhook_verifier.verify(body, signed)
+    except ApiError as exc:
+        log.warning("event=webhook_refused code=%s", exc.problem.code)
+        raise
+    return SignedEvent(signed.msg_id, event)
+
+
+SignedEventDep = Annotated[SignedEvent, Depends(signed_event)]
+
+
+async def deliveries(_: SignedEventDep, services: ServicesDep) -> AsyncIterator[Deliveries]:
+    """The deliveries repository on a database session, for a verified delivery only."""
+    async with services.database.session() as session:
+        yield Deliveries(session, rls=services.settings.database_row_level_security)
+
+
+@router.post(
+    "/clerk",
+    summary="Receive a Clerk webhook (Svix-signed); `user.deleted` erases the user's quote",
+    responses={
+        400: {"description": "Missing, malformed, stale or unsigned delivery (see `code`)"},
+        413: problem_doc(f"Body larger than {MAX_BODY_BYTES} bytes", PAYLOAD_TOO_LARGE),
+    },
+    # The body is read raw (the signature covers its exact bytes), so FastAPI cannot infer it.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+            "description": 'A Clerk event, e.g. `{"type": "user.deleted", '
+            '"data": {"id": "user_..."}}`, with svix-id, svix-timestamp and '
+            "svix-signature headers",
+        }
+    },
+)
+async def clerk_webhook(
+    delivery: SignedEventDep, repository: Annotated[Deliveries, Depends(deliveries)]
+) -> WebhookAck:
+    event_type: str = delivery.event["type"]
+    if event_type != "user.deleted":
+        log.debug("event=webhook_ignored svix_id=%s type=%r", delivery.msg_id, event_type[:64])
+        return WebhookAck(outcome="ignored")
+    data = delivery.event.get("data")
+    user_id = data.get("id") if isinstance(data, dict) else None
+    if not isinstance(user_id, str) or not user_id:
+        # Acknowledged: a retry would carry the same body, and nothing could be done with it.
+        log.warning("event=webhook_user_deleted_without_id svix_id=%s", delivery.msg_id)
+        return WebhookAck(outcome="ignored")
+    if not await repository.erase_user(delivery.msg_id, event_type, user_id):
+        log.info("event=webhook_duplicate svix_id=%s", delivery.msg_id)
+        return WebhookAck(outcome="duplicate")
+    return WebhookAck(outcome="deleted")

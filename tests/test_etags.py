@@ -1,0 +1,35 @@
+"""ETags and If-Match / If-None-Match lists, as pure functions."""
+
+import pytest
+
+from quoteapi.messages.etags import TagList, etag
+
+
+def test_a_version_is_quoted_as_a_strong_etag() -> None:
+    assert etag(42) == '"42"'
+
+
+@pytest.mark.parametrize(
+    ("header", "versions"),
+    [
+        ('"42"', (42,)),
+        ('"1", "2" ,"3"', (1, 2, 3)),
+        ('W/"7"', (7,)),  # weak tags compare equal
+        ('"x", 42, "", "9223372036854775808"', ()),  # not ours, unquoted, empty, over bigint
+        ('"٣"', ()),  # non-ASCII digits name no version
+    ],
+)
+def test_a_tag_list_names_the_versions_it_quotes(header: str, versions: tuple[int, ...]) -> None:
+    tags = TagList.parse(header)
+    assert not tags.any
+    assert tags.versions == versions
+
+
+def test_a_star_matches_any_stored_version() -> None:
+    assert TagList.parse(" * ").matches(12345)
+
+
+def test_a_list_matches_only_the_versions_it_names() -> None:
+    tags = TagList.parse('"1", W/"3"')
+    assert tags.matches(3)
+    assert not tags.matches(2)
