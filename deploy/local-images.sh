@@ -92,6 +92,14 @@ pip_conf() {
   [ -z "$hosts" ] || echo "trusted-host = $hosts"
 }
 
+# Its output only when it fails (the legacy builder warns on every build).
+build_image() {
+  docker build -q --network host -t "$1" "$2" >"$work/build.log" 2>&1 || {
+    cat "$work/build.log" >&2
+    exit 1
+  }
+}
+
 build_python() {
   local dir="$work/python"
   mkdir -p "$dir"
@@ -105,7 +113,7 @@ COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY pip.conf /etc/pip.conf
 CMD ["python3"]
 EOF
-  docker build -q --network host -t "$1" "$dir" >/dev/null
+  build_image "$1" "$dir"
 }
 
 build_postgres() {
@@ -126,7 +134,7 @@ EXPOSE 5432
 STOPSIGNAL SIGINT
 CMD ["postgres"]
 EOF
-  docker build -q --network host -t "$1" "$dir" >/dev/null
+  build_image "$1" "$dir"
 }
 
 build_pgbouncer() {
@@ -143,7 +151,7 @@ ENTRYPOINT ["docker-entrypoint.sh"]
 EXPOSE 5432
 CMD ["pgbouncer", "/etc/pgbouncer/pgbouncer.ini"]
 EOF
-  docker build -q --network host -t "$1" "$dir" >/dev/null
+  build_image "$1" "$dir"
 }
 
 for image in $(wanted_images); do

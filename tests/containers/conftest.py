@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.containers.docker import LOCAL_IMAGES_SCRIPT, clean_checkout, docker, require_docker
+from tests.containers.docker import (
+    LOCAL_IMAGES_SCRIPT,
+    clean_checkout,
+    docker,
+    report,
+    require_docker,
+)
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +28,7 @@ def docker_engine() -> None:
 
 
 @pytest.fixture(scope="session")
-def base_images(docker_engine: None, repo_root: Path) -> None:
+def base_images(docker_engine: None, repo_root: Path, pytestconfig: pytest.Config) -> None:
     """The images the Dockerfile and compose.yaml name: already there, pulled, or stand-ins."""
     if os.geteuid() != 0:
         pytest.skip(f"{LOCAL_IMAGES_SCRIPT} runs debootstrap, which needs root")
@@ -34,13 +40,17 @@ def base_images(docker_engine: None, repo_root: Path) -> None:
         timeout=900,
         check=False,
     )
-    print(f"\n{LOCAL_IMAGES_SCRIPT}: {time.monotonic() - started:.1f} s\n{result.stderr}")
+    report(pytestconfig, f"\n{result.stderr.rstrip()}")
+    report(pytestconfig, f"{LOCAL_IMAGES_SCRIPT}: {time.monotonic() - started:.1f} s")
     assert result.returncode == 0, result.stderr
 
 
 @pytest.fixture(scope="session")
 def image(
-    base_images: None, repo_root: Path, tmp_path_factory: pytest.TempPathFactory
+    base_images: None,
+    repo_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    pytestconfig: pytest.Config,
 ) -> Iterator[str]:
     """The project's image, built with `docker build --network host` from a clean checkout;
     removed at the end."""
@@ -48,6 +58,6 @@ def image(
     context = clean_checkout(repo_root, tmp_path_factory.mktemp("checkout"))
     started = time.monotonic()
     docker("build", "--network", "host", "-q", "-t", tag, str(context), timeout=900)
-    print(f"\ndocker build: {time.monotonic() - started:.1f} s")
+    report(pytestconfig, f"docker build: {time.monotonic() - started:.1f} s")
     yield tag
     docker("rmi", "-f", tag, check=False)

@@ -23,6 +23,14 @@ LOCAL_IMAGES_SCRIPT = "deploy/local-images.sh"
 BASE_IMAGE = "python:3.11-slim"
 
 
+def report(config: pytest.Config, line: str) -> None:
+    """Write `line` to the test output as it runs, even when pytest captures output: timings
+    and sizes belong in CI's log."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.write_line(line)
+
+
 def docker(
     *args: str,
     env: Mapping[str, str] | None = None,

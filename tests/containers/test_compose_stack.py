@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import TEST_ISSUER, TEST_KEY, mint
-from tests.containers.docker import docker, wait_until_healthy
+from tests.containers.docker import docker, report, wait_until_healthy
 from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -98,11 +98,11 @@ def stack(image: str, tmp_path: Path, repo_root: Path) -> Iterator[Stack]:
 
 
 def test_the_whole_stack_serves_keeps_data_across_an_api_restart_and_leaves_nothing(
-    stack: Stack,
+    stack: Stack, pytestconfig: pytest.Config
 ) -> None:
     stack.compose("up", "--detach", "--no-build", "--pull", "never", timeout=600)
     took = wait_until_healthy(stack.container("api"), within=120)
-    print(f"\napi healthy {took:.1f} s after `up` returned")
+    report(pytestconfig, f"\ncompose: api healthy {took:.1f} s after `up` returned")
     for one_shot in ("migrate", "grants"):
         state = json.loads(docker("inspect", stack.container(one_shot)).stdout)[0]["State"]
         assert (state["Status"], state["ExitCode"]) == ("exited", 0), one_shot
@@ -118,7 +118,7 @@ def test_the_whole_stack_serves_keeps_data_across_an_api_restart_and_leaves_noth
 
         stack.compose("restart", "api")
         took = wait_until_healthy(stack.container("api"), within=120)
-        print(f"api healthy again {took:.1f} s after `restart` returned")
+        report(pytestconfig, f"compose: api healthy {took:.1f} s after `restart` returned")
         read = http.get("/me/message")
         assert read.status_code == 200
         assert (read.json()["message"], read.headers["etag"]) == ("Compose me.", etag)

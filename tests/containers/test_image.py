@@ -30,6 +30,7 @@ from tests.containers.docker import (
     docker,
     image_size,
     inspect,
+    report,
     wait_until_healthy,
 )
 from tests.servers import free_port
@@ -139,12 +140,15 @@ def _bearer(user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {mint(TEST_KEY, user)}"}
 
 
-def test_the_projects_layers_stay_within_the_size_budget(image: str) -> None:
+def test_the_projects_layers_stay_within_the_size_budget(
+    image: str, pytestconfig: pytest.Config
+) -> None:
     base, total = image_size(BASE_IMAGE), image_size(image)
     added = total - base
-    print(
+    report(
+        pytestconfig,
         f"\nimage {total / MB:.0f} MB = base {BASE_IMAGE} {base / MB:.0f} MB"
-        f" + the project's layers {added / MB:.0f} MB (budget {LAYER_BUDGET / MB:.0f} MB)"
+        f" + the project's layers {added / MB:.0f} MB (budget {LAYER_BUDGET / MB:.0f} MB)",
     )
     assert added <= LAYER_BUDGET
 
@@ -176,11 +180,11 @@ def test_a_quote_lives_and_dies_through_the_container(api: Container) -> None:
 
 
 def test_dockers_healthcheck_reports_healthy_on_the_port_the_server_was_given(
-    api: Container,
+    api: Container, pytestconfig: pytest.Config
 ) -> None:
     assert api.port != 8000  # QUOTEAPI_PORT moved both the server and the probe
     took = wait_until_healthy(api.name, within=60)
-    print(f"\nhealthy after {took:.1f} s more (HEALTHCHECK every 10 s)")
+    report(pytestconfig, f"\nhealthy {took:.1f} s later (HEALTHCHECK every 10 s)")
 
 
 def test_serves_as_a_non_root_user_on_a_read_only_root_file_system(api: Container) -> None:
@@ -208,7 +212,7 @@ def test_serve_port_that_disagrees_with_quoteapi_port_is_refused_at_start(image:
 
 
 async def test_docker_stop_lets_the_request_in_flight_finish_and_exits_0(
-    image: str, app_url: str, superuser: asyncpg.Connection
+    image: str, app_url: str, superuser: asyncpg.Connection, pytestconfig: pytest.Config
 ) -> None:
     grace = 15
     container = await asyncio.to_thread(
@@ -235,7 +239,10 @@ async def test_docker_stop_lets_the_request_in_flight_finish_and_exits_0(
         took = time.monotonic() - stopped
         assert response.status_code == 200, response.text
         state = inspect(container.name)["State"]
-        print(f"\nexited {state['ExitCode']}, {took:.2f} s after docker stop (grace {grace} s)")
+        report(
+            pytestconfig,
+            f"\nexited {state['ExitCode']}, {took:.2f} s after docker stop (grace {grace} s)",
+        )
         assert state["ExitCode"] == 0
         assert took < grace
     finally:
