@@ -27,7 +27,13 @@ def report(config: pytest.Config, line: str) -> None:
     """Write `line` to the test output as it runs, even when pytest captures output: timings
     and sizes belong in CI's log."""
     terminal = config.pluginmanager.get_plugin("terminalreporter")
-    if terminal is not None:
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if terminal is None:
+        return
+    if capture is None:
+        terminal.write_line(line)
+        return
+    with capture.global_and_fixture_disabled():
         terminal.write_line(line)
 
 
