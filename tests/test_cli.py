@@ -28,6 +28,11 @@ def _quoteapi(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Complete
         (["migrate"], {}, "DATABASE_URL"),
         (["serve"], {"DATABASE_URL": "mysql://x@y/z"}, "DATABASE_URL"),
         (["serve"], {"DATABASE_URL": "postgresql://x@y/z", "DATABASE_POOL_SIZE": "0"}, None),
+        (
+            ["serve", "--port", "9000"],
+            {"DATABASE_URL": "postgresql://x@y/z", "QUOTEAPI_PORT": "8000"},
+            "QUOTEAPI_PORT",
+        ),
     ],
 )
 def test_bad_configuration_exits_non_zero_with_one_line(

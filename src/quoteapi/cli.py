@@ -48,6 +48,7 @@ def serve(args: argparse.Namespace) -> None:
             "unset it for `quoteapi serve` and configure Clerk (CLERK_PUBLISHABLE_KEY)",
         )
     _require_database(settings, "serve")
+    port = _serve_port(settings, args.port)
     create_app(settings)  # every configuration check, before any worker starts
     configure_logging(json_lines=True)
     # uvicorn re-raises SIGTERM once its graceful shutdown is done: exit 0 then, not by signal.
@@ -56,7 +57,7 @@ def serve(args: argparse.Namespace) -> None:
         "quoteapi.app:create_app_from_env",
         factory=True,
         host=args.host,
-        port=args.port,
+        port=port,
         workers=args.workers,
         loop="uvloop",
         # httptools, plus a deadline to receive each request and a cap on its head.
@@ -67,6 +68,20 @@ def serve(args: argparse.Namespace) -> None:
         access_log=False,
         proxy_headers=True,
     )
+
+
+def _serve_port(settings: Settings, flag: int | None) -> int:
+    """`--port`, else QUOTEAPI_PORT. Given both, they must agree: a container's health check
+    reads QUOTEAPI_PORT and cannot see the command line."""
+    if flag is None or flag == settings.quoteapi_port:
+        return settings.quoteapi_port
+    if "quoteapi_port" in settings.model_fields_set:
+        raise ConfigError(
+            "QUOTEAPI_PORT",
+            f"is {settings.quoteapi_port} but --port is {flag} (health checks read QUOTEAPI_PORT)",
+            f"set QUOTEAPI_PORT={flag} and drop --port",
+        )
+    return flag
 
 
 def migrate(args: argparse.Namespace) -> None:
@@ -259,7 +274,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("serve", help="run the API (production; needs DATABASE_URL)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    p.add_argument(
+        "--port",
+        type=int,
+        help="port to bind (default QUOTEAPI_PORT or 8000; when both are set they must agree)",
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.set_defaults(handler=serve)
 

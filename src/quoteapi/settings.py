@@ -99,6 +99,9 @@ class HttpSettings(BaseModel):
     quoteapi_shutdown_grace_seconds: int = Field(default=20, ge=0, le=3600)
     quoteapi_request_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     quoteapi_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    # The port `quoteapi serve` binds, and the one the image's HEALTHCHECK probes: one setting,
+    # so that they cannot disagree (`serve --port` must match it when both are given).
+    quoteapi_port: int = Field(default=8000, ge=1, le=65535)
 
     @field_validator("cors_allow_origins", mode="before")
     @classmethod
