@@ -8,7 +8,8 @@ or one that connects and sends nothing, holds its connection and memory forever.
 cannot help: the app sees a request only once its head is complete. This protocol closes a
 connection whose request (head and body) has not fully arrived within
 QUOTEAPI_REQUEST_READ_TIMEOUT_SECONDS of its first byte (or of the connection, for the first
-request), and refuses a request head over MAX_HEAD_BYTES with 431.
+request, or of bytes such as a bare CRLF that begin none), and refuses a request head over
+MAX_HEAD_BYTES with 431.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse(431, HEADERS_TOO_LARGE, f"Send at most {MAX_HEAD_BYTES} bytes.")
+        # uvicorn cancels its keep-alive timer on any byte received, but bytes that begin no
+        # request (the CRLFs the parser skips between requests) arm nothing: arm the deadline.
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and self._read_deadline is None and not self.transport.is_closing():
+            self._arm()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
