@@ -27,6 +27,7 @@ def test_the_guarded_protocol_overrides_only_methods_uvicorn_still_has() -> None
 
 
 def test_uvicorn_still_builds_status_lines_for_the_refusals() -> None:
+    assert STATUS_LINE[400].startswith(b"HTTP/1.1 400")
     assert STATUS_LINE[408].startswith(b"HTTP/1.1 408")
     assert STATUS_LINE[431].startswith(b"HTTP/1.1 431")
 

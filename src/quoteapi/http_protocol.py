@@ -10,7 +10,8 @@ connection whose request (head and body) has not fully arrived within
 QUOTEAPI_REQUEST_READ_TIMEOUT_SECONDS of its first byte (or of the connection, for the first
 request, or of bytes such as a bare CRLF that begin none), and refuses a request head over
 MAX_HEAD_BYTES with 431, counted as the parser reports it, however the head is split into reads.
-A request this protocol refuses (431, 408) never reaches the app.
+It also answers 400 to a request without the Host header HTTP/1.1 requires, or with two.
+A request this protocol refuses (400, 431, 408) never reaches the app.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from quoteapi.problems import (
+    BAD_REQUEST,
     HEADERS_TOO_LARGE,
     PROBLEM_MEDIA_TYPE,
     REQUEST_TIMEOUT,
@@ -41,6 +43,17 @@ def _read_timeout() -> float:
     # uvicorn builds protocols from an import string in each worker process, so the limit is
     # read from the environment there, once, as the worker's app factory reads its settings.
     return load_settings().quoteapi_request_read_timeout_seconds
+
+
+def _host_problem(http_version: str, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why the request's Host header breaks RFC 9112 section 3.2, or None: an HTTP/1.1 request
+    carries exactly one, any request at most one (two could route it two ways)."""
+    hosts = sum(1 for name, _ in headers if name == b"host")  # uvicorn lower-cases the names
+    if hosts > 1:
+        return f"Send one Host header; this request has {hosts} (RFC 9112, section 3.2)."
+    if hosts == 0 and http_version == "1.1":
+        return "An HTTP/1.1 request must carry a Host header (RFC 9112, section 3.2)."
+    return None
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -112,6 +125,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._in_head = False
+        if (wrong := _host_problem(self.parser.get_http_version(), self.headers)) is not None:
+            self._refuse(400, BAD_REQUEST, wrong)
+            return
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
