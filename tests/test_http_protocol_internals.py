@@ -12,7 +12,10 @@ OVERRIDDEN = (
     "connection_lost",
     "data_received",
     "on_message_begin",
+    "on_url",
+    "on_header",
     "on_headers_complete",
+    "on_body",
     "on_message_complete",
 )
 
@@ -24,11 +27,12 @@ def test_the_guarded_protocol_overrides_only_methods_uvicorn_still_has() -> None
 
 
 def test_uvicorn_still_builds_status_lines_for_the_refusals() -> None:
+    assert STATUS_LINE[400].startswith(b"HTTP/1.1 400")
     assert STATUS_LINE[408].startswith(b"HTTP/1.1 408")
     assert STATUS_LINE[431].startswith(b"HTTP/1.1 431")
 
 
 def test_uvicorn_protocol_still_keeps_transport_loop_and_logger() -> None:
     source = inspect.getsource(HttpToolsProtocol)
-    for attribute in ("self.transport", "self.loop", "self.logger"):
+    for attribute in ("self.transport", "self.loop", "self.logger", "self.cycle"):
         assert attribute in source, attribute

@@ -93,6 +93,8 @@ def create_app(settings: Settings) -> FastAPI:
         # Operation ids are the handler names (get_message, put_message, ...): stable and
         # readable for client generators.
         generate_unique_id_function=lambda route: route.name,
+        # No trailing-slash redirects: Starlette builds their Location from the Host header.
+        redirect_slashes=False,
     )
     install_problem_handlers(
         app, {failure: database.database_error for failure in database.DATABASE_FAILURES}

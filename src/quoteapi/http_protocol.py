@@ -8,7 +8,10 @@ or one that connects and sends nothing, holds its connection and memory forever.
 cannot help: the app sees a request only once its head is complete. This protocol closes a
 connection whose request (head and body) has not fully arrived within
 QUOTEAPI_REQUEST_READ_TIMEOUT_SECONDS of its first byte (or of the connection, for the first
-request), and refuses a request head over MAX_HEAD_BYTES with 431.
+request, or of bytes such as a bare CRLF that begin none), and refuses a request head over
+MAX_HEAD_BYTES with 431, counted as the parser reports it, however the head is split into reads.
+It also answers 400 to a request without the Host header HTTP/1.1 requires, or with two.
+A request this protocol refuses (400, 431, 408) never reaches the app.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from quoteapi.problems import (
+    BAD_REQUEST,
     HEADERS_TOO_LARGE,
     PROBLEM_MEDIA_TYPE,
     REQUEST_TIMEOUT,
@@ -41,6 +45,17 @@ def _read_timeout() -> float:
     return load_settings().quoteapi_request_read_timeout_seconds
 
 
+def _host_problem(http_version: str, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why the request's Host header breaks RFC 9112 section 3.2, or None: an HTTP/1.1 request
+    carries exactly one, any request at most one (two could route it two ways)."""
+    hosts = sum(1 for name, _ in headers if name == b"host")  # uvicorn lower-cases the names
+    if hosts > 1:
+        return f"Send one Host header; this request has {hosts} (RFC 9112, section 3.2)."
+    if hosts == 0 and http_version == "1.1":
+        return "An HTTP/1.1 request must carry a Host header (RFC 9112, section 3.2)."
+    return None
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """httptools HTTP/1.1 with a deadline for receiving each request and a cap on its head."""
 
@@ -48,8 +63,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._read_deadline: asyncio.TimerHandle | None = None
         self._in_head = True  # the next bytes belong to a request head not yet complete
-        self._head_bytes = 0
+        self._heads_begun = 0  # tells whether a read began and ended in the same head
+        self._head_bytes = 0  # of the current head, as the parser reports them
+        self._head_reads = 0  # of the current head, in reads that began and ended inside it
         self._request_started = False  # some bytes of the current request have arrived
+        self._refused = False  # answered by this protocol: nothing more reaches the app
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -60,33 +78,78 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        was_in_head = self._in_head
+        head = self._heads_begun if self._in_head else None
         super().data_received(data)
-        # A chunk that starts and ends inside one head is all head; one that starts in a body
-        # and ends in the next head is not counted (an undercount of at most one chunk).
-        if was_in_head and self._in_head and not self.transport.is_closing():
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self._refuse(431, HEADERS_TOO_LARGE, f"Send at most {MAX_HEAD_BYTES} bytes.")
+        if self._refused:
+            return
+        # The parser reports a header only once its line is complete (httptools buffers it):
+        # a read that began and ended inside the same head is all head, which bounds that buffer.
+        if head == self._heads_begun and self._in_head and self._request_started:
+            self._head_reads += len(data)
+            if self._head_reads > MAX_HEAD_BYTES:
+                self._refuse_head()
+                return
+        # uvicorn cancels its keep-alive timer on any byte received, but bytes that begin no
+        # request (the CRLFs the parser skips between requests) arm nothing: arm the deadline.
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and self._read_deadline is None and not self.transport.is_closing():
+            self._arm()
+
+    # Parser callbacks. The head is counted where the parser reports it, in whatever reads it
+    # arrived: with the end of a previous body, with the start of its own, or with a whole
+    # request. Once refused, the rest of the read still runs through the parser: every callback
+    # then does nothing, so no app starts and no body reaches one.
 
     def on_message_begin(self) -> None:
+        if self._refused:
+            return
         super().on_message_begin()
         self._in_head = True
-        self._head_bytes = 0
+        self._heads_begun += 1
+        self._head_bytes = self._head_reads = 0
         self._request_started = True
         if self._read_deadline is None:  # the first request's deadline runs from the connect
             self._arm()
 
+    def on_url(self, url: bytes) -> None:
+        if not self._refused:
+            super().on_url(url)
+            self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._refused:
+            super().on_header(name, value)
+            self._count_head(len(name) + len(value) + 3)  # "name:value\r\n" at the least
+
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
         self._in_head = False
+        if (wrong := _host_problem(self.parser.get_http_version(), self.headers)) is not None:
+            self._refuse(400, BAD_REQUEST, wrong)
+            return
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
         self._disarm()
         self._in_head = True
-        self._head_bytes = 0
+        self._head_bytes = self._head_reads = 0
         self._request_started = False
         super().on_message_complete()
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        self._refuse(431, HEADERS_TOO_LARGE, f"Send at most {MAX_HEAD_BYTES} bytes.")
 
     def _arm(self) -> None:
         self._disarm()
@@ -108,6 +171,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, problem: Problem, detail: str) -> None:
         """Answer before any app sees the request, then close (as uvicorn's own 400 does)."""
+        self._refused = True
+        self._disarm()
         self.logger.warning("event=http_request_refused status=%s", status)
         body = json.dumps(problem_body(problem, detail, None)).encode()
         head = (

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quoteapi.problems import (
@@ -27,6 +28,9 @@ access_log = logging.getLogger("quoteapi.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+# nginx's status for a request whose client left before the answer: a client abort, not a 5xx.
+CLIENT_CLOSED_REQUEST = 499
+
 # Told of each finished request: method, route template (None: no route matched), status and
 # seconds. The metrics module provides one when metrics are on.
 RequestObserver = Callable[[str, str | None, int, float], None]
@@ -34,7 +38,7 @@ RequestObserver = Callable[[str, str | None, int, float], None]
 
 class RequestContextMiddleware:
     """Accept or generate `X-Request-ID`, echo it, and write one access-log line per request
-    (and tell `observe`, if given)."""
+    (and tell `observe`, if given); status 499 if the client left before the answer."""
 
     def __init__(self, app: ASGIApp, *, observe: RequestObserver | None = None) -> None:
         self.app = app
@@ -50,6 +54,13 @@ class RequestContextMiddleware:
         began = time.perf_counter()
         status = 500
         started = False
+        abandoned = False  # the client disconnected before the response started
+
+        async def receive_noting_disconnect() -> Message:
+            nonlocal abandoned
+            message = await receive()
+            abandoned = abandoned or (message["type"] == "http.disconnect" and not started)
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
@@ -61,7 +72,11 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_noting_disconnect, send_with_id)
+        except ClientDisconnect:
+            # Raised while reading the body of a client that hung up: nobody is left to answer,
+            # and it is no server error. The access-log line below is its one record.
+            abandoned = True
         except asyncio.CancelledError:
             # The shutdown grace period ran out under this request: answer it plainly (uvicorn
             # would send a text/plain 500), then let the cancellation go on.
@@ -72,6 +87,8 @@ class RequestContextMiddleware:
                 await _send_problem(scope, send_with_id, SHUTTING_DOWN, detail, retry)
             raise
         finally:
+            if abandoned:  # whatever the app answered (a 400 for the cut-off body), nobody got it
+                status = CLIENT_CLOSED_REQUEST
             seconds = time.perf_counter() - began
             method, route = scope["method"], getattr(scope.get("route"), "path", None)
             access_log.info(

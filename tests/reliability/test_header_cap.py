@@ -1,0 +1,120 @@
+"""The request-head cap (MAX_HEAD_BYTES) holds however the head is framed into reads, against a
+real `quoteapi serve` over raw sockets: a head over the cap is answered 431 and never reaches
+the application (no access-log line, no quote written)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from quoteapi.http_protocol import MAX_HEAD_BYTES
+from tests.conftest import MintToken, serve_env
+from tests.servers import ServerProcess, running_server
+
+# Between two writes, so that the server reads them apart (framing is what these tests vary).
+READ_APART_S = 0.3
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = serve_env(database_url, quoteapi_request_read_timeout_seconds=5)
+    with running_server(tmp_path_factory.mktemp("header-cap"), env) as process:
+        yield process
+
+
+def _put(token: str, quote: str, request_id: str, padding: int = 0) -> tuple[bytes, bytes]:
+    """A PUT /me/message: its head (with `padding` bytes of extra headers) and its body."""
+    body = json.dumps({"message": quote}).encode()
+    pad = "".join(f"X-Pad-{i}: {'a' * 990}\r\n" for i in range(padding // 1000))
+    head = (
+        f"PUT /me/message HTTP/1.1\r\nHost: quoteapi.test\r\nAuthorization: Bearer {token}\r\n"
+        f"X-Request-ID: {request_id}\r\nContent-Type: application/json\r\n{pad}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode(), body
+
+
+async def _exchange(port: int, *writes: bytes) -> bytes:
+    """Send each write apart from the next; everything the server answers until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for i, data in enumerate(writes):
+            if i:
+                await asyncio.sleep(READ_APART_S)
+            writer.write(data)
+            await writer.drain()
+        received = b""
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            received += chunk
+        return received
+    except ConnectionResetError:
+        return received
+    finally:
+        writer.close()
+
+
+async def _stored_quote(server: ServerProcess, token: str) -> str | None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+        response = await http.get("/me/message", headers={"Authorization": f"Bearer {token}"})
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    quote: str = response.json()["message"]
+    return quote
+
+
+def _reached_the_app(server: ServerProcess, request_id: str) -> bool:
+    return any(record.get("request_id") == request_id for record in server.log_records())
+
+
+def _split(head: bytes, body: bytes, framing: str, previous: tuple[bytes, bytes]) -> list[bytes]:
+    """The writes that carry `head` + `body` in `framing`."""
+    if framing == "with-the-end-of-the-previous-body":
+        before_head, before_body = previous
+        return [before_head + before_body[:5], before_body[5:] + head + body]
+    if framing == "with-the-start-of-its-own-body":
+        return [head + body[:5], body[5:]]
+    assert framing == "with-its-whole-body"
+    return [head + body]
+
+
+@pytest.mark.parametrize(
+    ("framing", "padding"),
+    [
+        ("with-the-end-of-the-previous-body", 60_000),
+        ("with-the-start-of-its-own-body", 60_000),
+        ("with-the-start-of-its-own-body", 100_000),
+        ("with-its-whole-body", 40_000),
+    ],
+)
+async def test_a_head_over_the_cap_is_refused_431_and_never_reaches_the_app(
+    server: ServerProcess, mint_token: MintToken, framing: str, padding: int
+) -> None:
+    assert padding > MAX_HEAD_BYTES
+    token = mint_token(f"user_cap_{uuid.uuid4().hex[:8]}")
+    refused_id = f"cap-{uuid.uuid4().hex[:12]}"
+    head, body = _put(token, "Refused: this head is too large.", refused_id, padding)
+    previous = _put(token, "Sent first, on the same connection.", f"first-{refused_id}")
+
+    answer = await _exchange(server.port, *_split(head, body, framing, previous))
+
+    assert b"HTTP/1.1 431 " in answer, answer[:200]
+    assert b'"code": "headers-too-large"' in answer
+    assert await _stored_quote(server, token) != "Refused: this head is too large."
+    assert not _reached_the_app(server, refused_id)
+
+
+async def test_a_head_just_under_the_cap_with_its_whole_body_is_served(
+    server: ServerProcess, mint_token: MintToken
+) -> None:
+    token = mint_token(f"user_cap_{uuid.uuid4().hex[:8]}")
+    head, body = _put(token, "Served: this head fits.", "under-cap", MAX_HEAD_BYTES - 2_000)
+    head = head.replace(b"HTTP/1.1\r\n", b"HTTP/1.1\r\nConnection: close\r\n", 1)
+    answer = await _exchange(server.port, head + body)
+    assert answer.startswith(b"HTTP/1.1 201 "), answer[:200]
+    assert await _stored_quote(server, token) == "Served: this head fits."
