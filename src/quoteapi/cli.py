@@ -15,7 +15,7 @@ from types import FrameType
 import uvicorn
 
 from quoteapi import migrations
-from quoteapi.database import DatabaseTarget
+from quoteapi.database import DatabaseTarget, DatabaseUnreachable
 from quoteapi.logs import configure_logging
 from quoteapi.settings import ConfigError, Settings, load_settings
 
@@ -316,12 +316,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point; a configuration problem exits 2 with one line on stderr, no traceback."""
+    """Entry point; a configuration problem, or a database that cannot be reached, exits 2 with
+    one line on stderr, no traceback."""
     args = _parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], None] = args.handler
     try:
         handler(args)
-    except ConfigError as exc:
+    except (ConfigError, DatabaseUnreachable) as exc:
         print(f"quoteapi: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

@@ -176,8 +176,27 @@ _RETRYABLE_CONNECT_ERRORS = (
 )
 
 
+# Failures that retrying cannot fix: what to change, by the failure.
+_PERMANENT_CONNECT_ERRORS: dict[type[BaseException], str] = {
+    ssl.SSLCertVerificationError: "use sslmode=require to encrypt without checking the "
+    "certificate, or name the CA that signed it with sslrootcert=/path/to/ca.pem",
+    asyncpg.InvalidPasswordError: "correct the user name and password in DATABASE_URL",
+    asyncpg.InvalidAuthorizationSpecificationError: "correct the user name in DATABASE_URL",
+    asyncpg.InvalidCatalogNameError: "correct the database name in DATABASE_URL, or create it",
+}
+
+
 class DatabaseUnreachable(ConnectionError):
-    """No connection could be opened, retries included: the database is down or unreachable."""
+    """No connection could be opened, retries included: the database is down or unreachable,
+    or refuses us. The message is one line: where, what failed, and the fix."""
+
+
+def _cannot_connect(kwargs: dict[str, Any], exc: BaseException, fix: str) -> DatabaseUnreachable:
+    where = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 5432)}"
+    what = getattr(exc, "verify_message", None) or str(exc) or type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        what = f"its TLS certificate did not verify ({what})"
+    return DatabaseUnreachable(f"cannot connect to the database at {where}: {what}. Fix: {fix}")
 
 
 def _unique_statement_name() -> str:
@@ -190,9 +209,13 @@ async def _connect_with_retry(**kwargs: Any) -> asyncpg.Connection:
     for pause in (*_CONNECT_BACKOFF_SECONDS, None):
         try:
             return await asyncpg.connect(**kwargs)
+        except tuple(_PERMANENT_CONNECT_ERRORS) as exc:
+            fix = next(f for t, f in _PERMANENT_CONNECT_ERRORS.items() if isinstance(exc, t))
+            raise _cannot_connect(kwargs, exc, fix) from exc
         except _RETRYABLE_CONNECT_ERRORS as exc:
             if pause is None:
-                raise DatabaseUnreachable(type(exc).__name__) from exc
+                fix = "check the host and port in DATABASE_URL, and that the server is up"
+                raise _cannot_connect(kwargs, exc, fix) from exc
             log.warning("event=db_connect_retry error=%s pause_s=%s", type(exc).__name__, pause)
             await asyncio.sleep(pause)
     raise AssertionError("unreachable")
