@@ -111,6 +111,10 @@ def dev(args: argparse.Namespace) -> None:
         )
         page = _page_server(settings, args.host, args.port, web_port) if web_port else None
         greeting = _dev_greeting(settings, args.host, args.port, page.url if page else None)
+        # From here SIGTERM starts the graceful shutdown that Ctrl-C starts. uvicorn takes the
+        # signal while it serves and raises it again once done: raising SystemExit then, inside
+        # the event loop, would cancel the page server mid-shutdown (a traceback).
+        signal.signal(signal.SIGTERM, lambda signum, frame: _stop(server))
         asyncio.run(_serve_then_greet(server, greeting, page))
     finally:
         if embedded is not None:
@@ -249,6 +253,10 @@ def token(args: argparse.Namespace) -> None:
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def _stop(server: uvicorn.Server) -> None:
+    server.should_exit = True
 
 
 def _parser() -> argparse.ArgumentParser:
