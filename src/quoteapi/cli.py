@@ -20,6 +20,8 @@ from quoteapi.logs import configure_logging
 from quoteapi.settings import ConfigError, Settings, load_settings
 
 DEV_DATABASE = "quoteapi"
+# The role `quoteapi dev` runs the API as on the embedded server: row-level security applies.
+DEV_APP_ROLE = "quoteapi_app"
 
 log = logging.getLogger("quoteapi")
 
@@ -82,7 +84,7 @@ def dev(args: argparse.Namespace) -> None:
     from quoteapi.app import create_app
     from quoteapi.auth.keys import has_key_source
     from quoteapi.dev import issuer
-    from quoteapi.dev.databases import create_database
+    from quoteapi.dev.databases import create_database, ensure_app_role, kept_password
     from quoteapi.dev.embedded import EmbeddedPostgres
 
     settings = load_settings()
@@ -104,7 +106,16 @@ def dev(args: argparse.Namespace) -> None:
             asyncio.run(create_database(embedded.start(), DEV_DATABASE))
             settings = settings.model_copy(update={"database_url": embedded.url(DEV_DATABASE)})
         database = _require_database(settings, "dev")
-        migrations.upgrade(database)
+        migrations.upgrade(database)  # as the owner
+        if embedded is not None:  # the API connects as production's least-privilege role
+            app_url = asyncio.run(
+                ensure_app_role(
+                    embedded.url(DEV_DATABASE),
+                    DEV_APP_ROLE,
+                    kept_password(settings.quoteapi_data_dir / "app-role-password"),
+                )
+            )
+            settings = settings.model_copy(update={"database_url": app_url})
         app = create_app(settings)
         server = uvicorn.Server(
             uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False)

@@ -97,3 +97,41 @@ def test_one_sigterm_stops_dev_its_page_server_and_database_cleanly(tmp_path: Pa
     assert not _listening(dev.web_port)
     assert _processes_on(tmp_path / "data") == []
     assert "event=embedded_postgres_stopped" in dev.log
+
+
+def _token(tmp_path: Path, user: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "quoteapi", "token", "--user", user],
+        env=clean_env({"quoteapi_data_dir": tmp_path / "data"}),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+
+
+def _wait_for_role_check(dev: DevProcess) -> None:
+    deadline = time.monotonic() + 30
+    while "event=rls_role_" not in dev.log and "event=rls_bypassed" not in dev.log:
+        assert time.monotonic() < deadline, f"no role check logged:\n{dev.log}"
+        time.sleep(0.1)  # poll interval
+
+
+def test_dev_runs_the_api_as_the_least_privilege_role_across_restarts(tmp_path: Path) -> None:
+    auth = {"Authorization": f"Bearer {_token(tmp_path, 'user_dev_role')}"}
+    with running_dev(tmp_path) as first:
+        _wait_for_role_check(first)
+        with httpx.Client(base_url=first.url, headers=auth, timeout=10) as http:
+            assert http.put("/me/message", json={"message": "Bound."}).status_code == 201
+            assert http.get("/me/message").json()["message"] == "Bound."
+        first.process.send_signal(signal.SIGTERM)
+        first.process.wait(timeout=60)
+    with running_dev(tmp_path) as second:  # the role and its password kept in the data dir
+        _wait_for_role_check(second)
+        with httpx.Client(base_url=second.url, headers=auth, timeout=10) as http:
+            assert http.get("/me/message").json()["message"] == "Bound."
+            assert http.delete("/me/message").status_code == 204
+    for dev in (first, second):
+        assert "event=rls_bypassed" not in dev.log
+        assert "event=rls_role_ok role=quoteapi_app" in dev.log
