@@ -5,6 +5,7 @@ The lifespan builds the app's one `Services` object; routes reach it through `Se
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,13 +52,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for note in target.notes:
             log.warning("event=config_note note=%r", note)
-        engine = database.create_engine(
+        make_engine = functools.partial(
+            database.create_engine,
             target,
-            pooler=settings.transaction_pooler,
             pool_size=settings.database_pool_size,
             pool_timeout=settings.database_pool_timeout,
             connect_timeout=settings.database_connect_timeout,
         )
+        engine = make_engine(pooler=settings.transaction_pooler)
         app.state.services = Services(
             settings=settings,
             database=database.Database(
@@ -65,6 +67,12 @@ def create_app(settings: Settings) -> FastAPI:
                 pool_size=settings.database_pool_size,
                 wait=settings.database_pool_timeout,
                 pooler=settings.transaction_pooler,
+                # Unset: a pooler that shows itself switches the database to this engine.
+                pooler_safe_engine=(
+                    functools.partial(make_engine, pooler=True)
+                    if settings.database_transaction_pooler is None
+                    else None
+                ),
             ),
             verifier=verifier,
             messages=MessageStatements(rls=settings.database_row_level_security),
@@ -80,7 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
             finally:
                 role_check.cancel()
                 await verifier.close()
-                await engine.dispose()
+                await app.state.services.database.dispose()
                 del app.state.services
 
     app = FastAPI(

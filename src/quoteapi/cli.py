@@ -15,11 +15,13 @@ from types import FrameType
 import uvicorn
 
 from quoteapi import migrations
-from quoteapi.database import DatabaseTarget
+from quoteapi.database import DatabaseTarget, DatabaseUnreachable
 from quoteapi.logs import configure_logging
 from quoteapi.settings import ConfigError, Settings, load_settings
 
 DEV_DATABASE = "quoteapi"
+# The role `quoteapi dev` runs the API as on the embedded server: row-level security applies.
+DEV_APP_ROLE = "quoteapi_app"
 
 log = logging.getLogger("quoteapi")
 
@@ -97,7 +99,7 @@ def dev(args: argparse.Namespace) -> None:
     from quoteapi.app import create_app
     from quoteapi.auth.keys import has_key_source
     from quoteapi.dev import issuer
-    from quoteapi.dev.databases import create_database
+    from quoteapi.dev.databases import create_database, ensure_app_role, kept_password
     from quoteapi.dev.embedded import EmbeddedPostgres
 
     settings = load_settings()
@@ -119,13 +121,26 @@ def dev(args: argparse.Namespace) -> None:
             asyncio.run(create_database(embedded.start(), DEV_DATABASE))
             settings = settings.model_copy(update={"database_url": embedded.url(DEV_DATABASE)})
         database = _require_database(settings, "dev")
-        migrations.upgrade(database)
+        migrations.upgrade(database)  # as the owner
+        if embedded is not None:  # the API connects as production's least-privilege role
+            app_url = asyncio.run(
+                ensure_app_role(
+                    embedded.url(DEV_DATABASE),
+                    DEV_APP_ROLE,
+                    kept_password(settings.quoteapi_data_dir / "app-role-password"),
+                )
+            )
+            settings = settings.model_copy(update={"database_url": app_url})
         app = create_app(settings)
         server = uvicorn.Server(
             uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False)
         )
         page = _page_server(settings, args.host, args.port, web_port) if web_port else None
         greeting = _dev_greeting(settings, args.host, args.port, page.url if page else None)
+        # From here SIGTERM starts the graceful shutdown that Ctrl-C starts. uvicorn takes the
+        # signal while it serves and raises it again once done: raising SystemExit then, inside
+        # the event loop, would cancel the page server mid-shutdown (a traceback).
+        signal.signal(signal.SIGTERM, lambda signum, frame: _stop(server))
         asyncio.run(_serve_then_greet(server, greeting, page))
     finally:
         if embedded is not None:
@@ -266,6 +281,10 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _stop(server: uvicorn.Server) -> None:
+    server.should_exit = True
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quoteapi", description="Each Clerk user's favourite quote, stored in Postgres."
@@ -335,12 +354,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point; a configuration problem exits 2 with one line on stderr, no traceback."""
+    """Entry point; a configuration problem, or a database that cannot be reached, exits 2 with
+    one line on stderr, no traceback."""
     args = _parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], None] = args.handler
     try:
         handler(args)
-    except ConfigError as exc:
+    except (ConfigError, DatabaseUnreachable) as exc:
         print(f"quoteapi: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

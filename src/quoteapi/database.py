@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import asyncpg
@@ -175,8 +176,27 @@ _RETRYABLE_CONNECT_ERRORS = (
 )
 
 
+# Failures that retrying cannot fix: what to change, by the failure.
+_PERMANENT_CONNECT_ERRORS: dict[type[BaseException], str] = {
+    ssl.SSLCertVerificationError: "use sslmode=require to encrypt without checking the "
+    "certificate, or name the CA that signed it with sslrootcert=/path/to/ca.pem",
+    asyncpg.InvalidPasswordError: "correct the user name and password in DATABASE_URL",
+    asyncpg.InvalidAuthorizationSpecificationError: "correct the user name in DATABASE_URL",
+    asyncpg.InvalidCatalogNameError: "correct the database name in DATABASE_URL, or create it",
+}
+
+
 class DatabaseUnreachable(ConnectionError):
-    """No connection could be opened, retries included: the database is down or unreachable."""
+    """No connection could be opened, retries included: the database is down or unreachable,
+    or refuses us. The message is one line: where, what failed, and the fix."""
+
+
+def _cannot_connect(kwargs: dict[str, Any], exc: BaseException, fix: str) -> DatabaseUnreachable:
+    where = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 5432)}"
+    what = getattr(exc, "verify_message", None) or str(exc) or type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        what = f"its TLS certificate did not verify ({what})"
+    return DatabaseUnreachable(f"cannot connect to the database at {where}: {what}. Fix: {fix}")
 
 
 def _unique_statement_name() -> str:
@@ -189,9 +209,13 @@ async def _connect_with_retry(**kwargs: Any) -> asyncpg.Connection:
     for pause in (*_CONNECT_BACKOFF_SECONDS, None):
         try:
             return await asyncpg.connect(**kwargs)
+        except tuple(_PERMANENT_CONNECT_ERRORS) as exc:
+            fix = next(f for t, f in _PERMANENT_CONNECT_ERRORS.items() if isinstance(exc, t))
+            raise _cannot_connect(kwargs, exc, fix) from exc
         except _RETRYABLE_CONNECT_ERRORS as exc:
             if pause is None:
-                raise DatabaseUnreachable(type(exc).__name__) from exc
+                fix = "check the host and port in DATABASE_URL, and that the server is up"
+                raise _cannot_connect(kwargs, exc, fix) from exc
             log.warning("event=db_connect_retry error=%s pause_s=%s", type(exc).__name__, pause)
             await asyncio.sleep(pause)
     raise AssertionError("unreachable")
@@ -238,6 +262,29 @@ def create_engine(
     )
 
 
+T = TypeVar("T")
+
+# What a transaction-mode pooler answers when a statement prepared on one server connection is
+# used on another (26000), or a name another client prepared is reused (42P05). The SQLSTATE is
+# lost by some poolers, hence the message as well.
+_POOLER_STATEMENT_ERRORS = (
+    asyncpg.InvalidSQLStatementNameError,
+    asyncpg.DuplicatePreparedStatementError,
+)
+_POOLER_STATEMENT_MESSAGE = re.compile(r"prepared statement \S+ (does not|already) exists?")
+
+
+def is_pooler_statement_error(exc: BaseException) -> bool:
+    """True when `exc` says a transaction pooler moved a prepared statement's connection. The
+    statement did not run (the error comes at prepare or bind), so it is safe to run again."""
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    if isinstance(cause, _POOLER_STATEMENT_ERRORS):
+        return True
+    return _POOLER_STATEMENT_MESSAGE.search(str(cause or exc.orig)) is not None
+
+
 class Database:
     """The engine and the request sessions on it, admitted to the pool first come, first served.
 
@@ -249,15 +296,34 @@ class Database:
     then costs no BEGIN/COMMIT round trips. Work that needs a transaction opens one explicitly
     (`messages.repository`); behind a transaction pooler every session is transactional, as it
     must be there.
+
+    `pooler_safe_engine` builds the engine for a transaction pooler; given (the pooler was
+    neither set nor recognised), the first statement a pooler breaks switches the database to
+    that engine and to transactional sessions for good, and `retrying` runs the work once more.
     """
 
-    def __init__(self, engine: AsyncEngine, *, pool_size: int, wait: float, pooler: bool) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        pool_size: int,
+        wait: float,
+        pooler: bool,
+        pooler_safe_engine: Callable[[], AsyncEngine] | None = None,
+    ) -> None:
+        self._use(engine, pooler=pooler)
+        self._pooler_safe_engine = None if pooler else pooler_safe_engine
+        self._retired: list[AsyncEngine] = []
+        self._slots = asyncio.Semaphore(pool_size)
+        self._wait = wait
+
+    def _use(self, engine: AsyncEngine, *, pooler: bool) -> None:
         self.engine = engine
         bind = engine if pooler else engine.execution_options(isolation_level="AUTOCOMMIT")
         # Loaded values stay usable after commit: responses are built after it.
-        self._factory = async_sessionmaker(bind, class_=AsyncSession, expire_on_commit=False)
-        self._slots = asyncio.Semaphore(pool_size)
-        self._wait = wait
+        self._factory = async_sessionmaker(
+            bind, class_=AsyncSession, expire_on_commit=False, info={"database": self}
+        )
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -273,8 +339,48 @@ class Database:
         finally:
             self._slots.release()
 
+    async def retrying(
+        self, work: Callable[[], Awaitable[T]], session: AsyncSession | None = None
+    ) -> T:
+        """Run `work` (statements and their commit, on `session` or on `self.engine`); when a
+        transaction pooler broke one of its statements, switch to pooler-safe mode and run it
+        once more. Nothing ran: the statement failed at prepare or bind, and its transaction
+        (if any) rolls back."""
+        try:
+            return await work()
+        except sa_exc.DBAPIError as exc:
+            if not (is_pooler_statement_error(exc) and self._switch_to_pooler_safe()):
+                raise
+        if session is not None:
+            await session.rollback()
+            session.sync_session.bind = self._factory.kw["bind"].sync_engine
+        return await work()
+
+    def _switch_to_pooler_safe(self) -> bool:
+        """Use the pooler-safe engine from now on (once; no await, so no other task interleaves);
+        False when this database never switches."""
+        if self._retired:
+            return True  # switched already; `work` met the old engine's connection
+        if self._pooler_safe_engine is None:
+            return False
+        self._retired.append(self.engine)
+        self._use(self._pooler_safe_engine(), pooler=True)
+        log.warning(
+            "event=transaction_pooler_detected: prepared statements do not survive this "
+            "database's pooler; switched to pooler-safe statements and transactional sessions. "
+            "Set DATABASE_TRANSACTION_POOLER=true to start in this mode"
+        )
+        return True
+
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        for engine in (*self._retired, self.engine):
+            await engine.dispose()
+
+
+async def retry_behind_pooler(session: AsyncSession, work: Callable[[], Awaitable[T]]) -> T:
+    """`Database.retrying` for a unit of work on a session of `Database.session()`."""
+    database: Database | None = session.info.get("database")
+    return await (work() if database is None else database.retrying(work, session))
 
 
 async def warn_if_rls_bypassed(engine: AsyncEngine) -> None:

@@ -42,7 +42,8 @@ async def _schema_revision(engine: AsyncEngine) -> str | None:
 async def readyz(services: ServicesDep) -> JSONResponse:
     head = services.schema_head
     try:
-        current = await _schema_revision(services.database.engine)
+        database = services.database
+        current = await database.retrying(lambda: _schema_revision(database.engine))
     except Exception as exc:
         if not is_database_unavailable(exc):
             raise

@@ -33,7 +33,8 @@ class DatabaseSettings(BaseModel):
     database_pool_timeout: float = Field(default=5.0, gt=0)
     database_connect_timeout: float = Field(default=10.0, gt=0)
     # Behind a transaction-mode pooler (Neon's -pooler endpoints, PgBouncer) prepared statements
-    # cannot outlive a transaction. None: detect Neon's pooled host names.
+    # cannot outlive a transaction. None: recognise Neon's pooled host names, and switch when any
+    # other pooler breaks a statement (database.Database); False: never switch.
     database_transaction_pooler: bool | None = None
     database_row_level_security: bool = True
 

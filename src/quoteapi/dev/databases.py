@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
@@ -66,11 +68,41 @@ async def create_app_role(owner_url: str, role: str, password: str) -> str:
             await connection.execute(statement)
     finally:
         await connection.close()
+    return _url_as(owner_url, role, password)
+
+
+def _url_as(owner_url: str, role: str, password: str) -> str:
     parts = urlsplit(owner_url)
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(
         parts._replace(netloc=f"{quote(role, safe='')}:{quote(password, safe='')}@{host}")
     )
+
+
+def kept_password(path: Path) -> str:
+    """The password kept in `path` (mode 0600), generated the first time."""
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+async def ensure_app_role(owner_url: str, role: str, password: str) -> str:
+    """`create_app_role` for a server that outlives one run (`quoteapi dev`'s data dir): a role
+    that exists already gets `password` and its grants again (a later migration may add a
+    table). Return the URL to connect as the role."""
+    target = parse_database_url(owner_url).connect_kwargs
+    statements = app_role_statements(role, password, target["database"])
+    connection = await asyncpg.connect(**target)
+    try:
+        if await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+            # The first statement creates the role; the others grant, and granting is idempotent.
+            statements[0] = f"ALTER ROLE {_quote_ident(role)} PASSWORD {_quote_literal(password)}"
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+    return _url_as(owner_url, role, password)
 
 
 async def drop_app_role(owner_url: str, role: str) -> None:

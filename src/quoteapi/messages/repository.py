@@ -9,9 +9,11 @@ building SQL per request costs more CPU than running it.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -32,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from quoteapi.database import retry_behind_pooler
 from quoteapi.messages.etags import TagList
 from quoteapi.messages.models import UserMessage, version_seq
 
@@ -123,6 +126,23 @@ class MessageStatements:
         self.bind_caller: Any = select(func.set_config(USER_SETTING, _CALLER, True))
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _unit_of_work(
+    method: Callable[Concatenate[Messages, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[Messages, P], Coroutine[Any, Any, R]]:
+    """A repository method is one unit of work: if a transaction pooler breaks one of its
+    statements, it runs once more in pooler-safe mode (`database.Database.retrying`)."""
+
+    @functools.wraps(method)
+    async def run(self: Messages, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await retry_behind_pooler(self._session, lambda: method(self, *args, **kwargs))
+
+    return run
+
+
 class Messages:
     """The quotes, as one request's session sees them; every method acts for `user_id` only."""
 
@@ -130,10 +150,12 @@ class Messages:
         self._session = session
         self._statements = statements
 
+    @_unit_of_work
     async def read(self, user_id: str) -> StoredMessage | None:
         row = (await self._session.exec(self._statements.read, params={"caller": user_id})).first()
         return None if row is None else StoredMessage(*row)
 
+    @_unit_of_work
     async def save(
         self, user_id: str, quote: str, *, if_none_match: TagList | None = None
     ) -> StoredMessage | None:
@@ -147,6 +169,7 @@ class Messages:
         params |= _list_params("none_match", if_none_match, absent=False)
         return await self._write(self._statements.save_unless, params)
 
+    @_unit_of_work
     async def replace(
         self, user_id: str, quote: str, *, if_match: TagList, if_none_match: TagList | None
     ) -> StoredMessage | None:
@@ -161,6 +184,7 @@ class Messages:
         await self._begin_for(user_id)
         return await self._write(self._statements.replace, params)
 
+    @_unit_of_work
     async def delete(self, user_id: str, *, if_match: TagList | None = None) -> bool:
         """Delete the quote (only at a version `if_match` allows); False when nothing was."""
         params = {"caller": user_id, **_list_params("match", if_match, absent=True)}
