@@ -55,6 +55,11 @@ log = logging.getLogger("quoteapi.auth")
 
 # The JOSE header `cat` Clerk puts on session tokens; JWT templates and machine tokens differ.
 SESSION_TOKEN_CATEGORY = "cl_B7d4PD111AAA"  # noqa: S105 - a category, not a secret
+# Instances with Clerk's `use_ignore_jwt_cat` stamp this on every token class: it says nothing
+# about the class, and Clerk's SDKs treat it as no `cat` at all.
+IGNORED_TOKEN_CATEGORY = "cl_I7d4PD111III"  # noqa: S105 - a category, not a secret
+# A tuple, not a set: `cat` may be any JSON value, a list included (unhashable).
+_ACCEPTED_CATEGORIES = (SESSION_TOKEN_CATEGORY, IGNORED_TOKEN_CATEGORY)
 MAX_TOKEN_BYTES = 8 * 1024
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid"]
 _ALGORITHMS = ["RS256"]
@@ -274,7 +279,7 @@ class TokenVerifier:
         typ = header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.upper() != "JWT"):
             raise TokenRejected(TOKEN_MALFORMED, "The token header typ is not JWT.")
-        if "cat" in header and header["cat"] != SESSION_TOKEN_CATEGORY:
+        if "cat" in header and header["cat"] not in _ACCEPTED_CATEGORIES:
             raise TokenRejected(
                 TOKEN_TYPE_NOT_SESSION,
                 "The token is not a session token (a JWT template or machine token?); "
