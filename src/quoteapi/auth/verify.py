@@ -63,8 +63,10 @@ _ACCEPTED_CATEGORIES = (SESSION_TOKEN_CATEGORY, IGNORED_TOKEN_CATEGORY)
 MAX_TOKEN_BYTES = 8 * 1024
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid"]
 _ALGORITHMS = ["RS256"]
-# Three non-empty base64url segments: anything else is refused before PyJWT decodes a byte.
-_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+# Three base64url segments: anything else is refused before PyJWT decodes a byte. The signature
+# may be empty here so that an unsigned `alg: none` token is answered for its algorithm; once
+# the header says RS256, an empty signature is malformed.
+_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # The time claims are checked here, on the verifier's clock (which also ages the cache): PyJWT
 # reads the system clock. The rest is PyJWT's.
 _PYJWT_OPTIONS: Any = {
@@ -227,6 +229,8 @@ class TokenVerifier:
         except jwt.PyJWTError:
             raise TokenRejected(TOKEN_MALFORMED, "The token is not a JSON Web Token.") from None
         kid = self._check_header(header)
+        if token.endswith("."):
+            raise TokenRejected(TOKEN_MALFORMED, "The token has no signature.")
         try:
             key = await self.keys.key_for(kid)
         except UnknownKey:
