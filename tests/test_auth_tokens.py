@@ -111,7 +111,7 @@ BAD_TOKENS: list[tuple[str, Build, str]] = [
     (
         "alg-none-unsigned",
         lambda k, n: f"{segment(header(alg='none'))}.{segment(session_claims(now=n))}.",
-        "token-malformed",
+        "token-invalid-algorithm",
     ),
     (
         "alg-none-with-signature",

@@ -95,6 +95,9 @@ def create_app(settings: Settings) -> FastAPI:
         title="quoteapi",
         version="0.1.0",
         summary="Each signed-in Clerk user's favourite quote, stored in Postgres.",
+        license_info={"name": "MIT", "identifier": "MIT"},
+        # Relative: the document describes whichever host served it.
+        servers=[{"url": "/"}],
         lifespan=lifespan,
         docs_url="/docs" if settings.quoteapi_docs_enabled else None,
         redoc_url=None,

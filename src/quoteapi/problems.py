@@ -231,7 +231,8 @@ _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
 
 
 def use_problem_media_type(app: FastAPI) -> None:
-    """Document error bodies as application/problem+json (FastAPI says application/json)."""
+    """Document error bodies as application/problem+json (FastAPI says application/json), and
+    optional parameters as plain optional values, as client generators read them."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -239,10 +240,14 @@ def use_problem_media_type(app: FastAPI) -> None:
                 title=app.title,
                 version=app.version,
                 summary=app.summary,
+                license_info=app.license_info,
+                servers=app.servers,
                 routes=app.routes,
             )
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
+                    for parameter in operation.get("parameters", []):
+                        _absent_not_null(parameter)
                     responses = operation.get("responses", {})
                     # FastAPI adds a 422 to any operation with parameters; ours declare theirs
                     # where a 422 can happen (a body), and it is a problem document.
@@ -261,6 +266,18 @@ def use_problem_media_type(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _absent_not_null(parameter: dict[str, Any]) -> None:
+    """FastAPI documents an optional `str | None` parameter as "string or null"; a header or
+    query parameter is either sent or absent, never null, and generated clients that accept
+    None crash on it. Document it as the plain type, not required."""
+    schema = parameter.get("schema", {})
+    types = schema.get("anyOf", [])
+    if parameter.get("required") or len(types) != 2 or {"type": "null"} not in types:
+        return
+    schema.pop("anyOf")
+    parameter["schema"] = {**next(t for t in types if t != {"type": "null"}), **schema}
 
 
 ExceptionHandler = Callable[[Request, Exception], Awaitable[JSONResponse]]

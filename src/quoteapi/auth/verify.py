@@ -55,11 +55,18 @@ log = logging.getLogger("quoteapi.auth")
 
 # The JOSE header `cat` Clerk puts on session tokens; JWT templates and machine tokens differ.
 SESSION_TOKEN_CATEGORY = "cl_B7d4PD111AAA"  # noqa: S105 - a category, not a secret
+# Instances with Clerk's `use_ignore_jwt_cat` stamp this on every token class: it says nothing
+# about the class, and Clerk's SDKs treat it as no `cat` at all.
+IGNORED_TOKEN_CATEGORY = "cl_I7d4PD111III"  # noqa: S105 - a category, not a secret
+# A tuple, not a set: `cat` may be any JSON value, a list included (unhashable).
+_ACCEPTED_CATEGORIES = (SESSION_TOKEN_CATEGORY, IGNORED_TOKEN_CATEGORY)
 MAX_TOKEN_BYTES = 8 * 1024
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid"]
 _ALGORITHMS = ["RS256"]
-# Three non-empty base64url segments: anything else is refused before PyJWT decodes a byte.
-_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+# Three base64url segments: anything else is refused before PyJWT decodes a byte. The signature
+# may be empty here so that an unsigned `alg: none` token is answered for its algorithm; once
+# the header says RS256, an empty signature is malformed.
+_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # The time claims are checked here, on the verifier's clock (which also ages the cache): PyJWT
 # reads the system clock. The rest is PyJWT's.
 _PYJWT_OPTIONS: Any = {
@@ -222,6 +229,8 @@ class TokenVerifier:
         except jwt.PyJWTError:
             raise TokenRejected(TOKEN_MALFORMED, "The token is not a JSON Web Token.") from None
         kid = self._check_header(header)
+        if token.endswith("."):
+            raise TokenRejected(TOKEN_MALFORMED, "The token has no signature.")
         try:
             key = await self.keys.key_for(kid)
         except UnknownKey:
@@ -274,7 +283,7 @@ class TokenVerifier:
         typ = header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.upper() != "JWT"):
             raise TokenRejected(TOKEN_MALFORMED, "The token header typ is not JWT.")
-        if "cat" in header and header["cat"] != SESSION_TOKEN_CATEGORY:
+        if "cat" in header and header["cat"] not in _ACCEPTED_CATEGORIES:
             raise TokenRejected(
                 TOKEN_TYPE_NOT_SESSION,
                 "The token is not a session token (a JWT template or machine token?); "

@@ -78,7 +78,9 @@ _MESSAGE_EXAMPLE = {
     "created_at": "2026-11-26T09:30:00.123456Z",
     "updated_at": "2026-11-26T09:30:00.123456Z",
 }
-_ETAG_HEADER = {"ETag": {"description": "Version of the quote", "schema": {"type": "string"}}}
+_ETAG_HEADER = {
+    "ETag": {"description": "Version of the quote", "required": True, "schema": {"type": "string"}}
+}
 _QUOTE_RESPONSE = {
     "headers": _ETAG_HEADER,
     "content": {"application/json": {"example": _MESSAGE_EXAMPLE}},
@@ -91,7 +93,7 @@ _QUOTE_RESPONSE = {
     response_model=MessageOut,
     responses={
         200: _QUOTE_RESPONSE,
-        304: {"description": "Unchanged since the ETag in If-None-Match"},
+        304: {"description": "Unchanged since the ETag in If-None-Match", "headers": _ETAG_HEADER},
         404: problem_doc("No quote stored", MESSAGE_NOT_FOUND),
     },
 )
@@ -119,7 +121,11 @@ async def get_message(
             **_QUOTE_RESPONSE,
             "headers": {
                 **_ETAG_HEADER,
-                "Location": {"description": "/me/message", "schema": {"type": "string"}},
+                "Location": {
+                    "description": "/me/message",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
             },
         },
         400: problem_doc("The body is not JSON", INVALID_JSON),

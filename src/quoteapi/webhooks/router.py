@@ -79,7 +79,9 @@ async def deliveries(_: SignedEventDep, services: ServicesDep) -> AsyncIterator[
             "description": 'A Clerk event, e.g. `{"type": "user.deleted", '
             '"data": {"id": "user_..."}}`, with svix-id, svix-timestamp and '
             "svix-signature headers",
-        }
+        },
+        # No bearer token: the Svix signature authenticates a delivery.
+        "security": [],
     },
 )
 async def clerk_webhook(

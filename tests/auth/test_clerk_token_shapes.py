@@ -1,0 +1,51 @@
+"""Every shape of session token a real Clerk instance mints passes: v1 and v2 claim sets,
+organizations, billing, impersonation, custom claims, and the `cat` of instances with
+`use_ignore_jwt_cat`, which Clerk's SDKs treat as no category at all."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.auth.token_corpus import GOOD_TOKENS, IGNORED_CATEGORY
+from tests.conftest import (
+    NO_DATABASE_URL,
+    TEST_AZP,
+    AuthApp,
+    FakeClock,
+    SigningKey,
+    auth_client,
+    make_settings,
+    mint,
+)
+from tests.test_auth_tokens import OTHER_ORIGIN, Build
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def api(clock: FakeClock) -> AsyncIterator[AuthApp]:
+    settings = make_settings(NO_DATABASE_URL, clerk_authorized_parties=f"{TEST_AZP},{OTHER_ORIGIN}")
+    async with auth_client(settings, clock=clock) as api:
+        yield api
+
+
+@pytest.mark.parametrize("build", [b for _, b in GOOD_TOKENS], ids=[i for i, _ in GOOD_TOKENS])
+async def test_every_session_token_shape_clerk_mints_passes(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock, build: Build
+) -> None:
+    response = await api.whoami(build(signing_key, clock.now))
+    assert response.status_code == 200, response.text
+
+
+async def test_a_token_with_the_ignored_category_names_its_user(
+    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    token = mint(signing_key, "user_ignored_cat", now=clock.now, headers={"cat": IGNORED_CATEGORY})
+    response = await api.whoami(token)
+    assert response.status_code == 200, response.text
+    assert response.json()["user_id"] == "user_ignored_cat"
