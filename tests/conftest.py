@@ -39,7 +39,7 @@ from quoteapi.dev.databases import (
 )
 from quoteapi.migrations import upgrade_async
 from quoteapi.settings import Settings, parse_database_url
-from tests.servers import ServerProcess, clean_env
+from tests.support.processes import ServerProcess, clean_env
 
 
 @pytest.fixture(scope="session")
@@ -154,7 +154,7 @@ def pooled_database_url(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The session's database reached through a real PgBouncer in transaction mode."""
-    from tests.pgbouncer import find_pgbouncer, run_pgbouncer
+    from tests.support.pgbouncer import find_pgbouncer, run_pgbouncer
 
     if find_pgbouncer() is None:
         if os.environ.get("CI"):
@@ -424,7 +424,7 @@ async def auth_client(
 # For tests that need a real uvicorn: signals, sockets, timeouts, the process's JSON logs.
 # `serve_env` builds its environment (the test Clerk key, so `mint_token`'s tokens pass; none of
 # the developer's settings); `start_server` starts one on a free port and polls /healthz;
-# `tests.servers.running_server` does the same for module-scoped fixtures.
+# `tests.support.processes.running_server` does the same for module-scoped fixtures.
 
 
 def serve_env(database_url: str, **settings: object) -> dict[str, str]:

@@ -12,7 +12,7 @@ import httpx
 
 from quoteapi.logs import JsonFormatter, ReadableFormatter
 from tests.conftest import TEST_ISSUER, TEST_KEY, MintToken
-from tests.servers import clean_env, running_server
+from tests.support.processes import clean_env, running_server
 
 
 def _record(**fields: object) -> logging.LogRecord:

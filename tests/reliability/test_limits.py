@@ -15,7 +15,7 @@ import uvicorn
 
 from quoteapi.protocol import MAX_HEAD_BYTES
 from tests.conftest import serve_env
-from tests.servers import ServerProcess, free_port, running_server
+from tests.support.processes import ServerProcess, free_port, running_server
 
 READ_TIMEOUT_S = 1.5
 KEEP_ALIVE_S = 1

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from quoteapi.settings import parse_database_url
-from tests.servers import ServerProcess
+from tests.support.processes import ServerProcess
 
 AuthHeaders = Callable[[str], dict[str, str]]
 

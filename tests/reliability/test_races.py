@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import serve_env
-from tests.servers import ServerProcess, running_server
+from tests.support.processes import ServerProcess, running_server
 
 AuthHeaders = Callable[[str], dict[str, str]]
 

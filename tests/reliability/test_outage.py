@@ -18,7 +18,7 @@ import pytest
 from quoteapi.dev.databases import create_database
 from quoteapi.migrations import upgrade_async
 from quoteapi.settings import parse_database_url
-from tests.servers import ServerProcess
+from tests.support.processes import ServerProcess
 
 AuthHeaders = Callable[[str], dict[str, str]]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from quoteapi.settings import parse_database_url
-from tests.servers import free_port
+from tests.support.processes import free_port
 
 
 def find_pgbouncer() -> str | None:

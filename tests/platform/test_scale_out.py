@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_ISSUER, TEST_KEY, MintToken
-from tests.servers import clean_env, running_server
+from tests.support.processes import clean_env, running_server
 
 
 @contextmanager

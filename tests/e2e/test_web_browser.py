@@ -26,7 +26,7 @@ import pytest
 from playwright.async_api import Browser, Page, Playwright, async_playwright, expect
 
 from tests.conftest import TEST_ISSUER, JwksServer, MintToken
-from tests.servers import clean_env, free_port
+from tests.support.processes import clean_env, free_port
 
 CHROMIUM_ARGS = [
     "--headless",

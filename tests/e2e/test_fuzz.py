@@ -42,7 +42,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import TEST_KEY, mint, serve_env
-from tests.servers import ServerProcess, running_server
+from tests.support.processes import ServerProcess, running_server
 
 SEED = int(os.environ.get("QUOTEAPI_FUZZ_SEED") or random.randrange(2**31))
 # Test cases per operation and phase (schemathesis), and sequences of up to 12 steps (stateful).
