@@ -14,17 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (
-    NO_DATABASE_URL,
-    SESSION_CATEGORY,
-    AuthApp,
-    FakeClock,
-    JwksServer,
-    SigningKey,
-    auth_client,
-    make_settings,
-    mint,
-)
+from tests.support.app import NO_DATABASE_URL, RunningApp, make_settings, running_app
+from tests.support.jwks import JwksServer
+from tests.support.tokens import SESSION_CATEGORY, FakeClock, SigningKey, mint
 
 TTL = 300
 COOLDOWN = 30
@@ -48,8 +40,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def api(jwks_server: JwksServer, clock: FakeClock) -> AsyncIterator[AuthApp]:
-    async with auth_client(key_settings(jwks_server), clock=clock) as api:
+async def api(jwks_server: JwksServer, clock: FakeClock) -> AsyncIterator[RunningApp]:
+    async with running_app(key_settings(jwks_server), clock=clock, with_whoami=True) as api:
         yield api
 
 
@@ -65,7 +57,7 @@ def token_with_kid(kid: str, now: float) -> str:
 
 
 async def test_keys_are_fetched_once_at_start_up_and_then_reused(
-    api: AuthApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     assert jwks_server.fetches == 1
     for i in range(20):
@@ -75,20 +67,20 @@ async def test_keys_are_fetched_once_at_start_up_and_then_reused(
 
 
 async def test_keys_are_refetched_after_the_cache_ttl(
-    api: AuthApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     clock.advance(TTL - 1)
     assert (await api.whoami(mint(signing_key, now=clock.now))).status_code == 200
-    await api.verifier.keys.wait_idle()
+    await api.key_refreshes_done()
     assert jwks_server.fetches == 1
     clock.advance(2)
     assert (await api.whoami(mint(signing_key, now=clock.now))).status_code == 200
-    await api.verifier.keys.wait_idle()
+    await api.key_refreshes_done()
     assert jwks_server.fetches == 2
 
 
 async def test_rotation_to_a_new_kid_passes_after_one_refetch(
-    api: AuthApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     new_key = SigningKey.generate("ins_rotated")
     jwks_server.publish(new_key)
@@ -102,7 +94,7 @@ async def test_rotation_to_a_new_kid_passes_after_one_refetch(
 
 
 async def test_rotation_under_the_same_kid_refetches_once_after_the_signature_fails(
-    api: AuthApp, jwks_server: JwksServer, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, clock: FakeClock
 ) -> None:
     new_material = SigningKey.generate("ins_test_quoteapi")  # Clerk's kid is the instance id
     jwks_server.publish(new_material)
@@ -113,7 +105,7 @@ async def test_rotation_under_the_same_kid_refetches_once_after_the_signature_fa
 
 
 async def test_bad_signatures_refetch_at_most_once_per_cooldown(
-    api: AuthApp, jwks_server: JwksServer, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, clock: FakeClock
 ) -> None:
     forger = SigningKey.generate("ins_test_quoteapi")
     for _ in range(3):
@@ -125,7 +117,7 @@ async def test_bad_signatures_refetch_at_most_once_per_cooldown(
 
 
 async def test_a_key_change_empties_the_token_cache(
-    api: AuthApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     assert (await api.whoami(mint(signing_key, now=clock.now))).status_code == 200
     assert len(api.verifier.cache) == 1
@@ -136,7 +128,7 @@ async def test_a_key_change_empties_the_token_cache(
 
 
 async def test_an_unchanged_refetch_keeps_the_token_cache(
-    api: AuthApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     token = mint(signing_key, now=clock.now)
     assert (await api.whoami(token)).status_code == 200
@@ -146,7 +138,7 @@ async def test_an_unchanged_refetch_keeps_the_token_cache(
 
 
 async def test_a_token_rejected_for_an_unknown_kid_is_not_remembered(
-    api: AuthApp, jwks_server: JwksServer, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, clock: FakeClock
 ) -> None:
     new_key = SigningKey.generate("ins_later")
     token = mint(new_key, now=clock.now)
@@ -157,7 +149,7 @@ async def test_a_token_rejected_for_an_unknown_kid_is_not_remembered(
 
 
 async def test_500_concurrent_requests_with_a_new_kid_cause_exactly_one_fetch(
-    api: AuthApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     new_key = SigningKey.generate("ins_new")
     jwks_server.publish(signing_key, new_key)
@@ -168,7 +160,7 @@ async def test_500_concurrent_requests_with_a_new_kid_cause_exactly_one_fetch(
 
 
 async def test_1000_garbage_kids_cause_at_most_one_fetch_per_cooldown(
-    api: AuthApp, jwks_server: JwksServer, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, clock: FakeClock
 ) -> None:
     async def flood() -> None:
         tokens = [token_with_kid(f"ins_{uuid.uuid4().hex}", clock.now) for _ in range(1000)]
@@ -186,7 +178,7 @@ async def test_1000_garbage_kids_cause_at_most_one_fetch_per_cooldown(
 
 
 async def test_during_an_outage_the_cached_keys_keep_working(
-    api: AuthApp,
+    api: RunningApp,
     jwks_server: JwksServer,
     signing_key: SigningKey,
     clock: FakeClock,
@@ -198,7 +190,7 @@ async def test_during_an_outage_the_cached_keys_keep_working(
         for i in range(3):
             response = await api.whoami(mint(signing_key, f"user_{i}", now=clock.now))
             assert response.status_code == 200, response.text
-            await api.verifier.keys.wait_idle()
+            await api.key_refreshes_done()
         clock.advance(3600)
         response = await api.whoami(mint(signing_key, now=clock.now))
         assert response.status_code == 200, response.text
@@ -206,12 +198,12 @@ async def test_during_an_outage_the_cached_keys_keep_working(
     jwks_server.start()
     clock.advance(RETRY_AFTER)
     assert (await api.whoami(mint(signing_key, now=clock.now))).status_code == 200
-    await api.verifier.keys.wait_idle()
+    await api.key_refreshes_done()
     assert jwks_server.fetches == 2
 
 
 async def test_keys_older_than_the_stale_bound_are_not_used(
-    api: AuthApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     jwks_server.stop()
     clock.advance(MAX_STALE + 1)
@@ -228,7 +220,7 @@ async def test_a_cold_start_with_the_jwks_down_returns_503_then_recovers(
 ) -> None:
     jwks_server.stop()
     with caplog.at_level(logging.WARNING, logger="quoteapi.auth"):
-        async with auth_client(key_settings(jwks_server), clock=clock) as api:
+        async with running_app(key_settings(jwks_server), clock=clock, with_whoami=True) as api:
             assert "event=jwks_warm_up_failed" in caplog.text  # start-up went on
             response = await api.whoami(mint(signing_key, now=clock.now))
             assert response.status_code == 503
@@ -248,7 +240,7 @@ async def test_while_the_jwks_is_down_fetches_are_paced(
     jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     jwks_server.stop()
-    async with auth_client(key_settings(jwks_server), clock=clock) as api:
+    async with running_app(key_settings(jwks_server), clock=clock, with_whoami=True) as api:
         jwks_server.start()  # back, but within the pause after the failed warm-up
         response = await api.whoami(mint(signing_key, now=clock.now))
         assert response.status_code == 503
@@ -259,6 +251,6 @@ async def test_a_jwks_answering_an_error_status_counts_as_down(
     jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     settings = key_settings(jwks_server, clerk_jwks_url=jwks_server.url.replace("jwks", "nope"))
-    async with auth_client(settings, clock=clock) as api:
+    async with running_app(settings, clock=clock, with_whoami=True) as api:
         response = await api.whoami(mint(signing_key, now=clock.now))
     assert response.status_code == 503

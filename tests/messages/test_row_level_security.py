@@ -11,9 +11,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quoteapi.app import create_app
 from quoteapi.settings import parse_database_url
-from tests.conftest import make_settings
+from tests.support.app import make_settings, running_app
 
 
 @pytest.fixture
@@ -91,9 +90,8 @@ async def test_the_application_role_cannot_switch_rls_off(as_app_role: asyncpg.C
 
 async def _startup_warnings(database_url: str, caplog: pytest.LogCaptureFixture) -> list[str]:
     caplog.set_level(logging.INFO, logger="quoteapi.db")
-    app = create_app(make_settings(database_url))
-    async with app.router.lifespan_context(app):
-        await app.state.role_check  # it runs in the background: wait for it
+    async with running_app(make_settings(database_url)) as api:
+        await api.startup_checks_done()  # they run in the background: wait for them
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
 

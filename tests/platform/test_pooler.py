@@ -3,37 +3,33 @@ no "prepared statement does not exist" or duplicate-statement errors."""
 
 import asyncio
 
-import httpx
 from sqlalchemy.dialects.postgresql import insert
 
-from quoteapi.app import create_app
 from quoteapi.db import begin_for_user
 from quoteapi.models import UserMessage
-from tests.conftest import make_settings
+from tests.support.app import RunningApp, make_settings, running_app
 
 
 async def test_200_concurrent_requests_over_a_small_pool_through_pgbouncer(
     pooled_database_url: str,
 ) -> None:
-    app = create_app(
-        make_settings(pooled_database_url, database_pool_size=5, database_transaction_pooler=True)
+    settings = make_settings(
+        pooled_database_url, database_pool_size=5, database_transaction_pooler=True
     )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            responses = await asyncio.gather(*(client.get("/readyz") for _ in range(200)))
+    async with running_app(settings) as api:
+        responses = await asyncio.gather(*(api.http.get("/readyz") for _ in range(200)))
     assert [r.status_code for r in responses] == [200] * 200
 
 
 async def test_orm_sessions_write_and_read_through_pgbouncer(pooled_database_url: str) -> None:
-    app = create_app(
-        make_settings(pooled_database_url, database_pool_size=3, database_transaction_pooler=True)
+    settings = make_settings(
+        pooled_database_url, database_pool_size=3, database_transaction_pooler=True
     )
 
-    async def write_then_read(n: int) -> str:
+    async def write_then_read(api: RunningApp, n: int) -> str:
         user_id = f"user_pool_{n % 20}"
         upsert = insert(UserMessage).values(user_id=user_id, message=f"quote {n}")
-        async with app.state.sessions.open() as session:
+        async with api.sessions.open() as session:
             await begin_for_user(session, user_id, rls=True)
             await session.exec(
                 upsert.on_conflict_do_update(
@@ -45,8 +41,8 @@ async def test_orm_sessions_write_and_read_through_pgbouncer(pooled_database_url
             assert stored is not None
             return stored.message
 
-    async with app.router.lifespan_context(app):
-        results = await asyncio.gather(*(write_then_read(n) for n in range(200)))
+    async with running_app(settings) as api:
+        results = await asyncio.gather(*(write_then_read(api, n) for n in range(200)))
     assert all(result.startswith("quote ") for result in results)
 
 

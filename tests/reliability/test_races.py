@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import serve_env
-from tests.support.processes import ServerProcess, running_server
-
-AuthHeaders = Callable[[str], dict[str, str]]
+from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.tokens import AuthHeaders
 
 RACERS = 500
 # Conditional writers: all but one lose at once with 412, so fewer show the same thing.

@@ -13,8 +13,8 @@ from pydantic import SecretStr
 
 from quoteapi.settings import parse_database_url
 from quoteapi.webhooks import send_sample_user_deleted
-from tests.conftest import TEST_KEY, SigningKey, mint
 from tests.support.processes import ServerProcess, free_port
+from tests.support.tokens import TEST_KEY, SigningKey, mint
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"quoteapi-test-webhook-secret-42!").decode()
 DOWN_PASSWORD = "db-password-that-must-never-be-logged-7f3a"

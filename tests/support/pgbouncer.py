@@ -5,33 +5,17 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
 from quoteapi.settings import parse_database_url
-from tests.support.processes import free_port
+from tests.support.processes import accepts_connections, free_port, running_process
 
 
 def find_pgbouncer() -> str | None:
     return shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"pgbouncer exited: {log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"pgbouncer did not listen on {port}: {log.read_text()}")
 
 
 @contextmanager
@@ -59,20 +43,17 @@ def run_pgbouncer(server_url: str, workdir: Path, *, pool_size: int = 4) -> Iter
     )
     for name in ("users.txt", "pgbouncer.ini"):
         (workdir / name).chmod(0o644)
-    log = workdir / "pgbouncer.log"
     # PgBouncer refuses to run as root: drop to an unprivileged user when we are root.
     as_user = {"user": pwd.getpwnam("nobody").pw_uid} if os.geteuid() == 0 else {}
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [binary, str(workdir / "pgbouncer.ini")],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            **as_user,  # type: ignore[arg-type]
-        )
-    try:
-        _wait_for_port(port, process, log)
+    with running_process(
+        [binary, str(workdir / "pgbouncer.ini")],
+        cwd=workdir,
+        env=os.environ,
+        log=workdir / "pgbouncer.log",
+        ready=lambda: accepts_connections(port),
+        within=20,
+        what=f"pgbouncer listening on {port}",
+        **as_user,
+    ):
         host_part = f"{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{port}"
         yield f"postgresql://{host_part}/{server['database']}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
