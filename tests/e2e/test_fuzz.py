@@ -44,6 +44,8 @@ from schemathesis.specs.openapi.checks import (
 from tests.support.processes import ServerProcess, running_server, serve_env
 from tests.support.tokens import TEST_KEY, mint
 
+pytestmark = pytest.mark.slow
+
 SEED = int(os.environ.get("QUOTEAPI_FUZZ_SEED") or random.randrange(2**31))
 # Test cases per operation and phase (schemathesis), and sequences of up to 12 steps (stateful).
 EXAMPLES_PER_OPERATION = 60

@@ -71,6 +71,7 @@ def _left_running(data_dir: Path, group: int) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_readme_run_command_serves_the_api_and_stops_cleanly(
     repo_root: Path, tmp_path: Path
 ) -> None:

@@ -28,6 +28,8 @@ from tests.support.jwks import JwksServer
 from tests.support.processes import answers_200, clean_env, free_port, running_process
 from tests.support.tokens import TEST_ISSUER, MintToken
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

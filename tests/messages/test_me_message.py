@@ -21,7 +21,7 @@ BOB = "user_bob"
 NEVER_AN_ETAG = '"0"'
 
 
-@pytest.fixture(params=["direct", "pgbouncer"])
+@pytest.fixture(params=["direct", pytest.param("pgbouncer", marks=pytest.mark.slow)])
 def settings(
     request: pytest.FixtureRequest, database_url: str, jwks_server: JwksServer
 ) -> Settings:

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from quoteapi.logs import JsonFormatter, ReadableFormatter
 from tests.support.processes import running_server, serve_env
@@ -37,6 +38,7 @@ def test_readable_formatter_writes_key_value_pairs() -> None:
     assert line == "INFO    quoteapi.access: request method=GET status=404"
 
 
+@pytest.mark.slow
 def test_serve_with_two_workers_logs_json_access_lines_without_the_token(
     database_url: str, tmp_path: Path, mint_token: MintToken
 ) -> None:

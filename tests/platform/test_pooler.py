@@ -3,6 +3,7 @@ no "prepared statement does not exist" or duplicate-statement errors."""
 
 import asyncio
 
+import pytest
 from sqlalchemy.dialects.postgresql import insert
 
 from quoteapi.db import begin_for_user
@@ -10,6 +11,7 @@ from quoteapi.models import UserMessage
 from tests.support.app import RunningApp, make_settings, running_app
 
 
+@pytest.mark.slow
 async def test_200_concurrent_requests_over_a_small_pool_through_pgbouncer(
     pooled_database_url: str,
 ) -> None:
@@ -21,6 +23,7 @@ async def test_200_concurrent_requests_over_a_small_pool_through_pgbouncer(
     assert [r.status_code for r in responses] == [200] * 200
 
 
+@pytest.mark.slow
 async def test_orm_sessions_write_and_read_through_pgbouncer(pooled_database_url: str) -> None:
     settings = make_settings(
         pooled_database_url, database_pool_size=3, database_transaction_pooler=True

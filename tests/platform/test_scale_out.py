@@ -15,6 +15,8 @@ import pytest
 from tests.support.processes import running_server, serve_env
 from tests.support.tokens import MintToken
 
+pytestmark = pytest.mark.slow
+
 
 @contextmanager
 def replica(database_url: str, workdir: Path) -> Iterator[str]:

@@ -17,6 +17,8 @@ from quoteapi.protocol import MAX_HEAD_BYTES
 from tests.support.polling import until
 from tests.support.processes import ServerProcess, free_port, running_server, serve_env
 
+pytestmark = pytest.mark.slow
+
 READ_TIMEOUT_S = 1.5
 KEEP_ALIVE_S = 1
 # Timers fire on a loaded 2-core machine: allow this much lateness; and the server's clock for

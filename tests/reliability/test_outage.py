@@ -22,6 +22,8 @@ from tests.support.polling import until
 from tests.support.processes import ServerProcess
 from tests.support.tokens import AuthHeaders
 
+pytestmark = pytest.mark.slow
+
 USERS = 8
 POOL_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 2.0

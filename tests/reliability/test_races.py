@@ -15,6 +15,8 @@ import pytest
 from tests.support.processes import ServerProcess, running_server, serve_env
 from tests.support.tokens import AuthHeaders
 
+pytestmark = pytest.mark.slow
+
 RACERS = 500
 # Conditional writers: all but one lose at once with 412, so fewer show the same thing.
 CONDITIONAL_RACERS = 200

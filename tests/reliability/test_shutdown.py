@@ -21,6 +21,8 @@ from tests.support.problems import assert_problem
 from tests.support.processes import ServerProcess
 from tests.support.tokens import AuthHeaders
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 async def superuser(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:

@@ -418,6 +418,7 @@ async def run_cli(*args: str, secret: str, cwd: Path) -> tuple[int, str, str]:
     return process.returncode, stdout.decode(), stderr.decode()
 
 
+@pytest.mark.slow
 async def test_cli_webhook_send_is_accepted_and_deletes_the_user(
     served_url: str, owner_engine: AsyncEngine, tmp_path: Path
 ) -> None:
@@ -433,6 +434,7 @@ async def test_cli_webhook_send_is_accepted_and_deletes_the_user(
     assert await stored_users(owner_engine) == {"user_other"}
 
 
+@pytest.mark.slow
 async def test_cli_webhook_send_with_another_secret_is_refused(
     served_url: str, owner_engine: AsyncEngine, tmp_path: Path
 ) -> None:
