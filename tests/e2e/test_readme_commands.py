@@ -13,6 +13,7 @@ import httpx
 import psutil
 import pytest
 
+from tests.support.polling import wait_until
 from tests.support.processes import (
     accepts_connections,
     answers_200,
@@ -98,7 +99,8 @@ def test_readme_run_command_serves_the_api_and_stops_cleanly(
     auth = {"Authorization": f"Bearer {token('user_e2e')}"}
     with run_command(command, repo_root, env, log) as first:
         _wait_ready(first, 120, log)  # the first start also installs into .venv
-        assert "curl -i -X PUT" in log.read_text()
+        # The greeting is printed once uvicorn has started, which /readyz may beat by a poll.
+        wait_until(lambda: "curl -i -X PUT" in log.read_text(), within=10, what="the greeting")
         with httpx.Client(base_url=BASE, headers=auth, timeout=10) as http:
             created = http.put("/me/message", json={"message": "First light."})
             assert created.status_code == 201

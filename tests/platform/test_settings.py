@@ -77,7 +77,9 @@ def test_neon_url_requires_tls_and_drops_channel_binding_with_a_note() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sslmode", "checks_hostname"), [("verify-full", True), ("verify-ca", False)]
+    ("sslmode", "checks_hostname"),
+    [("verify-full", True), ("verify-ca", False)],
+    ids=["verify-full", "verify-ca"],
 )
 def test_sslmode_verify_checks_the_certificate_and_the_host_only_when_full(
     sslmode: str, checks_hostname: bool
