@@ -16,6 +16,7 @@ import asyncpg
 from quoteapi.dev.databases import create_database, url_for_database
 from quoteapi.migrations import upgrade_async
 from quoteapi.settings import parse_database_url
+from tests.support import roles
 
 APP_ROLE = "quoteapi_app"
 
@@ -58,24 +59,10 @@ async def prepare(server_url: str, name: str, users: Users) -> str:
 
 
 async def create_app_role(url: str) -> str:
-    """A least-privilege login role for the application (what row-level security needs: a
-    superuser or the table owner bypasses it); return the URL that connects as it."""
-    password = secrets.token_hex(16)
-    connection = await _connect(url)
-    try:
-        # Fresh server per run: the role cannot exist yet. A password cannot be a parameter.
-        await connection.execute(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{password}'")
-        await connection.execute(
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON user_messages TO {APP_ROLE}"
-        )
-        await connection.execute(f"GRANT USAGE ON SEQUENCE user_messages_version_seq TO {APP_ROLE}")
-        await connection.execute(f"GRANT SELECT ON alembic_version TO {APP_ROLE}")  # /readyz
-    finally:
-        await connection.close()
-    target = parse_database_url(url).connect_kwargs
-    return (
-        f"postgresql://{APP_ROLE}:{password}@{target['host']}:{target['port']}/{target['database']}"
-    )
+    """The least-privilege login role the service connects as in production (what row-level
+    security needs: a superuser or the table owner bypasses it), made as the tests make it;
+    return the URL that connects as it. Fresh server per run: the role cannot exist yet."""
+    return await roles.create_app_role(url, APP_ROLE, secrets.token_hex(16))
 
 
 async def facts(url: str) -> dict[str, Any]:
