@@ -97,15 +97,13 @@ async def empty_database_url(server_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-def pooled_database_url(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def pooled_database_url(database_url: str) -> Iterator[str]:
     """The session's database reached through a real PgBouncer in transaction mode."""
     if find_pgbouncer() is None:
         if os.environ.get("CI"):
             pytest.fail("pgbouncer is not installed; .ci/run installs it")
         pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
-    with run_pgbouncer(database_url, tmp_path_factory.mktemp("pgbouncer")) as url:
+    with run_pgbouncer(database_url) as url:
         yield url
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,12 +20,23 @@ def find_pgbouncer() -> str | None:
 
 
 @contextmanager
-def run_pgbouncer(server_url: str, workdir: Path, *, pool_size: int = 4) -> Iterator[str]:
+def run_pgbouncer(server_url: str, *, pool_size: int = 4) -> Iterator[str]:
     """Start PgBouncer (transaction mode, `pool_size` server connections per database/user) in
     front of the server at `server_url`; yield the same URL pointed at PgBouncer."""
     binary = find_pgbouncer()
     if binary is None:
         raise RuntimeError("pgbouncer is not installed (apt-get install pgbouncer)")
+    # Its files live outside pytest's temporary directories: as root, PgBouncer runs as nobody,
+    # and every pytest session started on the machine makes /tmp/pytest-of-root private again.
+    with (
+        tempfile.TemporaryDirectory(prefix="quoteapi-pgbouncer-") as directory,
+        _running(binary, server_url, Path(directory), pool_size) as url,
+    ):
+        yield url
+
+
+@contextmanager
+def _running(binary: str, server_url: str, workdir: Path, pool_size: int) -> Iterator[str]:
     server = parse_database_url(server_url).connect_kwargs
     user, password = server["user"], server.get("password", "")
     port = free_port()
