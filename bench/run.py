@@ -23,7 +23,6 @@ import math
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,15 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The repository root, for the helpers the bench shares with the tests (tests/support/).
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
 import asyncpg
 import database
 import loadgen
 import report
 import tokens
-from pydantic import AliasChoices
 
 from quoteapi.dev.databases import drop_database
 from quoteapi.settings import Settings
+from tests.support.processes import answers_200, clean_env, free_port, spawn, wait_ready
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "latest.json"
@@ -109,58 +111,30 @@ class Server:
                 self.process.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _settings_variables() -> set[str]:
-    """Every environment variable quoteapi's Settings reads."""
-    names: set[str] = set()
-    for name, info in Settings.model_fields.items():
-        names.add(name.upper())
-        if isinstance(info.validation_alias, AliasChoices):
-            names.update(str(choice).upper() for choice in info.validation_alias.choices)
-    return names
-
-
-def _clean_environment() -> dict[str, str]:
-    """This process's environment without any quoteapi setting, so that only the bench's
-    settings (and --service-env) reach the servers."""
-    settings = _settings_variables()
-    return {k: v for k, v in os.environ.items() if k.upper() not in settings}
-
-
 def start_server(name: str, argv: list[str], env: dict[str, str], workdir: Path) -> Server:
     """Start `argv` (which must take `--port`) and wait until GET /healthz answers 200."""
-    port = _free_port()
+    port = free_port()
     log = workdir / f"{name}.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and scripts
-            [*argv, "--port", str(port)],
-            env=env,
-            cwd=workdir,  # no developer .env is read from here
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the harness, which stops it
-        )
+    process = spawn(
+        [*argv, "--port", str(port)],
+        cwd=workdir,  # no developer .env is read from here
+        env=env,
+        log=log,
+        start_new_session=True,  # Ctrl-C reaches the harness, which stops it
+    )
     server = Server(name, process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited ({process.returncode}):\n{_tail(log)}")
-        try:
-            with urllib.request.urlopen(f"{server.base_url}/healthz", timeout=2) as response:  # noqa: S310
-                if response.status == 200:
-                    return server
-        except OSError:
-            pass
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"{name} did not answer /healthz within 60 s:\n{_tail(log)}")
+    try:
+        wait_ready(
+            process,
+            lambda: answers_200(f"{server.base_url}/healthz"),
+            within=60,
+            what=f"{name} answering GET /healthz",
+            log=log,
+        )
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -252,8 +226,10 @@ class Bench:
     # -- servers ------------------------------------------------------------------------------
 
     def service_env(self, database_url: str, **extra: str) -> dict[str, str]:
+        """This process's environment without any quoteapi setting (`clean_env`, the tests'
+        rule), plus the bench's settings and --service-env."""
         return {
-            **_clean_environment(),
+            **clean_env(),
             "DATABASE_URL": database_url,
             "CLERK_JWT_KEY": tokens.public_pem(self.key),
             "CLERK_ISSUER": tokens.ISSUER,
@@ -269,7 +245,7 @@ class Bench:
 
     def start_baseline(self, kind: str, database_url: str) -> Server:
         env = {
-            **_clean_environment(),
+            **clean_env(),
             "BENCH_DATABASE_URL": database_url,
             "BENCH_JWT_KEY": tokens.public_pem(self.key),
             "BENCH_ISSUER": tokens.ISSUER,
@@ -561,6 +537,7 @@ class Bench:
 
     def settings_record(self, files: dict[tuple[str, str], Path]) -> dict[str, Any]:
         args = self.args
+        inherited = clean_env()  # what the servers get from this process, settings removed
         return {
             "workers": args.workers,
             "users": args.users,
@@ -577,7 +554,7 @@ class Bench:
             "service_env": {
                 k: v
                 for k, v in self.service_env("postgresql://…").items()
-                if k in _settings_variables() and k != "CLERK_JWT_KEY"
+                if k not in inherited and k != "CLERK_JWT_KEY"
             },
             "token_files": {f"{kind}-{users}": path.name for (kind, users), path in files.items()},
         }

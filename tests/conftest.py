@@ -1,35 +1,21 @@
-"""Shared fixtures: a real PostgreSQL (embedded unless TEST_DATABASE_URL is set), a fresh
-database per test session with migrations applied, and the app on top of it."""
+"""Fixtures only (helpers live in tests/support/): a real PostgreSQL (embedded unless
+TEST_DATABASE_URL is set), a fresh database per test session with migrations applied, the app
+on top of it as the least-privilege role, the test signing key and a JWKS server."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import threading
-import time
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
-from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quoteapi.app import create_app
-from quoteapi.auth.deps import CurrentUser, get_verifier
-from quoteapi.auth.verify import TokenVerifier
 from quoteapi.database import create_engine, parse_database_url
 from quoteapi.dev.databases import (
     create_app_role,
@@ -40,7 +26,13 @@ from quoteapi.dev.databases import (
 )
 from quoteapi.migrations import upgrade_async
 from quoteapi.settings import Settings
-from tests.servers import ServerProcess, clean_env
+from tests.support.app import RunningApp, make_settings, running_app
+from tests.support.jwks import JwksServer
+from tests.support.pgbouncer import find_pgbouncer, run_pgbouncer
+from tests.support.processes import ServerProcess, serve_env
+from tests.support.tokens import TEST_ISSUER, TEST_KEY, AuthHeaders, MintToken, SigningKey, mint
+
+# === The database ================================================================================
 
 
 @pytest.fixture(scope="session")
@@ -109,40 +101,15 @@ async def empty_database_url(server_url: str) -> AsyncIterator[str]:
     await drop_database(server_url, name)
 
 
-def make_settings(database_url: str, **overrides: object) -> Settings:
-    """Settings for a test app: only what the test says, never the developer's `.env`.
-
-    Unless the test names a Clerk key source, tokens are verified with the test signing key
-    (`TEST_KEY`, as CLERK_JWT_KEY: no network) and issuer `TEST_ISSUER`, so `mint_token`'s
-    tokens pass."""
-    if not any(overrides.get(name) for name in _CLERK_KEY_SOURCES):
-        overrides = {"clerk_jwt_key": TEST_KEY.public_pem, **overrides}
-    overrides = {"clerk_issuer": TEST_ISSUER, **overrides}
-    return Settings(_env_file=None, database_url=database_url, **overrides)  # type: ignore[call-arg]
-
-
-@pytest.fixture
-def settings(database_url: str, jwks_server: JwksServer) -> Settings:
-    """Settings whose tokens are verified against the loopback JWKS server, as in production."""
-    return make_settings(database_url, clerk_jwks_url=jwks_server.url, clerk_issuer=TEST_ISSUER)
-
-
-@pytest.fixture
-async def app(settings: Settings, owner_engine: AsyncEngine) -> AsyncIterator[FastAPI]:
-    """The app with its lifespan running, on a database emptied for this test."""
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        async with owner_engine.begin() as connection:
-            await connection.execute(text("TRUNCATE user_messages"))
-        yield application
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to the app in-process."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
-        yield http
+@pytest.fixture(scope="session")
+def pooled_database_url(database_url: str) -> Iterator[str]:
+    """The session's database reached through a real PgBouncer in transaction mode."""
+    if find_pgbouncer() is None:
+        if os.environ.get("CI"):
+            pytest.fail("pgbouncer is not installed; .ci/run installs it")
+        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    with run_pgbouncer(database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -150,106 +117,7 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def pooled_database_url(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The session's database reached through a real PgBouncer in transaction mode."""
-    from tests.pgbouncer import find_pgbouncer, run_pgbouncer
-
-    if find_pgbouncer() is None:
-        if os.environ.get("CI"):
-            pytest.fail("pgbouncer is not installed; .ci/run installs it")
-        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
-    with run_pgbouncer(database_url, tmp_path_factory.mktemp("pgbouncer")) as url:
-        yield url
-
-
-# === Auth fixtures (quoteapi.auth) ==============================================================
-# A test signing key, a real JWKS server on loopback (counts fetches, rotates, goes down and
-# comes back), Clerk-shaped token minting, and a client for an app with a route behind
-# `CurrentUser`. Used by tests/test_auth_*.py and by every test that sends a token.
-
-TEST_ISSUER = "https://clerk.quoteapi.test"
-TEST_AZP = "http://localhost:5173"
-# Written out rather than imported: the tests pin Clerk's value.
-SESSION_CATEGORY = "cl_B7d4PD111AAA"
-# A database URL for apps that never touch the database (auth tests): nothing listens there.
-NO_DATABASE_URL = "postgresql://nobody:secret@127.0.0.1:1/none"
-_CLERK_KEY_SOURCES = (
-    "clerk_jwt_key",
-    "clerk_jwks_url",
-    "clerk_publishable_key",
-    "clerk_secret_key",
-)
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    """An RSA key pair standing in for a Clerk instance's signing key."""
-
-    kid: str
-    private_key: rsa.RSAPrivateKey
-
-    @classmethod
-    def generate(cls, kid: str) -> SigningKey:
-        return cls(kid, rsa.generate_private_key(public_exponent=65537, key_size=2048))
-
-    @property
-    def public_pem(self) -> str:
-        return (
-            self.private_key.public_key()
-            .public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            .decode()
-        )
-
-    @property
-    def jwk(self) -> dict[str, Any]:
-        jwk: dict[str, Any] = RSAAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
-        return {**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}
-
-
-TEST_KEY = SigningKey.generate("ins_test_quoteapi")
-
-
-def session_claims(user_id: str = "user_test", *, now: float | None = None) -> dict[str, Any]:
-    """The claims of a Clerk v2 session token issued `now` for `user_id`, living 60 s."""
-    issued_at = int(time.time() if now is None else now)
-    return {
-        "sub": user_id,
-        "sid": f"sess_{uuid.uuid4().hex[:24]}",
-        "iat": issued_at,
-        "nbf": issued_at - 5,
-        "exp": issued_at + 60,
-        "iss": TEST_ISSUER,
-        "azp": TEST_AZP,
-        "v": 2,
-        "sts": "active",
-    }
-
-
-def mint(
-    key: SigningKey,
-    user_id: str = "user_test",
-    *,
-    headers: Mapping[str, Any] | None = None,
-    now: float | None = None,
-    **claim_overrides: Any,
-) -> str:
-    """A session token signed by `key`; an override of None removes that claim or header."""
-    claims = {**session_claims(user_id, now=now), **claim_overrides}
-    header = {"kid": key.kid, "typ": "JWT", "cat": SESSION_CATEGORY, **(headers or {})}
-    return jwt.encode(
-        {k: v for k, v in claims.items() if v is not None},
-        key.private_key,
-        algorithm="RS256",
-        headers={k: v for k, v in header.items() if v is not None},
-    )
-
-
-MintToken = Callable[..., str]
+# === Tokens and keys =============================================================================
 
 
 @pytest.fixture(scope="session")
@@ -269,96 +137,13 @@ def mint_token(signing_key: SigningKey) -> MintToken:
 
 
 @pytest.fixture
-def auth_headers(mint_token: MintToken) -> Callable[[str], dict[str, str]]:
+def auth_headers(mint_token: MintToken) -> AuthHeaders:
     """`auth_headers(user_id) -> {"Authorization": "Bearer <a fresh session token>"}`."""
 
     def auth_headers(user_id: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {mint_token(user_id)}"}
 
     return auth_headers
-
-
-class JwksServer:
-    """A JWKS endpoint on 127.0.0.1, served from a thread, restartable on the same port."""
-
-    PATH = "/.well-known/jwks.json"
-
-    def __init__(self, *keys: SigningKey) -> None:
-        self._lock = threading.Lock()
-        self._keys: tuple[SigningKey, ...] = keys
-        self._fetches = 0
-        self._port = 0
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}{self.PATH}"
-
-    @property
-    def fetches(self) -> int:
-        """How many times the JWKS has been served."""
-        with self._lock:
-            return self._fetches
-
-    def publish(self, *keys: SigningKey) -> None:
-        """Serve these keys from now on (a rotation)."""
-        with self._lock:
-            self._keys = keys
-
-    def start(self) -> None:
-        """Listen (again, on the same port after a `stop`) and return once it answers."""
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/ready":
-                    body = b"ok"
-                elif self.path == JwksServer.PATH:
-                    with server._lock:
-                        server._fetches += 1
-                        body = json.dumps({"keys": [k.jwk for k in server._keys]}).encode()
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
-        self._httpd.daemon_threads = True
-        self._port = self._httpd.server_address[1]
-        # A short poll interval makes `stop` quick (shutdown waits for the loop to notice).
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self._thread.start()
-        _wait_until_ready(f"http://127.0.0.1:{self._port}/ready")
-
-    def stop(self) -> None:
-        """Stop listening: connections are refused until `start`."""
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            assert self._thread is not None
-            self._thread.join()
-            self._httpd = None
-
-
-def _wait_until_ready(url: str, attempts: int = 500) -> None:
-    for _ in range(attempts):
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.01)  # poll interval, not a guess at start-up time
-    raise RuntimeError(f"{url} never became ready")
 
 
 @pytest.fixture
@@ -370,86 +155,37 @@ def jwks_server(signing_key: SigningKey) -> Iterator[JwksServer]:
     server.stop()
 
 
-async def eventually(condition: Callable[[], bool], *, seconds: float = 10.0) -> None:
-    """Return once `condition()` holds (polled every 10 ms); fail after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition never held within {seconds} s")
-        await asyncio.sleep(0.01)
+# === The app in-process ==========================================================================
 
 
-class FakeClock:
-    """A clock the test moves: starts at the real time, advances only when told."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+@pytest.fixture
+def settings(database_url: str, jwks_server: JwksServer) -> Settings:
+    """Settings whose tokens are verified against the loopback JWKS server, as in production."""
+    return make_settings(database_url, clerk_jwks_url=jwks_server.url, clerk_issuer=TEST_ISSUER)
 
 
-async def whoami(user: CurrentUser) -> dict[str, Any]:
-    """The test-only route behind `CurrentUser`: who the token says the caller is."""
-    return {"user_id": user.user_id, "session_id": user.session_id}
+@pytest.fixture
+async def api(settings: Settings, owner_engine: AsyncEngine) -> AsyncIterator[RunningApp]:
+    """The app with its lifespan running, on a database emptied for this test, and a client."""
+    async with running_app(settings) as running:
+        async with owner_engine.begin() as connection:
+            await connection.execute(text("TRUNCATE user_messages"))
+        yield running
 
 
-class AuthApp(NamedTuple):
-    app: FastAPI
-    http: httpx.AsyncClient
-    verifier: TokenVerifier
-
-    async def whoami(self, token: str | None = None, **kwargs: Any) -> httpx.Response:
-        """GET /test/whoami, with `token` as a Bearer header when given."""
-        headers = dict(kwargs.pop("headers", {}))
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        return await self.http.get("/test/whoami", headers=headers, **kwargs)
+@pytest.fixture
+def app(api: RunningApp) -> FastAPI:
+    """The running app."""
+    return api.app
 
 
-@asynccontextmanager
-async def auth_client(
-    settings: Settings, *, clock: Callable[[], float] | None = None
-) -> AsyncIterator[AuthApp]:
-    """`create_app(settings)` plus `GET /test/whoami` behind `CurrentUser`, its lifespan
-    running, and a client for it; with `clock`, the verifier reads the time from it."""
-    app_settings = settings
-    if clock is not None:  # the test's verifier replaces the app's: keep the app's offline
-        app_settings = settings.model_copy(update={"clerk_jwt_key": TEST_KEY.public_pem})
-    app = create_app(app_settings)
-    app.add_api_route("/test/whoami", whoami, methods=["GET"])
-    async with app.router.lifespan_context(app), httpx.AsyncClient() as jwks_http:
-        verifier: TokenVerifier = app.state.services.verifier
-        if clock is not None:  # a verifier of the test's own, on its clock, replaces the app's
-            verifier = TokenVerifier.from_settings(settings, clock=clock)
-            await verifier.start(jwks_http)
-            app.dependency_overrides[get_verifier] = lambda: verifier
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
-            yield AuthApp(app, http, verifier)
-        await verifier.close()
+@pytest.fixture
+def client(api: RunningApp) -> httpx.AsyncClient:
+    """An HTTP client talking to the app in-process."""
+    return api.http
 
 
-# === Real server fixtures (`quoteapi serve` as a process on loopback) ==========================
-# For tests that need a real uvicorn: signals, sockets, timeouts, the process's JSON logs.
-# `serve_env` builds its environment (the test Clerk key, so `mint_token`'s tokens pass; none of
-# the developer's settings); `start_server` starts one on a free port and polls /healthz;
-# `tests.servers.running_server` does the same for module-scoped fixtures.
-
-
-def serve_env(database_url: str, **settings: object) -> dict[str, str]:
-    """The environment of a `quoteapi serve` process for the tests, plus `settings`."""
-    return clean_env(
-        {
-            "database_url": database_url,
-            "clerk_jwt_key": TEST_KEY.public_pem,
-            "clerk_issuer": TEST_ISSUER,
-            **settings,
-        }
-    )
+# === `quoteapi serve` as a process on loopback ===================================================
 
 
 @pytest.fixture

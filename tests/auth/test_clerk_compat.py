@@ -16,21 +16,15 @@ from typing import Any
 
 import pytest
 
+from tests.auth.test_tokens import LEEWAY, OTHER_ORIGIN
 from tests.auth.token_corpus import (
     GOOD_TOKENS,
     CorpusToken,
     is_session_token_for_this_instance,
     token_corpus,
 )
-from tests.conftest import (
-    NO_DATABASE_URL,
-    TEST_AZP,
-    FakeClock,
-    SigningKey,
-    auth_client,
-    make_settings,
-)
-from tests.test_auth_tokens import LEEWAY, OTHER_ORIGIN
+from tests.support.app import NO_DATABASE_URL, make_settings, running_app
+from tests.support.tokens import TEST_AZP, FakeClock, SigningKey
 
 HARNESS = Path(__file__).parent / "clerk_compat"
 AUTHORIZED_PARTIES = [TEST_AZP, OTHER_ORIGIN]
@@ -98,7 +92,7 @@ async def test_every_session_token_clerk_accepts_passes_the_service(
         clerk_leeway_seconds=LEEWAY,
     )
     service: dict[str, int] = {}
-    async with auth_client(settings, clock=clock) as api:
+    async with running_app(settings, clock=clock, with_whoami=True) as api:
         for entry in corpus:
             authorization = b"Bearer " + entry.token.encode()  # some tokens are not ASCII
             response = await api.http.get("/test/whoami", headers={"Authorization": authorization})

@@ -8,18 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.auth.test_tokens import OTHER_ORIGIN, Build
 from tests.auth.token_corpus import GOOD_TOKENS, IGNORED_CATEGORY
-from tests.conftest import (
-    NO_DATABASE_URL,
-    TEST_AZP,
-    AuthApp,
-    FakeClock,
-    SigningKey,
-    auth_client,
-    make_settings,
-    mint,
-)
-from tests.test_auth_tokens import OTHER_ORIGIN, Build
+from tests.support.app import NO_DATABASE_URL, RunningApp, make_settings, running_app
+from tests.support.tokens import TEST_AZP, FakeClock, SigningKey, mint
 
 
 @pytest.fixture
@@ -28,22 +20,22 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def api(clock: FakeClock) -> AsyncIterator[AuthApp]:
+async def api(clock: FakeClock) -> AsyncIterator[RunningApp]:
     settings = make_settings(NO_DATABASE_URL, clerk_authorized_parties=f"{TEST_AZP},{OTHER_ORIGIN}")
-    async with auth_client(settings, clock=clock) as api:
+    async with running_app(settings, clock=clock, with_whoami=True) as api:
         yield api
 
 
 @pytest.mark.parametrize("build", [b for _, b in GOOD_TOKENS], ids=[i for i, _ in GOOD_TOKENS])
 async def test_every_session_token_shape_clerk_mints_passes(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock, build: Build
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock, build: Build
 ) -> None:
     response = await api.whoami(build(signing_key, clock.now))
     assert response.status_code == 200, response.text
 
 
 async def test_a_token_with_the_ignored_category_names_its_user(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     token = mint(signing_key, "user_ignored_cat", now=clock.now, headers={"cat": IGNORED_CATEGORY})
     response = await api.whoami(token)

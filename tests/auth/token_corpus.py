@@ -1,4 +1,4 @@
-"""The token corpus both verifiers are run on: the service's (tests/test_auth_tokens.py) and
+"""The token corpus both verifiers are run on: the service's (tests/auth/test_tokens.py) and
 Clerk's own (tests/auth/test_clerk_compat.py). Every bad token of the service's table, plus the
 good shapes real Clerk instances mint: v1 and v2 claim sets, organizations, billing,
 impersonation (`act`), custom claims, and the header variants Clerk issues."""
@@ -12,8 +12,8 @@ from typing import Any
 import jwt
 
 from quoteapi.auth.verify import MAX_TOKEN_BYTES
-from tests.conftest import TEST_ISSUER, SigningKey
-from tests.test_auth_tokens import BAD_TOKENS, OTHER_ORIGIN, Build, valid
+from tests.auth.test_tokens import BAD_TOKENS, OTHER_ORIGIN, Build, valid
+from tests.support.tokens import TEST_ISSUER, SigningKey
 
 # Clerk's JOSE `cat` values, written out: the tests pin Clerk's values.
 SESSION_CATEGORY = "cl_B7d4PD111AAA"

@@ -16,9 +16,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import TEST_ISSUER, TEST_KEY, mint
 from tests.containers.docker import docker, report, wait_until_healthy
-from tests.servers import free_port
+from tests.support.processes import free_port
+from tests.support.tokens import TEST_ISSUER, TEST_KEY, mint
 
 pytestmark = pytest.mark.slow
 

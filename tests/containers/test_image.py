@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
+from quoteapi.database import parse_database_url
 from quoteapi.dev.databases import (
     create_app_role,
     create_database,
@@ -23,8 +24,6 @@ from quoteapi.dev.databases import (
     url_for_database,
 )
 from quoteapi.migrations import head_revision
-from quoteapi.settings import parse_database_url
-from tests.conftest import TEST_KEY, mint, serve_env
 from tests.containers.docker import (
     BASE_IMAGE,
     docker,
@@ -33,8 +32,10 @@ from tests.containers.docker import (
     report,
     wait_until_healthy,
 )
-from tests.servers import free_port
-from tests.test_reliability_shutdown import _hold_row_lock_until_a_put_waits, _poll
+from tests.reliability.test_shutdown import _hold_row_lock_until_a_put_waits
+from tests.support.polling import until
+from tests.support.processes import free_port, serve_env
+from tests.support.tokens import TEST_KEY, mint
 
 pytestmark = pytest.mark.slow
 
@@ -231,7 +232,9 @@ async def test_docker_stop_lets_the_request_in_flight_finish_and_exits_0(
             stop = asyncio.create_task(
                 asyncio.to_thread(docker, "stop", "--time", str(grace + 5), container.name)
             )
-            await _poll(lambda: _refuses(container), 10, "new connections refused after SIGTERM")
+            await until(
+                lambda: _refuses(container), within=10, what="new connections refused after SIGTERM"
+            )
             assert not in_flight.done()
             await transaction.commit()
             response = await in_flight

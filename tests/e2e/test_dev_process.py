@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.servers import clean_env, free_port
+from tests.support.processes import clean_env, free_port
 
 
 class DevProcess:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.servers import clean_env, free_port
+from tests.support.processes import clean_env, free_port
 
 
 def _migrate(database_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:

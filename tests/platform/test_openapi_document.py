@@ -16,7 +16,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from quoteapi.app import create_app
-from tests.conftest import NO_DATABASE_URL, make_settings
+from tests.support.app import NO_DATABASE_URL, make_settings
 
 REDOCLY = Path(__file__).parent / "redocly"
 WEBHOOK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # so the webhook route is there

@@ -14,8 +14,8 @@ from types import ModuleType
 import httpx
 import pytest
 
-from tests.conftest import TEST_KEY, mint
-from tests.servers import ServerProcess
+from tests.support.processes import ServerProcess
+from tests.support.tokens import TEST_KEY, mint
 
 PACKAGE = "quoteapi_generated_client"
 CONFIG = f"package_name_override: {PACKAGE}\npost_hooks: []\n"

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from quoteapi.app import create_app
-from tests.conftest import make_settings
+from tests.support.app import make_settings
 
 AuthHeaders = Callable[[str], dict[str, str]]
 

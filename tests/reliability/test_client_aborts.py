@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import MintToken, eventually, serve_env
-from tests.servers import ServerProcess, running_server
+from tests.support.polling import until
+from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.tokens import MintToken
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"quoteapi-client-abort-test-secret").decode()
 
@@ -57,7 +58,9 @@ async def test_an_upload_cut_off_mid_body_is_logged_once_as_a_499_client_abort(
     writer.close()  # mid-body: 977 bytes never come
     await writer.wait_closed()
 
-    await eventually(lambda: _access_line(server, request_id) is not None)
+    await until(
+        lambda: _access_line(server, request_id) is not None, within=10, what="the access line"
+    )
     line = _access_line(server, request_id)
     assert line is not None
     assert (line["level"], line["status"], line["route"]) == ("info", 499, path)

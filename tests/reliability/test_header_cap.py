@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from quoteapi.http_protocol import MAX_HEAD_BYTES
-from tests.conftest import MintToken, serve_env
-from tests.servers import ServerProcess, running_server
+from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.tokens import MintToken
 
 # Between two writes, so that the server reads them apart (framing is what these tests vary).
 READ_APART_S = 0.3

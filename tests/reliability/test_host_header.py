@@ -12,8 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import serve_env
-from tests.servers import ServerProcess, running_server
+from tests.support.processes import ServerProcess, running_server, serve_env
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import serve_env
-from tests.servers import ServerProcess, running_server
+from tests.support.processes import ServerProcess, running_server, serve_env
 
 READ_TIMEOUT_S = 1.5
 KEEP_ALIVE_S = 30  # far longer than the test: only the read deadline can close the connection

@@ -5,22 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
 
 import httpx
 import pytest
 
 from quoteapi.settings import Settings
-from tests.conftest import TEST_ISSUER, JwksServer, make_settings
+from tests.support.app import RunningApp, make_settings
+from tests.support.jwks import JwksServer
+from tests.support.problems import assert_problem
+from tests.support.tokens import TEST_ISSUER, AuthHeaders
 
-AuthHeaders = Callable[[str], dict[str, str]]
 ALICE = "user_alice"
 BOB = "user_bob"
 # Versions start at 1: no quote ever carries this ETag.
 NEVER_AN_ETAG = '"0"'
 
 
-@pytest.fixture(params=["direct", "pgbouncer"])
+@pytest.fixture(params=["direct", pytest.param("pgbouncer", marks=pytest.mark.slow)])
 def settings(
     request: pytest.FixtureRequest, database_url: str, jwks_server: JwksServer
 ) -> Settings:
@@ -50,17 +51,6 @@ async def _put(
     client: httpx.AsyncClient, headers: dict[str, str], message: object, **extra: str
 ) -> httpx.Response:
     return await client.put("/me/message", json={"message": message}, headers={**headers, **extra})
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, object] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert {"type", "title", "detail", "request_id"} <= body.keys()
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
 
 
 # --- The life cycle ---------------------------------------------------------------------------
@@ -143,13 +133,15 @@ async def test_get_with_other_if_none_match_returns_200(
     assert response.status_code == 200
 
 
-async def test_put_with_current_etag_replaces(
-    client: httpx.AsyncClient, alice: dict[str, str]
+@pytest.mark.parametrize("if_match", ["current-etag", "*"], ids=["current-etag", "star"])
+async def test_put_with_an_if_match_that_matches_replaces(
+    client: httpx.AsyncClient, alice: dict[str, str], if_match: str
 ) -> None:
-    etag = (await _put(client, alice, "Tab one.")).headers["etag"]
-    response = await _put(client, alice, "Tab one again.", **{"If-Match": etag})
+    etag = (await _put(client, alice, "Old.")).headers["etag"]
+    header = etag if if_match == "current-etag" else if_match
+    response = await _put(client, alice, "New.", **{"If-Match": header})
     assert response.status_code == 200
-    assert response.json()["message"] == "Tab one again."
+    assert response.json()["message"] == "New."
 
 
 async def test_put_with_stale_etag_returns_412_and_keeps_the_newer_quote(
@@ -169,15 +161,6 @@ async def test_put_with_if_match_and_nothing_stored_returns_412(
         response = await _put(client, alice, "Nope.", **{"If-Match": header})
         assert_problem(response, 412, "precondition-failed")
     assert (await client.get("/me/message", headers=alice)).status_code == 404
-
-
-async def test_put_with_if_match_star_replaces_an_existing_quote(
-    client: httpx.AsyncClient, alice: dict[str, str]
-) -> None:
-    await _put(client, alice, "Old.")
-    response = await _put(client, alice, "New.", **{"If-Match": "*"})
-    assert response.status_code == 200
-    assert response.json()["message"] == "New."
 
 
 async def test_put_with_if_none_match_star_creates_once(
@@ -293,24 +276,16 @@ async def test_unknown_or_missing_fields_return_422(
     assert body["errors"][0]["pointer"] == pointer  # type: ignore[index]
 
 
-async def test_body_that_is_not_json_returns_400(
-    client: httpx.AsyncClient, alice: dict[str, str]
+@pytest.mark.parametrize(
+    "content",
+    [b'{"message": "unterminated', b'{"message": "caf\xe9"}'],
+    ids=["not-json", "not-utf8"],
+)
+async def test_body_that_is_not_utf8_json_returns_400_invalid_json(
+    client: httpx.AsyncClient, alice: dict[str, str], content: bytes
 ) -> None:
     response = await client.put(
-        "/me/message",
-        content=b'{"message": "unterminated',
-        headers={**alice, "Content-Type": "application/json"},
-    )
-    assert_problem(response, 400, "invalid-json")
-
-
-async def test_body_that_is_not_utf8_returns_400_invalid_json(
-    client: httpx.AsyncClient, alice: dict[str, str]
-) -> None:
-    response = await client.put(
-        "/me/message",
-        content=b'{"message": "caf\xe9"}',
-        headers={**alice, "Content-Type": "application/json"},
+        "/me/message", content=content, headers={**alice, "Content-Type": "application/json"}
     )
     assert_problem(response, 400, "invalid-json")
 
@@ -457,24 +432,14 @@ async def test_one_access_log_line_per_request_without_token_or_quote(
         assert "private quote" not in text
 
 
-async def test_unexpected_error_returns_500_problem_without_internals(
-    client: httpx.AsyncClient, alice: dict[str, str]
-) -> None:
-    from fastapi import FastAPI
-
-    app: FastAPI = client._transport.app  # type: ignore[attr-defined]
-
-    @app.get("/boom")
+async def test_unexpected_error_returns_500_problem_without_internals(api: RunningApp) -> None:
+    @api.app.get("/boom")
     async def boom() -> None:
         raise RuntimeError("password=hunter2 at /srv/secret.py line 42")
 
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as raw:
+    async with api.client(raise_app_exceptions=False) as raw:
         response = await raw.get("/boom")
     body = assert_problem(response, 500, "internal-error")
     assert "hunter2" not in response.text
     assert "secret.py" not in response.text
     assert "Traceback" not in str(body)
-
-
-# --- CORS and OpenAPI -----------------------------------------------------------------------------

@@ -11,21 +11,18 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.conftest import (
-    NO_DATABASE_URL,
+from tests.support.app import NO_DATABASE_URL, RunningApp, make_settings, running_app
+from tests.support.jwks import JwksServer
+from tests.support.problems import assert_problem
+from tests.support.tokens import (
     SESSION_CATEGORY,
     TEST_AZP,
-    AuthApp,
     FakeClock,
-    JwksServer,
     SigningKey,
-    auth_client,
-    make_settings,
     mint,
     session_claims,
 )
@@ -41,7 +38,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def api(jwks_server: JwksServer, clock: FakeClock) -> AsyncIterator[AuthApp]:
+async def api(jwks_server: JwksServer, clock: FakeClock) -> AsyncIterator[RunningApp]:
     """The app verifying against the loopback JWKS, with authorized parties configured."""
     settings = make_settings(
         NO_DATABASE_URL,
@@ -49,7 +46,7 @@ async def api(jwks_server: JwksServer, clock: FakeClock) -> AsyncIterator[AuthAp
         clerk_authorized_parties=f"{TEST_AZP},{OTHER_ORIGIN}",
         clerk_leeway_seconds=LEEWAY,
     )
-    async with auth_client(settings, clock=clock) as api:
+    async with running_app(settings, clock=clock, with_whoami=True) as api:
         yield api
 
 
@@ -205,15 +202,6 @@ BAD_TOKENS: list[tuple[str, Build, str]] = [
 ]
 
 
-def assert_401(response: httpx.Response, code: str) -> dict[str, Any]:
-    assert response.status_code == 401, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    assert body["status"] == 401
-    return body
-
-
 def test_the_table_covers_every_rejection_code_and_30_tokens() -> None:
     codes = {code for _, _, code in BAD_TOKENS}
     assert len(BAD_TOKENS) >= 30
@@ -238,22 +226,21 @@ def test_the_table_covers_every_rejection_code_and_30_tokens() -> None:
     ("build", "code"), [(b, c) for _, b, c in BAD_TOKENS], ids=[i for i, _, _ in BAD_TOKENS]
 )
 async def test_bad_token_returns_401_with_its_code(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock, build: Build, code: str
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock, build: Build, code: str
 ) -> None:
     token = build(signing_key, clock.now)
     response = await api.http.get(
         "/test/whoami", headers={"Authorization": b"Bearer " + token.encode("utf-8")}
     )
-    body = assert_401(response, code)
+    assert_problem(response, 401, code)
     challenge = response.headers["www-authenticate"]
     assert challenge.startswith(INVALID_TOKEN_CHALLENGE)
     assert challenge.endswith('"')
-    assert body["detail"]
     assert len(api.verifier.cache) == 0  # failures are never cached
 
 
 async def test_valid_token_in_the_authorization_header_passes(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     token = mint(signing_key, "user_123", now=clock.now, sid="sess_abc")
     response = await api.whoami(token)
@@ -262,7 +249,7 @@ async def test_valid_token_in_the_authorization_header_passes(
 
 
 async def test_valid_token_in_the_session_cookie_passes(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     token = mint(signing_key, "user_cookie", now=clock.now)
     response = await api.http.get("/test/whoami", headers={"Cookie": f"__session={token}"})
@@ -271,7 +258,7 @@ async def test_valid_token_in_the_session_cookie_passes(
 
 
 async def test_the_header_wins_over_the_cookie(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     header_token = mint(signing_key, "user_header", now=clock.now)
     cookie_token = mint(signing_key, "user_cookie", now=clock.now)
@@ -280,16 +267,16 @@ async def test_the_header_wins_over_the_cookie(
 
 
 async def test_a_bad_header_token_is_not_rescued_by_a_good_cookie(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     cookie_token = mint(signing_key, "user_cookie", now=clock.now)
     response = await api.whoami("garbage", headers={"Cookie": f"__session={cookie_token}"})
-    assert_401(response, "token-malformed")
+    assert_problem(response, 401, "token-malformed")
 
 
-async def test_no_token_returns_401_token_missing_with_a_bare_challenge(api: AuthApp) -> None:
+async def test_no_token_returns_401_token_missing_with_a_bare_challenge(api: RunningApp) -> None:
     response = await api.whoami()
-    assert_401(response, "token-missing")
+    assert_problem(response, 401, "token-missing")
     assert response.headers["www-authenticate"] == 'Bearer realm="quoteapi"'
 
 
@@ -297,89 +284,71 @@ async def test_no_token_returns_401_token_missing_with_a_bare_challenge(api: Aut
     "authorization", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token x.y.z"]
 )
 async def test_an_authorization_header_that_is_not_bearer_is_malformed(
-    api: AuthApp, authorization: str
+    api: RunningApp, authorization: str
 ) -> None:
     response = await api.http.get("/test/whoami", headers={"Authorization": authorization})
-    assert_401(response, "token-malformed")
+    assert_problem(response, 401, "token-malformed")
 
 
 async def test_the_bearer_scheme_is_case_insensitive(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     token = mint(signing_key, now=clock.now)
     response = await api.http.get("/test/whoami", headers={"Authorization": f"bearer {token}"})
     assert response.status_code == 200, response.text
 
 
-async def test_a_token_expired_within_the_leeway_passes(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock
-) -> None:
-    token = mint(signing_key, now=clock.now - 60, exp=int(clock.now) - (LEEWAY - 1))
-    response = await api.whoami(token)
-    assert response.status_code == 200, response.text
-
-
 async def test_a_token_expired_exactly_the_leeway_ago_is_rejected(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     clock.now = float(int(clock.now))
     token = mint(signing_key, now=clock.now - 60, exp=int(clock.now) - LEEWAY)
-    assert_401(await api.whoami(token), "token-expired")
+    assert_problem(await api.whoami(token), 401, "token-expired")
 
 
-async def test_nbf_and_iat_slightly_ahead_within_the_leeway_pass(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+GOOD_TOKENS: list[tuple[str, Build]] = [
+    (
+        "expired-within-the-leeway",
+        lambda k, n: mint(k, now=n - 60, exp=int(n) - (LEEWAY - 1)),
+    ),
+    (
+        "nbf-and-iat-ahead-within-the-leeway",
+        lambda k, n: mint(k, now=n, nbf=int(n) + LEEWAY - 1, iat=int(n) + LEEWAY - 1),
+    ),
+    ("without-sts-nbf-or-v", lambda k, n: mint(k, now=n, sts=None, nbf=None, v=None)),
+    ("without-cat-or-typ", lambda k, n: mint(k, now=n, headers={"cat": None, "typ": None})),
+    ("first-authorized-party", lambda k, n: mint(k, now=n, azp=TEST_AZP)),
+    ("second-authorized-party", lambda k, n: mint(k, now=n, azp=OTHER_ORIGIN)),
+]
+
+
+@pytest.mark.parametrize("build", [b for _, b in GOOD_TOKENS], ids=[i for i, _ in GOOD_TOKENS])
+async def test_a_token_within_every_rule_passes(
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock, build: Build
 ) -> None:
-    ahead = int(clock.now) + LEEWAY - 1
-    token = mint(signing_key, now=clock.now, nbf=ahead, iat=ahead)
-    response = await api.whoami(token)
+    response = await api.whoami(build(signing_key, clock.now))
     assert response.status_code == 200, response.text
 
 
-async def test_a_token_without_sts_or_nbf_passes(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+@pytest.mark.parametrize(
+    ("setting", "claim"),
+    [({}, {"azp": None}), ({"clerk_allow_pending_sessions": True}, {"sts": "pending"})],
+    ids=["azp-unchecked-without-authorized-parties", "pending-session-allowed"],
+)
+async def test_a_claim_passes_when_the_settings_do_not_ask_for_it(
+    jwks_server: JwksServer,
+    signing_key: SigningKey,
+    setting: dict[str, Any],
+    claim: dict[str, Any],
 ) -> None:
-    token = mint(signing_key, now=clock.now, sts=None, nbf=None, v=None)
-    assert (await api.whoami(token)).status_code == 200
-
-
-async def test_a_token_without_cat_passes(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock
-) -> None:
-    token = mint(signing_key, now=clock.now, headers={"cat": None, "typ": None})
-    assert (await api.whoami(token)).status_code == 200
-
-
-async def test_every_listed_authorized_party_passes(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock
-) -> None:
-    for origin in (TEST_AZP, OTHER_ORIGIN):
-        token = mint(signing_key, now=clock.now, azp=origin)
-        assert (await api.whoami(token)).status_code == 200
-
-
-async def test_azp_is_not_checked_when_no_authorized_parties_are_configured(
-    jwks_server: JwksServer, signing_key: SigningKey
-) -> None:
-    settings = make_settings(NO_DATABASE_URL, clerk_jwks_url=jwks_server.url)
-    async with auth_client(settings) as api:
-        response = await api.whoami(mint(signing_key, azp=None))
-    assert response.status_code == 200, response.text
-
-
-async def test_pending_sessions_pass_when_configured(
-    jwks_server: JwksServer, signing_key: SigningKey
-) -> None:
-    settings = make_settings(
-        NO_DATABASE_URL, clerk_jwks_url=jwks_server.url, clerk_allow_pending_sessions=True
-    )
-    async with auth_client(settings) as api:
-        response = await api.whoami(mint(signing_key, sts="pending"))
+    settings = make_settings(NO_DATABASE_URL, clerk_jwks_url=jwks_server.url, **setting)
+    async with running_app(settings, with_whoami=True) as api:
+        response = await api.whoami(mint(signing_key, **claim))
     assert response.status_code == 200, response.text
 
 
 async def test_a_verified_token_is_served_from_the_cache(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     token = mint(signing_key, "user_cached", now=clock.now)
     first = await api.whoami(token)
@@ -389,12 +358,12 @@ async def test_a_verified_token_is_served_from_the_cache(
 
 
 async def test_a_cached_token_is_not_served_past_its_expiry(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     token = mint(signing_key, now=clock.now)
     assert (await api.whoami(token)).status_code == 200
     clock.advance(60 + LEEWAY)
-    assert_401(await api.whoami(token), "token-expired")
+    assert_problem(await api.whoami(token), 401, "token-expired")
     assert len(api.verifier.cache) == 0
 
 
@@ -403,20 +372,20 @@ async def test_a_static_pem_key_verifies_without_any_fetch(
 ) -> None:
     escaped = signing_key.public_pem.replace("\n", "\\n")  # as it sits on one line in .env
     settings = make_settings(NO_DATABASE_URL, clerk_jwt_key=escaped)
-    async with auth_client(settings) as api:
+    async with running_app(settings, with_whoami=True) as api:
         response = await api.whoami(mint(signing_key))
         other = await api.whoami(mint(OTHER_KEY))
     assert response.status_code == 200, response.text
-    assert_401(other, "token-invalid-signature")
+    assert_problem(other, 401, "token-invalid-signature")
     assert jwks_server.fetches == 0
 
 
 async def test_rejections_log_the_code_and_never_the_token(
-    api: AuthApp, signing_key: SigningKey, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     token = mint(signing_key, now=clock.now - 3600)
     with caplog.at_level(logging.DEBUG):
-        assert_401(await api.whoami(token), "token-expired")
+        assert_problem(await api.whoami(token), 401, "token-expired")
     assert "code=token-expired" in caplog.text
     for part in token.split("."):
         assert part not in caplog.text

@@ -14,18 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (
-    NO_DATABASE_URL,
-    SESSION_CATEGORY,
-    AuthApp,
-    FakeClock,
-    JwksServer,
-    SigningKey,
-    auth_client,
-    eventually,
-    make_settings,
-    mint,
-)
+from tests.support.app import NO_DATABASE_URL, RunningApp, make_settings, running_app
+from tests.support.jwks import JwksServer
+from tests.support.polling import until
+from tests.support.tokens import SESSION_CATEGORY, FakeClock, SigningKey, mint
 
 TTL = 300
 COOLDOWN = 30
@@ -49,8 +41,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def api(jwks_server: JwksServer, clock: FakeClock) -> AsyncIterator[AuthApp]:
-    async with auth_client(key_settings(jwks_server), clock=clock) as api:
+async def api(jwks_server: JwksServer, clock: FakeClock) -> AsyncIterator[RunningApp]:
+    async with running_app(key_settings(jwks_server), clock=clock, with_whoami=True) as api:
         yield api
 
 
@@ -66,7 +58,7 @@ def token_with_kid(kid: str, now: float) -> str:
 
 
 async def test_keys_are_fetched_once_at_start_up_and_then_reused(
-    api: AuthApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     assert jwks_server.fetches == 1
     for i in range(20):
@@ -76,18 +68,18 @@ async def test_keys_are_fetched_once_at_start_up_and_then_reused(
 
 
 async def test_keys_are_refetched_after_the_cache_ttl(
-    api: AuthApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     clock.advance(TTL - 1)
     assert (await api.whoami(mint(signing_key, now=clock.now))).status_code == 200
     assert jwks_server.fetches == 1
     clock.advance(2)
     assert (await api.whoami(mint(signing_key, now=clock.now))).status_code == 200
-    await eventually(lambda: jwks_server.fetches == 2)
+    await until(lambda: jwks_server.fetches == 2, within=10, what="the refetch after the TTL")
 
 
 async def test_rotation_to_a_new_kid_passes_after_one_refetch(
-    api: AuthApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     new_key = SigningKey.generate("ins_rotated")
     jwks_server.publish(new_key)
@@ -101,7 +93,7 @@ async def test_rotation_to_a_new_kid_passes_after_one_refetch(
 
 
 async def test_rotation_under_the_same_kid_refetches_once_after_the_signature_fails(
-    api: AuthApp, jwks_server: JwksServer, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, clock: FakeClock
 ) -> None:
     new_material = SigningKey.generate("ins_test_quoteapi")  # Clerk's kid is the instance id
     jwks_server.publish(new_material)
@@ -112,7 +104,7 @@ async def test_rotation_under_the_same_kid_refetches_once_after_the_signature_fa
 
 
 async def test_bad_signatures_refetch_at_most_once_per_cooldown(
-    api: AuthApp, jwks_server: JwksServer, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, clock: FakeClock
 ) -> None:
     forger = SigningKey.generate("ins_test_quoteapi")
     for _ in range(3):
@@ -124,7 +116,7 @@ async def test_bad_signatures_refetch_at_most_once_per_cooldown(
 
 
 async def test_a_key_change_empties_the_token_cache(
-    api: AuthApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     assert (await api.whoami(mint(signing_key, now=clock.now))).status_code == 200
     assert len(api.verifier.cache) == 1
@@ -135,7 +127,7 @@ async def test_a_key_change_empties_the_token_cache(
 
 
 async def test_an_unchanged_refetch_keeps_the_token_cache(
-    api: AuthApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     token = mint(signing_key, now=clock.now)
     assert (await api.whoami(token)).status_code == 200
@@ -145,7 +137,7 @@ async def test_an_unchanged_refetch_keeps_the_token_cache(
 
 
 async def test_a_token_rejected_for_an_unknown_kid_is_not_remembered(
-    api: AuthApp, jwks_server: JwksServer, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, clock: FakeClock
 ) -> None:
     new_key = SigningKey.generate("ins_later")
     token = mint(new_key, now=clock.now)
@@ -156,7 +148,7 @@ async def test_a_token_rejected_for_an_unknown_kid_is_not_remembered(
 
 
 async def test_500_concurrent_requests_with_a_new_kid_cause_exactly_one_fetch(
-    api: AuthApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     new_key = SigningKey.generate("ins_new")
     jwks_server.publish(signing_key, new_key)
@@ -167,7 +159,7 @@ async def test_500_concurrent_requests_with_a_new_kid_cause_exactly_one_fetch(
 
 
 async def test_1000_garbage_kids_cause_at_most_one_fetch_per_cooldown(
-    api: AuthApp, jwks_server: JwksServer, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, clock: FakeClock
 ) -> None:
     async def flood() -> None:
         tokens = [token_with_kid(f"ins_{uuid.uuid4().hex}", clock.now) for _ in range(1000)]
@@ -185,19 +177,24 @@ async def test_1000_garbage_kids_cause_at_most_one_fetch_per_cooldown(
 
 
 async def test_during_an_outage_the_cached_keys_keep_working(
-    api: AuthApp,
+    api: RunningApp,
     jwks_server: JwksServer,
     signing_key: SigningKey,
     clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    keys = api.verifier.keys
+
+    def failed_fetch() -> bool:
+        return keys.fetches_failed >= 1
+
     jwks_server.stop()
     clock.advance(TTL + 1)
     with caplog.at_level(logging.WARNING, logger="quoteapi.auth"):
         for i in range(3):
             response = await api.whoami(mint(signing_key, f"user_{i}", now=clock.now))
             assert response.status_code == 200, response.text
-            await eventually(lambda: api.verifier.keys.fetches_failed >= 1)
+            await until(failed_fetch, within=10, what="the failed refetch")
         clock.advance(3600)
         response = await api.whoami(mint(signing_key, now=clock.now))
         assert response.status_code == 200, response.text
@@ -205,11 +202,11 @@ async def test_during_an_outage_the_cached_keys_keep_working(
     jwks_server.start()
     clock.advance(RETRY_AFTER)
     assert (await api.whoami(mint(signing_key, now=clock.now))).status_code == 200
-    await eventually(lambda: jwks_server.fetches == 2)
+    await until(lambda: jwks_server.fetches == 2, within=10, what="the refetch after the outage")
 
 
 async def test_keys_older_than_the_stale_bound_are_not_used(
-    api: AuthApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
+    api: RunningApp, jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     jwks_server.stop()
     clock.advance(MAX_STALE + 1)
@@ -226,7 +223,7 @@ async def test_a_cold_start_with_the_jwks_down_returns_503_then_recovers(
 ) -> None:
     jwks_server.stop()
     with caplog.at_level(logging.WARNING, logger="quoteapi.auth"):
-        async with auth_client(key_settings(jwks_server), clock=clock) as api:
+        async with running_app(key_settings(jwks_server), clock=clock, with_whoami=True) as api:
             assert "event=jwks_warm_up_failed" in caplog.text  # start-up went on
             response = await api.whoami(mint(signing_key, now=clock.now))
             assert response.status_code == 503
@@ -246,7 +243,7 @@ async def test_while_the_jwks_is_down_fetches_are_paced(
     jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     jwks_server.stop()
-    async with auth_client(key_settings(jwks_server), clock=clock) as api:
+    async with running_app(key_settings(jwks_server), clock=clock, with_whoami=True) as api:
         jwks_server.start()  # back, but within the pause after the failed warm-up
         response = await api.whoami(mint(signing_key, now=clock.now))
         assert response.status_code == 503
@@ -257,6 +254,6 @@ async def test_a_jwks_answering_an_error_status_counts_as_down(
     jwks_server: JwksServer, signing_key: SigningKey, clock: FakeClock
 ) -> None:
     settings = key_settings(jwks_server, clerk_jwks_url=jwks_server.url.replace("jwks", "nope"))
-    async with auth_client(settings, clock=clock) as api:
+    async with running_app(settings, clock=clock, with_whoami=True) as api:
         response = await api.whoami(mint(signing_key, now=clock.now))
     assert response.status_code == 503

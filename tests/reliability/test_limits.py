@@ -14,8 +14,10 @@ import pytest
 import uvicorn
 
 from quoteapi.http_protocol import MAX_HEAD_BYTES
-from tests.conftest import serve_env
-from tests.servers import ServerProcess, free_port, running_server
+from tests.support.polling import until
+from tests.support.processes import ServerProcess, free_port, running_server, serve_env
+
+pytestmark = pytest.mark.slow
 
 READ_TIMEOUT_S = 1.5
 KEEP_ALIVE_S = 1
@@ -207,10 +209,7 @@ async def test_stock_uvicorn_never_times_out_a_request_head() -> None:
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     try:
-        for _ in range(500):  # bounded poll for start-up
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: server.started, within=10, what="stock uvicorn started")
         connection = await RawConnection.open(port)
         assert await connection.send(b"GET / HTTP/1.1\r\nHost: t\r\n")
         with pytest.raises(AssertionError, match="still open after"):

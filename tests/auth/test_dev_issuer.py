@@ -3,22 +3,27 @@ whose output the dev app accepts over real HTTP through the production verificat
 
 from __future__ import annotations
 
-import socket
 import stat
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
-import uvicorn
+from fastapi import FastAPI
 
 from quoteapi.app import create_app
 from quoteapi.cli import main
 from quoteapi.dev import issuer
-from tests.conftest import NO_DATABASE_URL, SESSION_CATEGORY, auth_client, make_settings, whoami
+from tests.support.app import (
+    NO_DATABASE_URL,
+    WHOAMI_PATH,
+    add_whoami_route,
+    make_settings,
+    running_app,
+    served,
+)
+from tests.support.tokens import SESSION_CATEGORY
 
 
 @pytest.fixture
@@ -34,30 +39,17 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def dev_server(data_dir: Path) -> Iterator[str]:
     """The app configured as `quoteapi dev` configures it, served by uvicorn on loopback."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    settings = make_settings(
-        NO_DATABASE_URL, quoteapi_data_dir=data_dir, **issuer.dev_auth_settings(port)
-    )
-    app = create_app(settings)
-    app.add_api_route("/test/whoami", whoami, methods=["GET"])
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(500):  # poll readiness
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.01)
-    else:
-        raise RuntimeError("the dev server never answered")
-    yield base
-    server.should_exit = True
-    thread.join()
-    sock.close()
+
+    def dev_app(port: int) -> FastAPI:
+        settings = make_settings(
+            NO_DATABASE_URL, quoteapi_data_dir=data_dir, **issuer.dev_auth_settings(port)
+        )
+        app = create_app(settings)
+        add_whoami_route(app)
+        return app
+
+    with served(dev_app) as base_url:
+        yield base_url
 
 
 def run_token_command(capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -70,7 +62,7 @@ def test_quoteapi_token_is_accepted_by_the_dev_server(
 ) -> None:
     token = run_token_command(capsys, "--user", "user_123")
     response = httpx.get(
-        f"{dev_server}/test/whoami", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        f"{dev_server}{WHOAMI_PATH}", headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
     assert response.status_code == 200, response.text
     assert response.json()["user_id"] == "user_123"
@@ -110,7 +102,7 @@ def test_the_dev_key_is_private_to_its_owner_and_kept(data_dir: Path) -> None:
 
 
 async def test_the_dev_jwks_route_is_absent_unless_the_dev_issuer_is_on(data_dir: Path) -> None:
-    async with auth_client(make_settings(NO_DATABASE_URL)) as api:
+    async with running_app(make_settings(NO_DATABASE_URL)) as api:
         response = await api.http.get(issuer.JWKS_PATH)
     assert response.status_code == 404
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +12,16 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+
+from tests.support.polling import wait_until
+from tests.support.processes import (
+    accepts_connections,
+    answers_200,
+    clean_env,
+    spawn,
+    stop_process,
+    wait_ready,
+)
 
 BASE = "http://127.0.0.1:8000"
 
@@ -31,22 +39,12 @@ def test_ci_runs_the_readme_test_command_verbatim(repo_root: Path) -> None:
     assert command in (repo_root / ".ci" / "run").read_text().splitlines()
 
 
-def _port_8000_is_free() -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", 8000)) != 0
-
-
-def _wait_ready(process: subprocess.Popen[bytes], deadline_s: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < deadline_s:
-        assert process.poll() is None, "the run command exited early"
-        try:
-            if httpx.get(f"{BASE}/readyz", timeout=1).status_code == 200:
-                return time.monotonic() - started
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"/readyz was not 200 within {deadline_s} s")
+def _wait_ready(process: subprocess.Popen[bytes], within: float, log: Path) -> float:
+    """Poll GET /readyz until it answers 200; how long that took."""
+    ready = f"{BASE}/readyz"
+    return wait_ready(
+        process, lambda: answers_200(ready), within=within, what=f"{ready} answering 200", log=log
+    )
 
 
 @contextmanager
@@ -54,21 +52,11 @@ def run_command(
     command: str, cwd: Path, env: dict[str, str], log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start `command` in its own process group; Ctrl-C it (SIGINT) on the way out."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            ["bash", "-c", command],
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = spawn(["bash", "-c", command], cwd=cwd, env=env, log=log, start_new_session=True)
     try:
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            process.wait(timeout=60)
+        stop_process(process, signal.SIGINT, within=60, group=True)
 
 
 def _left_running(data_dir: Path, group: int) -> list[str]:
@@ -84,21 +72,17 @@ def _left_running(data_dir: Path, group: int) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_readme_run_command_serves_the_api_and_stops_cleanly(
     repo_root: Path, tmp_path: Path
 ) -> None:
-    if not _port_8000_is_free():
+    if accepts_connections(8000):
         if os.environ.get("CI"):
             pytest.fail("port 8000 is taken; the run command needs it")
         pytest.skip("port 8000 is taken (is `quoteapi dev` running?)")
     command = readme_command(repo_root, "run-command")
     data_dir = tmp_path / "data"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_", "CLERK_", "QUOTEAPI_"))
-    }
-    env["QUOTEAPI_DATA_DIR"] = str(data_dir)
+    env = clean_env({"quoteapi_data_dir": data_dir})
     log = tmp_path / "run.log"
 
     def token(user: str) -> str:
@@ -114,8 +98,9 @@ def test_readme_run_command_serves_the_api_and_stops_cleanly(
 
     auth = {"Authorization": f"Bearer {token('user_e2e')}"}
     with run_command(command, repo_root, env, log) as first:
-        _wait_ready(first, 120)  # the first start also installs into .venv
-        assert "curl -i -X PUT" in log.read_text()
+        _wait_ready(first, 120, log)  # the first start also installs into .venv
+        # The greeting is printed once uvicorn has started, which /readyz may beat by a poll.
+        wait_until(lambda: "curl -i -X PUT" in log.read_text(), within=10, what="the greeting")
         with httpx.Client(base_url=BASE, headers=auth, timeout=10) as http:
             created = http.put("/me/message", json={"message": "First light."})
             assert created.status_code == 201
@@ -132,7 +117,7 @@ def test_readme_run_command_serves_the_api_and_stops_cleanly(
     assert _left_running(data_dir, first.pid) == []
 
     with run_command(command, repo_root, env, log) as second:
-        assert _wait_ready(second, 30) < 30
+        assert _wait_ready(second, 30, log) < 30
         with httpx.Client(base_url=BASE, headers=auth, timeout=10) as http:
             read = http.get("/me/message")
             assert read.json()["message"] == "Kept."  # the data survived the restart

@@ -1,18 +1,18 @@
 """The `quoteapi` command: misconfiguration stops it with one line, no traceback."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.processes import clean_env
+
 
 def _quoteapi(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CLERK_"))}
     return subprocess.run(
         [sys.executable, "-m", "quoteapi", *args],
-        env={**clean, **env},
+        env={**clean_env(), **env},
         cwd=cwd,
         capture_output=True,
         text=True,

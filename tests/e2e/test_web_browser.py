@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -25,8 +24,11 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, Playwright, async_playwright, expect
 
-from tests.conftest import TEST_ISSUER, JwksServer, MintToken
-from tests.servers import clean_env, free_port
+from tests.support.jwks import JwksServer
+from tests.support.processes import answers_200, clean_env, free_port, running_process
+from tests.support.tokens import TEST_ISSUER, MintToken
+
+pytestmark = pytest.mark.slow
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -68,43 +70,19 @@ def quoteapi_dev(workdir: Path, **settings: str) -> Iterator[DevServer]:
     env = clean_env({**settings, "quoteapi_data_dir": workdir / "data"})
     log = workdir / "dev.log"
     argv = ["-m", "quoteapi", "dev", "--port", str(api_port), "--web-port", str(web_port)]
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, *argv],
-            cwd=workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     server = DevServer(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{web_port}", log)
-    try:
-        _wait_ready(process, [f"{server.api}/readyz", f"{server.web}/config.json"], log)
+    ready = [f"{server.api}/readyz", f"{server.web}/config.json"]
+    with running_process(
+        [sys.executable, *argv],
+        cwd=workdir,
+        env=env,
+        log=log,
+        ready=lambda: all(answers_200(url) for url in ready),
+        within=60,
+        what="quoteapi dev answering /readyz and the page's /config.json",
+        stop_signal=signal.SIGINT,
+    ):
         yield server
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def _wait_ready(process: subprocess.Popen[bytes], urls: list[str], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    pending = list(urls)
-    while pending and time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"quoteapi dev exited {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(pending[0], timeout=1).status_code == 200:
-                pending.pop(0)
-                continue
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)  # poll interval
-    if pending:
-        raise RuntimeError(f"{pending[0]} was not ready within 60 s:\n{log.read_text()}")
 
 
 @dataclass

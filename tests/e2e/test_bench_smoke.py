@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 SCENARIOS = {"get-hit": 200, "get-miss": 404, "put": 200, "mix": 200}
 
 

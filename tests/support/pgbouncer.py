@@ -5,42 +5,38 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
-import subprocess
-import time
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
 from quoteapi.database import parse_database_url
-from tests.servers import free_port
+from tests.support.processes import accepts_connections, free_port, running_process
 
 
 def find_pgbouncer() -> str | None:
     return shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"pgbouncer exited: {log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"pgbouncer did not listen on {port}: {log.read_text()}")
-
-
 @contextmanager
-def run_pgbouncer(server_url: str, workdir: Path, *, pool_size: int = 4) -> Iterator[str]:
+def run_pgbouncer(server_url: str, *, pool_size: int = 4) -> Iterator[str]:
     """Start PgBouncer (transaction mode, `pool_size` server connections per database/user) in
     front of the server at `server_url`; yield the same URL pointed at PgBouncer."""
     binary = find_pgbouncer()
     if binary is None:
         raise RuntimeError("pgbouncer is not installed (apt-get install pgbouncer)")
+    # Its files live outside pytest's temporary directories: as root, PgBouncer runs as nobody,
+    # and every pytest session started on the machine makes /tmp/pytest-of-root private again.
+    with (
+        tempfile.TemporaryDirectory(prefix="quoteapi-pgbouncer-") as directory,
+        _running(binary, server_url, Path(directory), pool_size) as url,
+    ):
+        yield url
+
+
+@contextmanager
+def _running(binary: str, server_url: str, workdir: Path, pool_size: int) -> Iterator[str]:
     server = parse_database_url(server_url).connect_kwargs
     user, password = server["user"], server.get("password", "")
     port = free_port()
@@ -59,20 +55,17 @@ def run_pgbouncer(server_url: str, workdir: Path, *, pool_size: int = 4) -> Iter
     )
     for name in ("users.txt", "pgbouncer.ini"):
         (workdir / name).chmod(0o644)
-    log = workdir / "pgbouncer.log"
     # PgBouncer refuses to run as root: drop to an unprivileged user when we are root.
     as_user = {"user": pwd.getpwnam("nobody").pw_uid} if os.geteuid() == 0 else {}
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [binary, str(workdir / "pgbouncer.ini")],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            **as_user,  # type: ignore[arg-type]
-        )
-    try:
-        _wait_for_port(port, process, log)
+    with running_process(
+        [binary, str(workdir / "pgbouncer.ini")],
+        cwd=workdir,
+        env=os.environ,
+        log=workdir / "pgbouncer.log",
+        ready=lambda: accepts_connections(port),
+        within=20,
+        what=f"pgbouncer listening on {port}",
+        **as_user,
+    ):
         host_part = f"{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{port}"
         yield f"postgresql://{host_part}/{server['database']}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

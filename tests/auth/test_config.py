@@ -21,7 +21,8 @@ from quoteapi.auth.keys import (
 )
 from quoteapi.cli import main
 from quoteapi.settings import ConfigError, Settings, load_settings
-from tests.conftest import NO_DATABASE_URL, TEST_KEY
+from tests.support.app import NO_DATABASE_URL
+from tests.support.tokens import TEST_KEY
 
 FRONTEND_API = "clean-pony-42.clerk.accounts.dev"
 PUBLISHABLE_KEY = "pk_test_" + base64.b64encode(f"{FRONTEND_API}$".encode()).decode()
@@ -135,22 +136,6 @@ def test_a_pem_key_with_literal_newline_escapes_is_accepted() -> None:
     assert source.static_key is not None
 
 
-@pytest.mark.parametrize(
-    "pem",
-    [
-        "not a key",
-        ec.generate_private_key(ec.SECP256R1())
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode(),
-    ],
-    ids=["garbage", "ec-key"],
-)
-def test_a_jwt_key_that_is_not_an_rsa_public_key_is_a_config_error(pem: str) -> None:
-    with pytest.raises(ConfigError, match="CLERK_JWT_KEY"):
-        resolve_key_source(clerk_settings(clerk_jwt_key=pem))
-
-
 def test_no_key_source_is_a_one_line_config_error_at_build_time() -> None:
     with pytest.raises(ConfigError) as caught:
         create_app(clerk_settings(clerk_issuer="https://clerk.example.com"))
@@ -160,25 +145,45 @@ def test_no_key_source_is_a_one_line_config_error_at_build_time() -> None:
     assert "Fix:" in message
 
 
-def test_no_issuer_is_a_config_error_at_build_time() -> None:
-    with pytest.raises(ConfigError, match="CLERK_ISSUER") as caught:
-        create_app(clerk_settings(clerk_jwks_url="https://example.test/jwks.json"))
-    assert caught.value.variable == "CLERK_ISSUER"
+@pytest.mark.parametrize(
+    ("values", "variable"),
+    [
+        ({"clerk_jwks_url": "https://example.test/jwks.json"}, "CLERK_ISSUER"),
+        ({"clerk_secret_key": "sk_test_abc"}, "CLERK_ISSUER"),
+        ({"clerk_publishable_key": "pk_test_bm9wZQ"}, "CLERK_PUBLISHABLE_KEY"),
+    ],
+    ids=["no-issuer", "secret-key-alone-needs-an-issuer", "bad-publishable-key"],
+)
+def test_an_incomplete_clerk_configuration_stops_create_app_naming_the_variable(
+    values: dict[str, Any], variable: str
+) -> None:
+    with pytest.raises(ConfigError, match=variable) as caught:
+        create_app(clerk_settings(**values))
+    assert caught.value.variable == variable
 
 
-def test_the_secret_key_alone_needs_clerk_issuer() -> None:
-    with pytest.raises(ConfigError, match="CLERK_ISSUER"):
-        create_app(clerk_settings(clerk_secret_key="sk_test_abc"))
+EC_PUBLIC_PEM = (
+    ec.generate_private_key(ec.SECP256R1())
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 
 
-def test_a_bad_publishable_key_is_a_config_error_at_build_time() -> None:
-    with pytest.raises(ConfigError, match="CLERK_PUBLISHABLE_KEY"):
-        create_app(clerk_settings(clerk_publishable_key="pk_test_bm9wZQ"))
-
-
-def test_a_jwks_url_that_is_not_http_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="CLERK_JWKS_URL"):
-        resolve_key_source(clerk_settings(clerk_jwks_url="file:///etc/passwd"))
+@pytest.mark.parametrize(
+    ("values", "variable"),
+    [
+        ({"clerk_jwt_key": "not a key"}, "CLERK_JWT_KEY"),
+        ({"clerk_jwt_key": EC_PUBLIC_PEM}, "CLERK_JWT_KEY"),
+        ({"clerk_jwks_url": "file:///etc/passwd"}, "CLERK_JWKS_URL"),
+    ],
+    ids=["jwt-key-garbage", "jwt-key-ec", "jwks-url-not-http"],
+)
+def test_an_unusable_key_source_is_a_config_error_naming_the_variable(
+    values: dict[str, Any], variable: str
+) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        resolve_key_source(clerk_settings(**values))
 
 
 def test_a_negative_leeway_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

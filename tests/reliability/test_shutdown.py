@@ -16,9 +16,12 @@ import httpx
 import pytest
 
 from quoteapi.database import parse_database_url
-from tests.servers import ServerProcess
+from tests.support.polling import until
+from tests.support.problems import assert_problem
+from tests.support.processes import ServerProcess
+from tests.support.tokens import AuthHeaders
 
-AuthHeaders = Callable[[str], dict[str, str]]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -27,22 +30,6 @@ async def superuser(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(**parse_database_url(fresh_database).connect_kwargs)
     yield connection
     await connection.close()
-
-
-async def _poll(condition: Callable[[], object], within: float, what: str) -> None:
-    """Poll `condition` (a function, or a coroutine function) until it holds."""
-    deadline = time.monotonic() + within
-    while not await _call(condition):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.02)  # poll interval
-
-
-async def _call(condition: Callable[[], object]) -> object:
-    result = condition()
-    if asyncio.iscoroutine(result):
-        return await result
-    return result
 
 
 def _refuses_connections(port: int) -> bool:
@@ -74,7 +61,7 @@ async def _hold_row_lock_until_a_put_waits(
         )
         return bool(waiting)
 
-    await _poll(put_waits_on_the_lock, 20, f"a PUT for {user} waiting on the row lock")
+    await until(put_waits_on_the_lock, within=20, what=f"a PUT for {user} waiting on the row lock")
     return transaction, in_flight
 
 
@@ -96,7 +83,9 @@ async def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
 
         server.signal(signal.SIGTERM)
         signalled = time.monotonic()
-        await _poll(lambda: _refuses_connections(server.port), 5, "new connections refused")
+        await until(
+            lambda: _refuses_connections(server.port), within=5, what="new connections refused"
+        )
         assert not in_flight.done()  # still waiting on the lock, and not cut off
         await transaction.commit()  # the lock goes; the PUT proceeds
         response = await in_flight
@@ -136,9 +125,7 @@ async def test_sigterm_cancels_a_request_still_running_after_the_grace_period(
             await transaction.rollback()
         # Cut off by the grace period: answered 503 problem+json, not uvicorn's text 500.
         response = await in_flight
-        assert response.status_code == 503
-        assert response.headers["content-type"] == "application/problem+json"
-        assert response.json()["code"] == "shutting-down"
+        assert_problem(response, 503, "shutting-down")
         assert response.headers["retry-after"].isdigit()
     print(f"\nexited {exit_status}, {exited_after:.2f} s after SIGTERM (grace {grace} s)")
     assert exit_status == 0

@@ -3,7 +3,6 @@ sees and changes only the caller's row, and nothing without the transaction-loca
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -12,9 +11,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quoteapi.app import create_app
 from quoteapi.database import parse_database_url
-from tests.conftest import make_settings
+from tests.support.app import make_settings, running_app
+from tests.support.polling import until
 
 
 @pytest.fixture
@@ -92,13 +91,13 @@ async def test_the_application_role_cannot_switch_rls_off(as_app_role: asyncpg.C
 
 async def _startup_warnings(database_url: str, caplog: pytest.LogCaptureFixture) -> list[str]:
     caplog.set_level(logging.INFO, logger="quoteapi.db")
-    app = create_app(make_settings(database_url))
-    async with app.router.lifespan_context(app):
-        # The check runs in the background: poll for its verdict.
-        for _ in range(1000):
-            if any("event=rls_" in r.getMessage() for r in caplog.records):
-                break
-            await asyncio.sleep(0.01)
+    async with running_app(make_settings(database_url)):
+        # The role check runs in the background: poll for its verdict.
+        await until(
+            lambda: any("event=rls_" in r.getMessage() for r in caplog.records),
+            within=10,
+            what="the start-up role check",
+        )
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
 

@@ -12,22 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TEST_ISSUER, TEST_KEY, MintToken
-from tests.servers import clean_env, running_server
+from tests.support.processes import running_server, serve_env
+from tests.support.tokens import MintToken
+
+pytestmark = pytest.mark.slow
 
 
 @contextmanager
 def replica(database_url: str, workdir: Path) -> Iterator[str]:
     """`python -m quoteapi serve` on a free port, through the pooler; yields its base URL."""
-    env = clean_env(
-        {
-            "database_url": database_url,
-            "database_transaction_pooler": "true",
-            "database_pool_size": 3,
-            "clerk_jwt_key": TEST_KEY.public_pem,
-            "clerk_issuer": TEST_ISSUER,
-        }
-    )
+    env = serve_env(database_url, database_transaction_pooler="true", database_pool_size=3)
     with running_server(workdir, env) as server:
         yield server.url
 

@@ -3,33 +3,24 @@ Swagger UI, and 503 when the database is down."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from quoteapi.app import create_app
 from quoteapi.settings import Settings
+from tests.support.app import running_app
+from tests.support.problems import assert_problem
+from tests.support.tokens import AuthHeaders
 
-AuthHeaders = Callable[[str], dict[str, str]]
 SPA_ORIGIN = "http://localhost:5173"
-
-
-async def _client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
-            yield client
 
 
 @pytest.fixture
 async def cors_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in _client_for(
-        settings.model_copy(update={"cors_allow_origins": [SPA_ORIGIN]})
-    ):
-        yield client
+    async with running_app(settings.model_copy(update={"cors_allow_origins": [SPA_ORIGIN]})) as api:
+        yield api.http
 
 
 async def test_preflight_from_an_allowed_origin_lets_the_browser_send_authorization(
@@ -118,9 +109,10 @@ async def test_docs_are_served_and_can_be_turned_off(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
     assert (await client.get("/docs")).status_code == 200
-    async for quiet in _client_for(settings.model_copy(update={"quoteapi_docs_enabled": False})):
-        assert (await quiet.get("/docs")).status_code == 404
-        assert (await quiet.get("/openapi.json")).status_code == 200
+    quiet_settings = settings.model_copy(update={"quoteapi_docs_enabled": False})
+    async with running_app(quiet_settings) as quiet:
+        assert (await quiet.http.get("/docs")).status_code == 404
+        assert (await quiet.http.get("/openapi.json")).status_code == 200
 
 
 async def test_unreachable_database_returns_503_with_retry_after(
@@ -132,14 +124,12 @@ async def test_unreachable_database_returns_503_with_retry_after(
             "database_connect_timeout": 1,
         }
     )
-    async for client in _client_for(down):
+    async with running_app(down) as api:
         for method in ("GET", "PUT", "DELETE"):
-            response = await client.request(
+            response = await api.http.request(
                 method, "/me/message", json={"message": "x"}, headers=auth_headers("user_down")
             )
-            assert response.status_code == 503, (method, response.text)
-            assert response.headers["content-type"] == "application/problem+json"
-            assert response.json()["code"] == "database-unavailable"
+            assert_problem(response, 503, "database-unavailable")
             assert response.headers["retry-after"].isdigit()
 
 

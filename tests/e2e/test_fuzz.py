@@ -41,8 +41,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import TEST_KEY, mint, serve_env
-from tests.servers import ServerProcess, running_server
+from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.tokens import TEST_KEY, mint
+
+pytestmark = pytest.mark.slow
 
 SEED = int(os.environ.get("QUOTEAPI_FUZZ_SEED") or random.randrange(2**31))
 # Test cases per operation and phase (schemathesis), and sequences of up to 12 steps (stateful).

@@ -3,46 +3,41 @@ no "prepared statement does not exist" or duplicate-statement errors."""
 
 import asyncio
 
-import httpx
+import pytest
 
-from quoteapi.app import create_app
 from quoteapi.messages.repository import Messages
-from quoteapi.services import Services
-from tests.conftest import make_settings
+from tests.support.app import RunningApp, make_settings, running_app
 
 
+@pytest.mark.slow
 async def test_200_concurrent_requests_over_a_small_pool_through_pgbouncer(
     pooled_database_url: str,
 ) -> None:
-    app = create_app(
-        make_settings(pooled_database_url, database_pool_size=5, database_transaction_pooler=True)
+    settings = make_settings(
+        pooled_database_url, database_pool_size=5, database_transaction_pooler=True
     )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            responses = await asyncio.gather(*(client.get("/readyz") for _ in range(200)))
+    async with running_app(settings) as api:
+        responses = await asyncio.gather(*(api.http.get("/readyz") for _ in range(200)))
     assert [r.status_code for r in responses] == [200] * 200
 
 
-async def test_repository_sessions_write_and_read_through_pgbouncer(
-    pooled_database_url: str,
-) -> None:
-    app = create_app(
-        make_settings(pooled_database_url, database_pool_size=3, database_transaction_pooler=True)
+@pytest.mark.slow
+async def test_repository_writes_and_reads_through_pgbouncer(pooled_database_url: str) -> None:
+    settings = make_settings(
+        pooled_database_url, database_pool_size=3, database_transaction_pooler=True
     )
 
-    async def write_then_read(n: int) -> str:
+    async def write_then_read(api: RunningApp, n: int) -> str:
         user_id = f"user_pool_{n % 20}"
-        services: Services = app.state.services
-        async with services.database.session() as session:
-            messages = Messages(session, services.messages)
+        async with api.services.database.session() as session:
+            messages = Messages(session, api.services.messages)
             await messages.save(user_id, f"quote {n}")
             stored = await messages.read(user_id)
             assert stored is not None
             return stored.message
 
-    async with app.router.lifespan_context(app):
-        results = await asyncio.gather(*(write_then_read(n) for n in range(200)))
+    async with running_app(settings) as api:
+        results = await asyncio.gather(*(write_then_read(api, n) for n in range(200)))
     assert all(result.startswith("quote ") for result in results)
 
 

@@ -9,10 +9,11 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from quoteapi.logs import JsonFormatter, ReadableFormatter
-from tests.conftest import TEST_ISSUER, TEST_KEY, MintToken
-from tests.servers import clean_env, running_server
+from tests.support.processes import running_server, serve_env
+from tests.support.tokens import MintToken
 
 
 def _record(**fields: object) -> logging.LogRecord:
@@ -37,17 +38,12 @@ def test_readable_formatter_writes_key_value_pairs() -> None:
     assert line == "INFO    quoteapi.access: request method=GET status=404"
 
 
+@pytest.mark.slow
 def test_serve_with_two_workers_logs_json_access_lines_without_the_token(
     database_url: str, tmp_path: Path, mint_token: MintToken
 ) -> None:
     # uvicorn's worker processes are fresh interpreters: each must set up JSON logging itself.
-    env = clean_env(
-        {
-            "database_url": database_url,
-            "clerk_jwt_key": TEST_KEY.public_pem,
-            "clerk_issuer": TEST_ISSUER,
-        }
-    )
+    env = serve_env(database_url)
     token = mint_token("user_logs")
     request_ids = [f"logs-{uuid.uuid4().hex[:12]}" for _ in range(4)]
     with running_server(tmp_path, env, args=("--workers", "2"), ready_within=60) as server:

@@ -9,12 +9,15 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 from pydantic import SecretStr
 
 from quoteapi.database import parse_database_url
 from quoteapi.dev.webhook_sender import send_sample_user_deleted
-from tests.conftest import TEST_KEY, SigningKey, mint
-from tests.servers import ServerProcess, free_port
+from tests.support.processes import ServerProcess, free_port
+from tests.support.tokens import TEST_KEY, SigningKey, mint
+
+pytestmark = pytest.mark.slow
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"quoteapi-test-webhook-secret-42!").decode()
 DOWN_PASSWORD = "db-password-that-must-never-be-logged-7f3a"

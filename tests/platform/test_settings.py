@@ -77,16 +77,17 @@ def test_neon_url_requires_tls_and_drops_channel_binding_with_a_note() -> None:
     assert any("channel_binding" in note for note in target.notes)
 
 
-def test_sslmode_verify_full_checks_certificate_and_host() -> None:
-    context = _ssl_of(f"postgresql://alex:s3cret@{NEON_HOST}/neondb?sslmode=verify-full")
+@pytest.mark.parametrize(
+    ("sslmode", "checks_hostname"),
+    [("verify-full", True), ("verify-ca", False)],
+    ids=["verify-full", "verify-ca"],
+)
+def test_sslmode_verify_checks_the_certificate_and_the_host_only_when_full(
+    sslmode: str, checks_hostname: bool
+) -> None:
+    context = _ssl_of(f"postgresql://alex:s3cret@{NEON_HOST}/neondb?sslmode={sslmode}")
     assert context.verify_mode == ssl.CERT_REQUIRED
-    assert context.check_hostname
-
-
-def test_sslmode_verify_ca_checks_certificate_only() -> None:
-    context = _ssl_of(f"postgresql://alex:s3cret@{NEON_HOST}/neondb?sslmode=verify-ca")
-    assert context.verify_mode == ssl.CERT_REQUIRED
-    assert not context.check_hostname
+    assert context.check_hostname is checks_hostname
 
 
 def test_unknown_parameters_are_never_forwarded_as_server_settings() -> None:

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import serve_env
-from tests.servers import ServerProcess, running_server
+from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.tokens import AuthHeaders
 
-AuthHeaders = Callable[[str], dict[str, str]]
+pytestmark = pytest.mark.slow
 
 RACERS = 500
 # Conditional writers: all but one lose at once with 412, so fewer show the same thing.

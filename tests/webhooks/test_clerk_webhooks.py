@@ -8,20 +8,15 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import socket
 import sys
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,7 +26,9 @@ from quoteapi.migrations import alembic_config, upgrade_async
 from quoteapi.problems import PROBLEM_MEDIA_TYPE
 from quoteapi.settings import ConfigError
 from quoteapi.webhooks.signatures import MAX_BODY_BYTES, TOLERANCE_SECONDS
-from tests.conftest import make_settings
+from tests.support.app import make_settings, running_app, served
+from tests.support.problems import assert_problem
+from tests.support.processes import clean_env
 
 TEST_SECRET = "whsec_" + base64.b64encode(b"quoteapi-webhook-test-signing-key").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"some-other-endpoint-signing-key!").decode()
@@ -79,27 +76,19 @@ def user_deleted(user_id: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def webhook_app(database_url: str, owner_engine: AsyncEngine) -> AsyncIterator[FastAPI]:
-    """The app with CLERK_WEBHOOK_SIGNING_SECRET set, on a database emptied for this test.
-    Rows are arranged and inspected as the owner (`app.state.owner_engine`): the app's own
+async def hooks(database_url: str, owner_engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the app with CLERK_WEBHOOK_SIGNING_SECRET set, on a database emptied for
+    this test. Rows are arranged and inspected as the owner (`owner_engine`): the app's own
     role sees only one user's row per transaction (row-level security)."""
-    application = create_app(make_settings(database_url, clerk_webhook_signing_secret=TEST_SECRET))
-    application.state.owner_engine = owner_engine
-    async with application.router.lifespan_context(application):
+    settings = make_settings(database_url, clerk_webhook_signing_secret=TEST_SECRET)
+    async with running_app(settings) as api:
         async with owner_engine.begin() as connection:
             await connection.execute(text("TRUNCATE user_messages, webhook_deliveries"))
-        yield application
+        yield api.http
 
 
-@pytest.fixture
-async def hooks(webhook_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=webhook_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
-        yield http
-
-
-async def store_quotes(app: FastAPI, *user_ids: str) -> None:
-    async with app.state.owner_engine.begin() as connection:
+async def store_quotes(owner_engine: AsyncEngine, *user_ids: str) -> None:
+    async with owner_engine.begin() as connection:
         for user_id in user_ids:
             await connection.execute(
                 text("INSERT INTO user_messages (user_id, message) VALUES (:u, 'A quote.')"),
@@ -107,56 +96,50 @@ async def store_quotes(app: FastAPI, *user_ids: str) -> None:
             )
 
 
-async def stored_users(app: FastAPI) -> set[str]:
-    async with app.state.owner_engine.connect() as connection:
+async def stored_users(owner_engine: AsyncEngine) -> set[str]:
+    async with owner_engine.connect() as connection:
         return set((await connection.scalars(text("SELECT user_id FROM user_messages"))).all())
 
 
-async def recorded_deliveries(app: FastAPI) -> set[str]:
-    async with app.state.owner_engine.connect() as connection:
+async def recorded_deliveries(owner_engine: AsyncEngine) -> set[str]:
+    async with owner_engine.connect() as connection:
         return set((await connection.scalars(text("SELECT svix_id FROM webhook_deliveries"))).all())
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
-    assert response.json()["code"] == code
 
 
 # --- user.deleted -----------------------------------------------------------------------------
 
 
 async def test_user_deleted_removes_only_that_users_row(
-    hooks: httpx.AsyncClient, webhook_app: FastAPI
+    hooks: httpx.AsyncClient, owner_engine: AsyncEngine
 ) -> None:
-    await store_quotes(webhook_app, "user_a", "user_b")
+    await store_quotes(owner_engine, "user_a", "user_b")
     body, headers = signed(user_deleted("user_a"), msg_id="msg_delete_a")
 
     response = await hooks.post(URL, content=body, headers=headers)
 
     assert response.status_code == 200
     assert response.json() == {"outcome": "deleted"}
-    assert await stored_users(webhook_app) == {"user_b"}
-    assert await recorded_deliveries(webhook_app) == {"msg_delete_a"}
+    assert await stored_users(owner_engine) == {"user_b"}
+    assert await recorded_deliveries(owner_engine) == {"msg_delete_a"}
 
 
 async def test_user_deleted_for_a_user_without_a_quote_is_acknowledged(
-    hooks: httpx.AsyncClient, webhook_app: FastAPI
+    hooks: httpx.AsyncClient, owner_engine: AsyncEngine
 ) -> None:
-    await store_quotes(webhook_app, "user_b")
+    await store_quotes(owner_engine, "user_b")
     body, headers = signed(user_deleted("user_never_saved"))
     response = await hooks.post(URL, content=body, headers=headers)
     assert response.json() == {"outcome": "deleted"}
-    assert await stored_users(webhook_app) == {"user_b"}
+    assert await stored_users(owner_engine) == {"user_b"}
 
 
 async def test_redelivery_of_the_same_svix_id_changes_nothing(
-    hooks: httpx.AsyncClient, webhook_app: FastAPI
+    hooks: httpx.AsyncClient, owner_engine: AsyncEngine
 ) -> None:
-    await store_quotes(webhook_app, "user_a")
+    await store_quotes(owner_engine, "user_a")
     body, headers = signed(user_deleted("user_a"), msg_id="msg_replayed")
     assert (await hooks.post(URL, content=body, headers=headers)).json()["outcome"] == "deleted"
-    await store_quotes(webhook_app, "user_a")  # the row is re-created in between
+    await store_quotes(owner_engine, "user_a")  # the row is re-created in between
 
     # Svix signs each attempt afresh: same svix-id, new timestamp and signature.
     body, headers = signed(user_deleted("user_a"), msg_id="msg_replayed")
@@ -164,13 +147,13 @@ async def test_redelivery_of_the_same_svix_id_changes_nothing(
 
     assert response.status_code == 200
     assert response.json() == {"outcome": "duplicate"}
-    assert await stored_users(webhook_app) == {"user_a"}
+    assert await stored_users(owner_engine) == {"user_a"}
 
 
 async def test_concurrent_deliveries_of_one_svix_id_act_once(
-    hooks: httpx.AsyncClient, webhook_app: FastAPI
+    hooks: httpx.AsyncClient, owner_engine: AsyncEngine
 ) -> None:
-    await store_quotes(webhook_app, "user_a")
+    await store_quotes(owner_engine, "user_a")
     body, headers = signed(user_deleted("user_a"), msg_id="msg_concurrent")
 
     responses = await asyncio.gather(
@@ -181,38 +164,32 @@ async def test_concurrent_deliveries_of_one_svix_id_act_once(
     assert outcomes == ["deleted", "duplicate", "duplicate", "duplicate"]
 
 
-async def test_user_deleted_without_data_id_is_acknowledged(
-    hooks: httpx.AsyncClient, webhook_app: FastAPI
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "user.deleted", "data": {"deleted": True}},
+        {"type": "user.updated", "data": {"id": "user_a", "first_name": "A"}},
+    ],
+    ids=["user-deleted-without-data-id", "unknown-event-type"],
+)
+async def test_an_event_with_nothing_to_do_is_acknowledged_and_changes_nothing(
+    hooks: httpx.AsyncClient, owner_engine: AsyncEngine, event: dict[str, Any]
 ) -> None:
-    await store_quotes(webhook_app, "user_a")
-    body, headers = signed({"type": "user.deleted", "data": {"deleted": True}})
-
-    response = await hooks.post(URL, content=body, headers=headers)
-
-    assert response.status_code == 200
-    assert response.json() == {"outcome": "ignored"}
-    assert await stored_users(webhook_app) == {"user_a"}
-
-
-async def test_unknown_event_type_is_acknowledged_and_changes_nothing(
-    hooks: httpx.AsyncClient, webhook_app: FastAPI
-) -> None:
-    await store_quotes(webhook_app, "user_a")
-    event = {"type": "user.updated", "data": {"id": "user_a", "first_name": "A"}}
+    await store_quotes(owner_engine, "user_a")
     body, headers = signed(event)
 
     response = await hooks.post(URL, content=body, headers=headers)
 
     assert response.status_code == 200
     assert response.json() == {"outcome": "ignored"}
-    assert await stored_users(webhook_app) == {"user_a"}
-    assert await recorded_deliveries(webhook_app) == set()
+    assert await stored_users(owner_engine) == {"user_a"}
+    assert await recorded_deliveries(owner_engine) == set()
 
 
 async def test_deliveries_older_than_the_retention_are_pruned(
-    hooks: httpx.AsyncClient, webhook_app: FastAPI
+    hooks: httpx.AsyncClient, owner_engine: AsyncEngine
 ) -> None:
-    async with webhook_app.state.owner_engine.begin() as connection:
+    async with owner_engine.begin() as connection:
         await connection.execute(
             text(
                 "INSERT INTO webhook_deliveries (svix_id, event_type, received_at) VALUES"
@@ -224,56 +201,53 @@ async def test_deliveries_older_than_the_retention_are_pruned(
 
     await hooks.post(URL, content=body, headers=headers)
 
-    assert await recorded_deliveries(webhook_app) == {"msg_recent", "msg_new"}
+    assert await recorded_deliveries(owner_engine) == {"msg_recent", "msg_new"}
 
 
 # --- Refused deliveries: 400 with one code per reason, nothing changed ------------------------
 
 
-async def test_tampered_body_returns_400_invalid_signature(
-    hooks: httpx.AsyncClient, webhook_app: FastAPI
-) -> None:
-    await store_quotes(webhook_app, "user_a", "user_b")
-    body, headers = signed(user_deleted("user_a"))
-    tampered = body.replace(b"user_a", b"user_b")
+def tampered_body(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    return body.replace(b"user_a", b"user_b"), headers
 
-    response = await hooks.post(URL, content=tampered, headers=headers)
+
+def signed_with_another_secret(
+    body: bytes, headers: dict[str, str]
+) -> tuple[bytes, dict[str, str]]:
+    return signed(body, msg_id=headers["svix-id"], secret=OTHER_SECRET)
+
+
+@pytest.mark.parametrize(
+    "spoil", [tampered_body, signed_with_another_secret], ids=["tampered-body", "wrong-secret"]
+)
+async def test_a_signature_that_does_not_verify_returns_400_and_changes_nothing(
+    hooks: httpx.AsyncClient,
+    owner_engine: AsyncEngine,
+    spoil: Callable[[bytes, dict[str, str]], tuple[bytes, dict[str, str]]],
+) -> None:
+    await store_quotes(owner_engine, "user_a", "user_b")
+    body, headers = spoil(*signed(user_deleted("user_a")))
+
+    response = await hooks.post(URL, content=body, headers=headers)
 
     assert_problem(response, 400, "webhook-invalid-signature")
-    assert await stored_users(webhook_app) == {"user_a", "user_b"}
-    assert await recorded_deliveries(webhook_app) == set()
+    assert await stored_users(owner_engine) == {"user_a", "user_b"}
+    assert await recorded_deliveries(owner_engine) == set()
 
 
-async def test_wrong_secret_returns_400_invalid_signature(
-    hooks: httpx.AsyncClient, webhook_app: FastAPI
+@pytest.mark.parametrize(
+    ("offset", "code"),
+    [(-TOLERANCE_SECONDS - 60, "webhook-stale"), (TOLERANCE_SECONDS + 60, "webhook-future")],
+    ids=["stale", "future"],
+)
+async def test_timestamp_outside_the_tolerance_returns_400_naming_the_direction(
+    hooks: httpx.AsyncClient, owner_engine: AsyncEngine, offset: int, code: str
 ) -> None:
-    await store_quotes(webhook_app, "user_a")
-    body, headers = signed(user_deleted("user_a"), secret=OTHER_SECRET)
+    await store_quotes(owner_engine, "user_a")
+    body, headers = signed(user_deleted("user_a"), timestamp=int(time.time()) + offset)
     response = await hooks.post(URL, content=body, headers=headers)
-    assert_problem(response, 400, "webhook-invalid-signature")
-    assert await stored_users(webhook_app) == {"user_a"}
-
-
-async def test_stale_timestamp_returns_400_webhook_stale(
-    hooks: httpx.AsyncClient, webhook_app: FastAPI
-) -> None:
-    await store_quotes(webhook_app, "user_a")
-    old = int(time.time()) - TOLERANCE_SECONDS - 60
-    body, headers = signed(user_deleted("user_a"), timestamp=old)
-    response = await hooks.post(URL, content=body, headers=headers)
-    assert_problem(response, 400, "webhook-stale")
-    assert await stored_users(webhook_app) == {"user_a"}
-
-
-async def test_future_timestamp_returns_400_webhook_future(
-    hooks: httpx.AsyncClient, webhook_app: FastAPI
-) -> None:
-    await store_quotes(webhook_app, "user_a")
-    ahead = int(time.time()) + TOLERANCE_SECONDS + 60
-    body, headers = signed(user_deleted("user_a"), timestamp=ahead)
-    response = await hooks.post(URL, content=body, headers=headers)
-    assert_problem(response, 400, "webhook-future")
-    assert await stored_users(webhook_app) == {"user_a"}
+    assert_problem(response, 400, code)
+    assert await stored_users(owner_engine) == {"user_a"}
 
 
 @pytest.mark.parametrize("header", ["svix-id", "svix-timestamp", "svix-signature"])
@@ -286,9 +260,9 @@ async def test_missing_header_returns_400_naming_it(hooks: httpx.AsyncClient, he
 
 
 async def test_signature_list_with_one_good_entry_among_bad_ones_is_accepted(
-    hooks: httpx.AsyncClient, webhook_app: FastAPI
+    hooks: httpx.AsyncClient, owner_engine: AsyncEngine
 ) -> None:
-    await store_quotes(webhook_app, "user_a")
+    await store_quotes(owner_engine, "user_a")
     body, headers = signed(user_deleted("user_a"))
     wrong = signature(body, headers["svix-id"], int(headers["svix-timestamp"]), OTHER_SECRET)
     unknown_version = "v1a," + base64.b64encode(b"x" * 64).decode()
@@ -297,7 +271,7 @@ async def test_signature_list_with_one_good_entry_among_bad_ones_is_accepted(
     response = await hooks.post(URL, content=body, headers=headers)
 
     assert response.json() == {"outcome": "deleted"}
-    assert await stored_users(webhook_app) == set()
+    assert await stored_users(owner_engine) == set()
 
 
 @pytest.mark.parametrize(
@@ -305,16 +279,16 @@ async def test_signature_list_with_one_good_entry_among_bad_ones_is_accepted(
     ["v1", "v1,not base64!", "v1,abc,def", ",c2ln", "v1,c2ln=x", "garbage"],
 )
 async def test_malformed_signature_entry_returns_400_even_beside_a_good_one(
-    hooks: httpx.AsyncClient, webhook_app: FastAPI, entry: str
+    hooks: httpx.AsyncClient, owner_engine: AsyncEngine, entry: str
 ) -> None:
-    await store_quotes(webhook_app, "user_a")
+    await store_quotes(owner_engine, "user_a")
     body, headers = signed(user_deleted("user_a"))
     headers["svix-signature"] = f"{entry} {headers['svix-signature']}"
 
     response = await hooks.post(URL, content=body, headers=headers)
 
     assert_problem(response, 400, "webhook-malformed-header")
-    assert await stored_users(webhook_app) == {"user_a"}
+    assert await stored_users(owner_engine) == {"user_a"}
 
 
 @pytest.mark.parametrize("timestamp", ["soon", "1.7e9", "-5", "nan", "99999999999999999999"])
@@ -383,11 +357,10 @@ async def test_body_of_exactly_one_mebibyte_is_accepted(hooks: httpx.AsyncClient
 async def test_endpoint_is_absent_without_a_signing_secret(
     database_url: str, secret: str | None
 ) -> None:
-    app = create_app(make_settings(database_url, clerk_webhook_signing_secret=secret))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    settings = make_settings(database_url, clerk_webhook_signing_secret=secret)
+    async with running_app(settings, lifespan=False) as api:
         body, headers = signed(user_deleted("user_a"))
-        response = await client.post(URL, content=body, headers=headers)
+        response = await api.http.post(URL, content=body, headers=headers)
     assert_problem(response, 404, "not-found")
 
 
@@ -405,10 +378,9 @@ async def test_migration_0002_downgrades_and_upgrades_cleanly(empty_database_url
     target = parse_database_url(empty_database_url)
     await upgrade_async(target)
     await asyncio.to_thread(command.downgrade, alembic_config(target), "0001")
-    app = create_app(make_settings(empty_database_url))
     async with (
-        app.router.lifespan_context(app),
-        app.state.services.database.engine.connect() as connection,
+        running_app(make_settings(empty_database_url)) as api,
+        api.engine.connect() as connection,
     ):
         assert await connection.scalar(text("SELECT to_regclass('webhook_deliveries')")) is None
         assert await connection.scalar(text("SELECT to_regclass('user_messages')")) is not None
@@ -419,31 +391,17 @@ async def test_migration_0002_downgrades_and_upgrades_cleanly(empty_database_url
 
 
 @pytest.fixture
-def served_url(webhook_app: FastAPI, database_url: str) -> Iterator[str]:
-    """The webhook app served by a real uvicorn on 127.0.0.1 (its own thread and event loop)."""
-    app = create_app(make_settings(database_url, clerk_webhook_signing_secret=TEST_SECRET))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:  # poll readiness; the join doubles as the pause
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
-        thread.join(timeout=0.05)
-    try:
-        yield f"http://127.0.0.1:{port}{URL}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        listener.close()
+def served_url(hooks: httpx.AsyncClient, database_url: str) -> Iterator[str]:
+    """The webhook app served by a real uvicorn on 127.0.0.1 (its own thread and event loop),
+    on the database `hooks` emptied."""
+    settings = make_settings(database_url, clerk_webhook_signing_secret=TEST_SECRET)
+    with served(lambda port: create_app(settings)) as base_url:
+        yield f"{base_url}{URL}"
 
 
 async def run_cli(*args: str, secret: str, cwd: Path) -> tuple[int, str, str]:
     # cwd: an empty folder, so a developer's .env is not read; the secret comes from the env.
-    env = {**os.environ, "CLERK_WEBHOOK_SIGNING_SECRET": secret}
+    env = clean_env({"clerk_webhook_signing_secret": secret})
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -459,10 +417,11 @@ async def run_cli(*args: str, secret: str, cwd: Path) -> tuple[int, str, str]:
     return process.returncode, stdout.decode(), stderr.decode()
 
 
+@pytest.mark.slow
 async def test_cli_webhook_send_is_accepted_and_deletes_the_user(
-    served_url: str, webhook_app: FastAPI, tmp_path: Path
+    served_url: str, owner_engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    await store_quotes(webhook_app, "user_cli", "user_other")
+    await store_quotes(owner_engine, "user_cli", "user_other")
 
     code, out, err = await run_cli(
         "webhook-send", "--url", served_url, "--user", "user_cli", secret=TEST_SECRET, cwd=tmp_path
@@ -471,13 +430,14 @@ async def test_cli_webhook_send_is_accepted_and_deletes_the_user(
     assert code == 0, err
     assert out.startswith("200 ")
     assert json.loads(out.removeprefix("200 ")) == {"outcome": "deleted"}
-    assert await stored_users(webhook_app) == {"user_other"}
+    assert await stored_users(owner_engine) == {"user_other"}
 
 
+@pytest.mark.slow
 async def test_cli_webhook_send_with_another_secret_is_refused(
-    served_url: str, webhook_app: FastAPI, tmp_path: Path
+    served_url: str, owner_engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    await store_quotes(webhook_app, "user_cli")
+    await store_quotes(owner_engine, "user_cli")
 
     code, out, _ = await run_cli(
         "webhook-send", "--url", served_url, "--user", "user_cli", secret=OTHER_SECRET, cwd=tmp_path
@@ -486,7 +446,7 @@ async def test_cli_webhook_send_with_another_secret_is_refused(
     assert code == 1
     assert out.startswith("400 ")
     assert "webhook-invalid-signature" in out
-    assert await stored_users(webhook_app) == {"user_cli"}
+    assert await stored_users(owner_engine) == {"user_cli"}
 
 
 async def test_openapi_documents_the_endpoint(hooks: httpx.AsyncClient) -> None:

@@ -3,19 +3,18 @@ request, JWKS, token-cache and pool metrics move with the traffic."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from quoteapi.app import create_app
 from quoteapi.auth.verify import CountingTokenCache, TokenCache, TokenVerifier
 from quoteapi.middleware import RequestContextMiddleware
-from tests.conftest import TEST_ISSUER, JwksServer, make_settings
+from tests.support.app import RunningApp, make_settings, running_app
+from tests.support.jwks import JwksServer
+from tests.support.tokens import TEST_ISSUER, AuthHeaders
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -33,7 +32,7 @@ def _value(samples: Samples, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-async def metrics_app(database_url: str, jwks_server: JwksServer) -> AsyncIterator[FastAPI]:
+async def metrics_api(database_url: str, jwks_server: JwksServer) -> AsyncIterator[RunningApp]:
     settings = make_settings(
         database_url,
         clerk_jwks_url=jwks_server.url,
@@ -41,40 +40,32 @@ async def metrics_app(database_url: str, jwks_server: JwksServer) -> AsyncIterat
         quoteapi_metrics_enabled=True,
         database_pool_size=3,
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with running_app(settings) as api:
         # A start-up check runs in the background on a pooled connection: let it finish, so
         # the test sees an idle pool.
-        for _ in range(500):
-            if app.state.services.database.engine.pool.checkedout() == 0:
-                break
-            await asyncio.sleep(0.01)
-        yield app
+        await api.wait_for_idle_pool()
+        yield api
 
 
 @pytest.fixture
-async def metrics_client(metrics_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=metrics_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
-        yield http
+def metrics_client(metrics_api: RunningApp) -> httpx.AsyncClient:
+    return metrics_api.http
 
 
 async def test_metrics_are_off_by_default_with_nothing_installed(
     database_url: str, jwks_server: JwksServer
 ) -> None:
     settings = make_settings(database_url, clerk_jwks_url=jwks_server.url)
-    app = create_app(settings)
-    (context,) = [m for m in app.user_middleware if m.cls is RequestContextMiddleware]
-    assert context.kwargs["observe"] is None  # nothing timed for metrics on the hot path
-    # No counting on the hot path.
-    assert type(TokenVerifier.from_settings(settings).cache) is TokenCache
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
-        assert (await http.get("/metrics")).status_code == 404
+    async with running_app(settings, lifespan=False) as api:
+        (context,) = [m for m in api.app.user_middleware if m.cls is RequestContextMiddleware]
+        assert context.kwargs["observe"] is None  # nothing timed for metrics on the hot path
+        # No counting on the hot path.
+        assert type(TokenVerifier.from_settings(settings).cache) is TokenCache
+        assert (await api.http.get("/metrics")).status_code == 404
 
 
 async def test_metrics_count_requests_by_route_and_status_and_time_them(
-    metrics_client: httpx.AsyncClient, auth_headers: Callable[[str], dict[str, str]]
+    metrics_client: httpx.AsyncClient, auth_headers: AuthHeaders
 ) -> None:
     auth = auth_headers(f"user_metrics_{uuid.uuid4().hex[:8]}")
     assert (
@@ -100,15 +91,15 @@ async def test_metrics_count_requests_by_route_and_status_and_time_them(
 
 
 async def test_metrics_read_token_cache_jwks_and_pool_at_scrape_time(
-    metrics_app: FastAPI,
+    metrics_api: RunningApp,
     metrics_client: httpx.AsyncClient,
-    auth_headers: Callable[[str], dict[str, str]],
+    auth_headers: AuthHeaders,
 ) -> None:
     before = _samples((await metrics_client.get("/metrics")).text)
     assert _value(before, "quoteapi_jwks_fetches_total", outcome="ok") == 1  # the warm-up
     assert _value(before, "quoteapi_db_pool_size") == 3
     assert _value(before, "quoteapi_db_pool_checked_out") == 0
-    async with metrics_app.state.services.database.engine.connect():
+    async with metrics_api.engine.connect():
         during = _samples((await metrics_client.get("/metrics")).text)
     assert _value(during, "quoteapi_db_pool_checked_out") == 1
 
