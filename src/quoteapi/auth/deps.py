@@ -31,6 +31,31 @@ _bearer = HTTPBearer(
 )
 
 
+def _one_credential(request: Request) -> None:
+    """Two `Authorization` headers, or (when the cookie is used) two `__session` cookies, are
+    ambiguous: which one names the caller would depend on the parser. Refuse both."""
+    authorizations = request.headers.getlist("authorization")
+    if len(authorizations) > 1:
+        raise TokenRejected(
+            TOKEN_MALFORMED, "The request has two Authorization headers; send exactly one."
+        )
+    if not authorizations and _session_cookie_count(request) > 1:
+        raise TokenRejected(
+            TOKEN_MALFORMED,
+            "The request has two __session cookies (another app on this domain?); "
+            "send the token as `Authorization: Bearer <token>` instead.",
+        )
+
+
+def _session_cookie_count(request: Request) -> int:
+    # Starlette's `request.cookies` keeps the last of repeated names: count the raw pairs.
+    return sum(
+        pair.split("=", 1)[0].strip() == SESSION_COOKIE
+        for cookie in request.headers.getlist("cookie")
+        for pair in cookie.split(";")
+    )
+
+
 def _token_from(request: Request) -> str:
     """`Authorization: Bearer <token>`; only when that header is absent, the `__session` cookie."""
     authorization = request.headers.get("authorization")
@@ -67,6 +92,7 @@ async def current_user(
 ) -> VerifiedUser:
     """The caller named by a verified Clerk session token."""
     try:
+        _one_credential(request)
         return await verifier.verify(bearer.credentials if bearer else _token_from(request))
     except TokenRejected as exc:
         # The code only: token contents never reach the logs.
