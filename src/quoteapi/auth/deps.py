@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from quoteapi.auth.keys import KeysUnavailable
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_MALFORMED, TOKEN_MISSING
 from quoteapi.auth.verify import TokenRejected, TokenVerifier, VerifiedUser
 from quoteapi.problems import RETRY_AFTER_SECONDS, ApiError
-from quoteapi.services import ServicesDep
+from quoteapi.services import ServicesDep, get_services
 
-__all__ = ["CurrentUser", "VerifiedUser", "current_user", "get_verifier"]
+__all__ = [
+    "CurrentUser",
+    "VerifiedCallerFirst",
+    "VerifiedUser",
+    "current_user",
+    "get_verifier",
+]
 
 log = logging.getLogger("quoteapi.auth")
 
@@ -112,3 +120,22 @@ async def current_user(
 
 
 CurrentUser = Annotated[VerifiedUser, Depends(current_user)]
+
+
+class VerifiedCallerFirst(APIRoute):
+    """A route that verifies the caller before FastAPI reads and parses the body.
+
+    FastAPI decodes a JSON body before it solves any dependency, `CurrentUser` included, so
+    an anonymous client with a broken body would get 400 invalid-json and learn how bodies
+    are validated. This runs the same check first: no or bad token is a 401, whatever the
+    body. The dependency then finds the token in the verifier's cache (one SHA-256)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def verified_first(request: Request) -> Response:
+            verifier = get_verifier(get_services(request))
+            await current_user(request, await _bearer(request), verifier)
+            return await handler(request)
+
+        return verified_first
