@@ -49,6 +49,7 @@ from quoteapi.auth.problems import (
     TOKEN_TYPE_NOT_SESSION,
     TOKEN_UNKNOWN_KEY,
 )
+from quoteapi.database import storable_text
 from quoteapi.problems import Problem
 from quoteapi.settings import Settings
 
@@ -298,7 +299,7 @@ class TokenVerifier:
         user_id, session_id = claims["sub"], claims["sid"]
         if not (_non_empty_string(user_id) and _non_empty_string(session_id)):
             raise TokenRejected(TOKEN_MALFORMED, "The token sub and sid must be non-empty strings.")
-        if not (_storable(user_id) and _storable(session_id)):
+        if not (storable_text(user_id) and storable_text(session_id)):
             raise TokenRejected(
                 TOKEN_MALFORMED, "The token sub and sid must not contain NUL or lone surrogates."
             )
@@ -327,17 +328,6 @@ class TokenVerifier:
 
 def _non_empty_string(value: object) -> bool:
     return isinstance(value, str) and bool(value)
-
-
-def _storable(text: str) -> bool:
-    """Text PostgreSQL can store: no NUL, and valid UTF-8 (JSON can carry a lone surrogate)."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _canonical_base64url(segment: str) -> bool:
