@@ -36,6 +36,8 @@ from quoteapi.problems import (
 log = logging.getLogger("quoteapi.db")
 
 DATABASE_UNAVAILABLE = Problem(503, "database-unavailable", "Database unavailable")
+# Every pool slot stayed busy past DATABASE_POOL_TIMEOUT: overload, not an outage.
+SERVER_BUSY = Problem(503, "server-busy", "Server busy")
 
 # Constraint names follow PostgreSQL's own defaults, so a table the guide's app created with
 # drizzle-kit and one created by our migrations carry the same names.
@@ -338,7 +340,16 @@ def storable_text(text: str) -> bool:
 
 
 async def database_error(request: Request, exc: Exception) -> JSONResponse:
-    """503 database-unavailable for an outage; anything else is a bug (500)."""
+    """503 server-busy when no pool slot came free in time, 503 database-unavailable for an
+    outage; anything else is a bug (500)."""
+    if isinstance(exc, PoolTimeout):
+        log.warning("event=server_busy error=%s", type(exc).__name__)
+        return problem_response(
+            request,
+            SERVER_BUSY,
+            "Every database connection is busy; retry shortly.",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if is_database_unavailable(exc):
         log.warning("event=database_unavailable error=%s", type(exc).__name__)
         return problem_response(
