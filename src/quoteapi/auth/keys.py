@@ -124,7 +124,7 @@ def resolve_key_source(settings: Settings) -> KeySource:
             raise ConfigError(
                 "CLERK_JWKS_URL", "is not an http(s) URL", "set it to your instance's JWKS URL"
             )
-        if url.startswith("http://") and not _is_loopback(urlsplit(url).hostname or ""):
+        if url.startswith("http://") and not is_loopback_host(urlsplit(url).hostname or ""):
             raise ConfigError(
                 "CLERK_JWKS_URL",
                 "uses http:// for a host that is not loopback (the keys could be swapped in "
@@ -165,7 +165,8 @@ def resolve_issuer(settings: Settings) -> str:
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1)."""
     if host.lower() == "localhost":
         return True
     try:
