@@ -282,6 +282,8 @@ class TokenVerifier:
         typ = header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.upper() != "JWT"):
             raise TokenRejected(TOKEN_MALFORMED, "The token header typ is not JWT.")
+        # A token without `cat` passes, as Clerk's own SDKs accept it; one with another
+        # category (a JWT template, a machine token) is not a session token.
         if "cat" in header and header["cat"] != SESSION_TOKEN_CATEGORY:
             raise TokenRejected(
                 TOKEN_TYPE_NOT_SESSION,
