@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from quoteapi import database, health, migrations
 from quoteapi.auth.verify import TokenVerifier
+from quoteapi.docs import install_docs
 from quoteapi.logs import configure_logging
 from quoteapi.messages import router as messages
 from quoteapi.messages.repository import MessageStatements
@@ -99,7 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
         # Relative: the document describes whichever host served it.
         servers=[{"url": "/"}],
         lifespan=lifespan,
-        docs_url="/docs" if settings.quoteapi_docs_enabled else None,
+        docs_url=None,  # served by quoteapi.docs, without a CDN
         redoc_url=None,
         # Operation ids are the handler names (get_message, put_message, ...): stable and
         # readable for client generators.
@@ -111,6 +112,8 @@ def create_app(settings: Settings) -> FastAPI:
         app, {failure: database.database_error for failure in database.DATABASE_FAILURES}
     )
     app.include_router(health.router)
+    if settings.quoteapi_docs_enabled:
+        install_docs(app, app.openapi_url or "/openapi.json")
     if settings.quoteapi_dev_issuer:  # never in production: `quoteapi serve` refuses it
         from quoteapi.dev import issuer, tokens
 

@@ -97,13 +97,21 @@ def dev(args: argparse.Namespace) -> None:
     """Embedded database (unless DATABASE_URL is set), migrations, the API on 127.0.0.1, and the
     web page on its own port (another origin, allowed by CORS)."""
     from quoteapi.app import create_app
-    from quoteapi.auth.keys import has_key_source
+    from quoteapi.auth.keys import has_key_source, is_loopback_host
     from quoteapi.dev import issuer
     from quoteapi.dev.databases import create_database, ensure_app_role, kept_password
     from quoteapi.dev.embedded import EmbeddedPostgres
 
     settings = load_settings()
     if not has_key_source(settings):  # no Clerk configured: sign and verify with the dev issuer
+        if not is_loopback_host(args.host):
+            raise ConfigError(
+                "--host",
+                f"is {args.host}, not loopback, and the dev issuer's POST /dev/token mints a "
+                "token for any user id to whoever reaches it",
+                "bind to 127.0.0.1 (the default), or configure Clerk (CLERK_PUBLISHABLE_KEY) "
+                "to serve other hosts",
+            )
         settings = settings.model_copy(update=issuer.dev_auth_settings(args.port))
     web_port = settings.quoteapi_web_port if args.web_port is None else args.web_port
     if web_port:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import re
 import ssl
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,11 +26,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from quoteapi.problems import RETRY_AFTER_SECONDS, Problem, problem_response, unexpected_error
+from quoteapi.problems import (
+    INTERNAL_ERROR,
+    RETRY_AFTER_SECONDS,
+    Problem,
+    problem_response,
+    unexpected_error,
+)
 
 log = logging.getLogger("quoteapi.db")
 
 DATABASE_UNAVAILABLE = Problem(503, "database-unavailable", "Database unavailable")
+# Every pool slot stayed busy past DATABASE_POOL_TIMEOUT: overload, not an outage.
+SERVER_BUSY = Problem(503, "server-busy", "Server busy")
 
 # Constraint names follow PostgreSQL's own defaults, so a table the guide's app created with
 # drizzle-kit and one created by our migrations carry the same names.
@@ -425,8 +434,28 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, DatabaseUnreachable | sa_exc.TimeoutError)
 
 
+def storable_text(text: str) -> bool:
+    """Text PostgreSQL can store: no NUL, and valid UTF-8 (JSON can carry a lone surrogate)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 async def database_error(request: Request, exc: Exception) -> JSONResponse:
-    """503 database-unavailable for an outage; anything else is a bug (500)."""
+    """503 server-busy when no pool slot came free in time, 503 database-unavailable for an
+    outage; anything else is a bug (500)."""
+    if isinstance(exc, PoolTimeout):
+        log.warning("event=server_busy error=%s", type(exc).__name__)
+        return problem_response(
+            request,
+            SERVER_BUSY,
+            "Every database connection is busy; retry shortly.",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if is_database_unavailable(exc):
         log.warning("event=database_unavailable error=%s", type(exc).__name__)
         return problem_response(
@@ -434,5 +463,18 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
             DATABASE_UNAVAILABLE,
             "The database cannot be reached right now; retry shortly.",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    if isinstance(exc, sa_exc.DBAPIError):
+        # The driver's message quotes the offending parameter value (asyncpg: "invalid input
+        # for query argument $1: '...'"), whatever hide_parameters says: log the error class,
+        # the SQLSTATE and where it happened, never the message.
+        log.error(
+            "event=database_error error=%s sqlstate=%s\n%s",
+            type(exc.orig).__name__,
+            getattr(exc.orig, "sqlstate", None) or "-",
+            "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+        )
+        return problem_response(
+            request, INTERNAL_ERROR, "Something went wrong on our side; it has been logged."
         )
     return await unexpected_error(request, exc)

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from quoteapi.database import is_database_unavailable
+from quoteapi.database import Database, is_database_unavailable
 from quoteapi.problems import RETRY_AFTER_SECONDS
 from quoteapi.services import ServicesDep
 
@@ -26,13 +26,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def _schema_revision(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as connection:
-        if (await connection.scalar(text("SELECT to_regclass('alembic_version')"))) is None:
+async def _schema_revision(database: Database) -> str | None:
+    # Through the same FIFO admission as every request: a probe does not jump the queue.
+    async with database.session() as session:
+        if (await session.scalar(text("SELECT to_regclass('alembic_version')"))) is None:
             return None
-        revision: str | None = await connection.scalar(
-            text("SELECT version_num FROM alembic_version")
-        )
+        revision: str | None = await session.scalar(text("SELECT version_num FROM alembic_version"))
         return revision
 
 
@@ -46,7 +45,10 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     head = services.schema_head
     try:
         database = services.database
-        current = await database.retrying(lambda: _schema_revision(database.engine))
+        current = await database.retrying(lambda: _schema_revision(database))
+    except PoolTimeout:
+        log.warning("event=readyz_server_busy")
+        return _not_ready({"database": "busy", "schema": "unknown"})
     except Exception as exc:
         if not is_database_unavailable(exc):
             raise

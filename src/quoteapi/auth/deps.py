@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from quoteapi.auth.keys import KeysUnavailable
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_MALFORMED, TOKEN_MISSING
 from quoteapi.auth.verify import TokenRejected, TokenVerifier, VerifiedUser
 from quoteapi.problems import RETRY_AFTER_SECONDS, ApiError
-from quoteapi.services import ServicesDep
+from quoteapi.services import ServicesDep, get_services
 
-__all__ = ["CurrentUser", "VerifiedUser", "current_user", "get_verifier"]
+__all__ = [
+    "CurrentUser",
+    "VerifiedCallerFirst",
+    "VerifiedUser",
+    "current_user",
+    "get_verifier",
+]
 
 log = logging.getLogger("quoteapi.auth")
 
@@ -29,6 +37,31 @@ _bearer = HTTPBearer(
     description="A Clerk session token (`getToken()`); browsers may send the `__session` "
     "cookie instead.",
 )
+
+
+def _one_credential(request: Request) -> None:
+    """Two `Authorization` headers, or (when the cookie is used) two `__session` cookies, are
+    ambiguous: which one names the caller would depend on the parser. Refuse both."""
+    authorizations = request.headers.getlist("authorization")
+    if len(authorizations) > 1:
+        raise TokenRejected(
+            TOKEN_MALFORMED, "The request has two Authorization headers; send exactly one."
+        )
+    if not authorizations and _session_cookie_count(request) > 1:
+        raise TokenRejected(
+            TOKEN_MALFORMED,
+            "The request has two __session cookies (another app on this domain?); "
+            "send the token as `Authorization: Bearer <token>` instead.",
+        )
+
+
+def _session_cookie_count(request: Request) -> int:
+    # Starlette's `request.cookies` keeps the last of repeated names: count the raw pairs.
+    return sum(
+        pair.split("=", 1)[0].strip() == SESSION_COOKIE
+        for cookie in request.headers.getlist("cookie")
+        for pair in cookie.split(";")
+    )
 
 
 def _token_from(request: Request) -> str:
@@ -66,7 +99,11 @@ async def current_user(
     verifier: Annotated[TokenVerifier, Depends(get_verifier)],
 ) -> VerifiedUser:
     """The caller named by a verified Clerk session token."""
+    verified: VerifiedUser | None = request.scope.get(_VERIFIED_BEFORE_BODY)
+    if verified is not None:
+        return verified
     try:
+        _one_credential(request)
         return await verifier.verify(bearer.credentials if bearer else _token_from(request))
     except TokenRejected as exc:
         # The code only: token contents never reach the logs.
@@ -86,3 +123,30 @@ async def current_user(
 
 
 CurrentUser = Annotated[VerifiedUser, Depends(current_user)]
+
+# Where VerifiedCallerFirst leaves the caller for `current_user` (an ASGI scope key).
+_VERIFIED_BEFORE_BODY = "quoteapi.verified_user"
+
+
+class VerifiedCallerFirst(APIRoute):
+    """A route that verifies the caller before FastAPI reads and parses its body.
+
+    FastAPI decodes a JSON body before it solves any dependency, `CurrentUser` included, so
+    an anonymous client with a broken body would get 400 invalid-json and learn how bodies
+    are validated. For a route that takes a body, this runs the same check first (no or bad
+    token: 401, whatever the body) and hands the caller to `CurrentUser`. Routes without a body
+    are left as they are: their dependencies run first anyway."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def verified_first(request: Request) -> Response:
+            override = request.app.dependency_overrides.get(get_verifier)
+            verifier = override() if override else get_verifier(get_services(request))
+            user = await current_user(request, await _bearer(request), verifier)
+            request.scope[_VERIFIED_BEFORE_BODY] = user
+            return await handler(request)
+
+        return verified_first

@@ -13,12 +13,15 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import ipaddress
+import json
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
@@ -32,9 +35,19 @@ from quoteapi.settings import ConfigError, Settings
 log = logging.getLogger("quoteapi.auth")
 
 CLERK_API_JWKS_URL = "https://api.clerk.com/v1/jwks"
+# A JWKS holds a handful of keys (a few KiB); a bigger answer is refused, not buffered.
+MAX_JWKS_BYTES = 256 * 1024
 _PUBLISHABLE_PREFIXES = ("pk_test_", "pk_live_")
 
 Clock = Callable[[], float]
+
+
+class JwksRefused(ValueError):
+    """A JWKS answer that is not used as a whole (`reason` goes to the log)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class KeysUnavailable(Exception):
@@ -111,6 +124,13 @@ def resolve_key_source(settings: Settings) -> KeySource:
             raise ConfigError(
                 "CLERK_JWKS_URL", "is not an http(s) URL", "set it to your instance's JWKS URL"
             )
+        if url.startswith("http://") and not is_loopback_host(urlsplit(url).hostname or ""):
+            raise ConfigError(
+                "CLERK_JWKS_URL",
+                "uses http:// for a host that is not loopback (the keys could be swapped in "
+                "transit)",
+                "use the https:// URL (plain http is allowed only for 127.0.0.1, ::1 or localhost)",
+            )
         return KeySource("CLERK_JWKS_URL", jwks_url=url)
     if settings.clerk_publishable_key:
         host = _frontend_api(settings.clerk_publishable_key)
@@ -143,6 +163,16 @@ def resolve_issuer(settings: Settings) -> str:
         "set CLERK_ISSUER to your Frontend API URL (https://<your-instance>.clerk.accounts.dev) "
         "or set CLERK_PUBLISHABLE_KEY",
     )
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _frontend_api(publishable_key: str) -> str:
@@ -199,6 +229,10 @@ def parse_jwks(document: Any) -> tuple[dict[str, RSAPublicKey], frozenset[tuple[
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise ValueError("not a JWKS document")
+    kids = [entry["kid"] for entry in entries if isinstance(entry, dict) and "kid" in entry]
+    if len(kids) != len(set(map(json.dumps, kids))):
+        # Which of two keys a kid names cannot be guessed: refuse the document as a whole.
+        raise JwksRefused("duplicate-kid")
     keys: dict[str, RSAPublicKey] = {}
     fingerprint: set[tuple[str, str, str]] = set()
     for entry in entries:
@@ -236,6 +270,7 @@ class JwksKeys:
         cooldown: float = 30.0,
         max_stale: float = 86400.0,
         retry_after: float = 5.0,
+        timeout: float = 5.0,
         warm_up: bool = True,
         clock: Clock = time.time,
         on_change: Callable[[], None] = lambda: None,
@@ -246,6 +281,7 @@ class JwksKeys:
         self._cooldown = cooldown
         self._max_stale = max_stale
         self._retry_after = retry_after
+        self._timeout = timeout
         self._warm_up = warm_up
         self._clock = clock
         self._on_change = on_change
@@ -322,10 +358,11 @@ class JwksKeys:
             if self._client is None:
                 raise RuntimeError("the key store is not started (no HTTP client)")
             try:
-                response = await self._client.get(self.url, headers=self._headers)
-                response.raise_for_status()
-                keys, fingerprint = parse_jwks(response.json())
-            except (httpx.HTTPError, ValueError) as exc:
+                # One deadline for the whole answer: httpx's own timeouts are per read.
+                async with asyncio.timeout(self._timeout):
+                    document = await self._download(self._client)
+                keys, fingerprint = parse_jwks(document)
+            except (httpx.HTTPError, ValueError, TimeoutError) as exc:
                 self.fetches_failed += 1
                 self._next_refresh_at = self._clock() + self._retry_after
                 stale = "none" if not self._keys else f"{self._clock() - self._fetched_at:.0f}s"
@@ -348,6 +385,17 @@ class JwksKeys:
         finally:
             self._inflight = None
 
+    async def _download(self, client: httpx.AsyncClient) -> Any:
+        """The JWKS document, read at most MAX_JWKS_BYTES."""
+        async with client.stream("GET", self.url, headers=self._headers) as response:
+            response.raise_for_status()
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_JWKS_BYTES:
+                    raise JwksRefused("too-large")
+        return json.loads(body)
+
 
 def _log_unexpected(task: asyncio.Task[None]) -> None:
     # A background refresh nobody awaits must not fail silently.
@@ -358,6 +406,10 @@ def _log_unexpected(task: asyncio.Task[None]) -> None:
 def _describe(exc: Exception) -> str:
     if isinstance(exc, httpx.HTTPStatusError):
         return f"http-{exc.response.status_code}"
+    if isinstance(exc, JwksRefused):
+        return exc.reason
+    if isinstance(exc, TimeoutError):
+        return "timeout"
     if isinstance(exc, ValueError) and not isinstance(exc, httpx.HTTPError):
         return "invalid-jwks"
     return type(exc).__name__
@@ -381,6 +433,7 @@ def key_provider(
         cooldown=settings.clerk_jwks_cooldown_seconds,
         max_stale=settings.clerk_jwks_max_stale_seconds,
         retry_after=RETRY_AFTER_SECONDS,
+        timeout=settings.clerk_jwks_timeout_seconds,
         # The dev issuer's JWKS is served by the app itself, which is not listening yet.
         warm_up=not settings.quoteapi_dev_issuer,
         clock=clock,

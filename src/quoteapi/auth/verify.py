@@ -10,6 +10,7 @@ token cannot choose its algorithm (no `none`, no HMAC keyed with the public PEM)
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import re
@@ -48,6 +49,7 @@ from quoteapi.auth.problems import (
     TOKEN_TYPE_NOT_SESSION,
     TOKEN_UNKNOWN_KEY,
 )
+from quoteapi.database import storable_text
 from quoteapi.problems import Problem
 from quoteapi.settings import Settings
 
@@ -224,6 +226,8 @@ class TokenVerifier:
     async def _verify_uncached(self, token: str) -> tuple[VerifiedUser, float]:
         if _SHAPE.fullmatch(token) is None:
             raise TokenRejected(TOKEN_MALFORMED, "The token is not three base64url segments.")
+        if not _canonical_base64url(token.rpartition(".")[2]):
+            raise TokenRejected(TOKEN_MALFORMED, "The token signature is not canonical base64url.")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -280,9 +284,15 @@ class TokenVerifier:
             raise TokenRejected(
                 TOKEN_INVALID_ALGORITHM, "Only RS256-signed Clerk session tokens are accepted."
             )
+        if "crit" in header:  # RFC 7515 4.1.11: this verifier implements no extension
+            raise TokenRejected(
+                TOKEN_MALFORMED, "The token header names critical extensions (crit)."
+            )
         typ = header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.upper() != "JWT"):
             raise TokenRejected(TOKEN_MALFORMED, "The token header typ is not JWT.")
+        # A token without `cat` passes, as Clerk's own SDKs accept it; one with another
+        # category (a JWT template, a machine token) is not a session token.
         if "cat" in header and header["cat"] not in _ACCEPTED_CATEGORIES:
             raise TokenRejected(
                 TOKEN_TYPE_NOT_SESSION,
@@ -300,6 +310,10 @@ class TokenVerifier:
         user_id, session_id = claims["sub"], claims["sid"]
         if not (_non_empty_string(user_id) and _non_empty_string(session_id)):
             raise TokenRejected(TOKEN_MALFORMED, "The token sub and sid must be non-empty strings.")
+        if not (storable_text(user_id) and storable_text(session_id)):
+            raise TokenRejected(
+                TOKEN_MALFORMED, "The token sub and sid must not contain NUL or lone surrogates."
+            )
         now = self.clock()
         if now >= expires_at + self.leeway:
             raise TokenRejected(TOKEN_EXPIRED, "The token has expired; send a fresh one.")
@@ -325,6 +339,16 @@ class TokenVerifier:
 
 def _non_empty_string(value: object) -> bool:
     return isinstance(value, str) and bool(value)
+
+
+def _canonical_base64url(segment: str) -> bool:
+    """One encoding per byte string: unpadded base64url whose unused trailing bits are zero
+    (a decoder ignores them, so a non-canonical twin of a signature would verify too)."""
+    try:
+        decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except ValueError:
+        return False
+    return base64.urlsafe_b64encode(decoded).rstrip(b"=").decode() == segment
 
 
 def _seconds(claims: Mapping[str, Any], name: str) -> float:

@@ -13,12 +13,15 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, Field
 
+from quoteapi.auth.keys import is_loopback_host
 from quoteapi.dev import issuer
+from quoteapi.problems import ApiError, Problem
 
 DEV_USER = "user_dev"
 # Clerk's session tokens live 60 s; the page refreshes shortly before expiry, as Clerk's SDK does.
 TOKEN_TTL_SECONDS = 60
 TOKEN_PATH = "/dev/token"  # noqa: S105 - a URL path, not a secret
+HOST_NOT_LOOPBACK = Problem(403, "host-not-loopback", "Dev tokens are for loopback only")
 
 
 class DevTokenRequest(BaseModel):
@@ -42,6 +45,13 @@ def build_router(data_dir: Path) -> APIRouter:
     async def dev_token(
         request: Request, body: Annotated[DevTokenRequest | None, Body()] = None
     ) -> DevToken:
+        # A page on another site can make the browser's name for it resolve to 127.0.0.1 (DNS
+        # rebinding); its requests then carry that name in Host. Only loopback names mint.
+        if not is_loopback_host(_host_name(request.headers.get("host", ""))):
+            raise ApiError(
+                HOST_NOT_LOOPBACK,
+                "POST /dev/token answers only requests addressed to 127.0.0.1, [::1] or localhost.",
+            )
         user_id = (body or DevTokenRequest()).user_id
         # `azp` is the page's origin, as Clerk sets it, so CLERK_AUTHORIZED_PARTIES applies.
         origin = request.headers.get("origin")
@@ -50,3 +60,10 @@ def build_router(data_dir: Path) -> APIRouter:
         return DevToken(token=token, user_id=user_id, expires_in=TOKEN_TTL_SECONDS)
 
     return router
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without its port (`[::1]:8000` -> `::1`)."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, Response
 from fastapi.responses import JSONResponse
 
-from quoteapi.auth.deps import CurrentUser
+from quoteapi.auth.deps import CurrentUser, VerifiedCallerFirst
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_EXPIRED, TOKEN_MISSING
 from quoteapi.database import DATABASE_UNAVAILABLE
 from quoteapi.messages.etags import TagList, etag
@@ -41,7 +41,12 @@ _AUTHENTICATED_RESPONSES: dict[int | str, dict[str, Any]] = {
     ),
 }
 
-router = APIRouter(prefix="/me", tags=["me"], responses=_AUTHENTICATED_RESPONSES)
+router = APIRouter(
+    prefix="/me",
+    tags=["me"],
+    responses=_AUTHENTICATED_RESPONSES,
+    route_class=VerifiedCallerFirst,
+)
 
 
 async def user_messages(user: CurrentUser, services: ServicesDep) -> AsyncIterator[Messages]:

@@ -49,6 +49,17 @@ class Deliveries:
         self._session = session
         self._rls = rls
 
+    async def record(self, svix_id: str, event_type: str) -> bool:
+        """Record a delivery that changes nothing; False when this svix-id was already
+        recorded (so a redelivery is answered `duplicate`)."""
+        session = self._session
+        recorded = await session.exec(_RECORD, params={"svix_id": svix_id, "type": event_type})
+        if recorded.first() is None:
+            await session.rollback()
+            return False
+        await session.commit()
+        return True
+
     async def erase_user(self, svix_id: str, event_type: str, user_id: str) -> bool:
         """Record the delivery and delete the user's rows in one transaction (bound to that
         user, for row-level security); False (and nothing changed) when this svix-id was

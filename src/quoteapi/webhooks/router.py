@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from quoteapi.database import storable_text
 from quoteapi.problems import PAYLOAD_TOO_LARGE, ApiError, problem_doc
 from quoteapi.services import ServicesDep
 from quoteapi.webhooks.repository import Deliveries
@@ -96,6 +97,13 @@ async def clerk_webhook(
     if not isinstance(user_id, str) or not user_id:
         # Acknowledged: a retry would carry the same body, and nothing could be done with it.
         log.warning("event=webhook_user_deleted_without_id svix_id=%s", delivery.msg_id)
+        return WebhookAck(outcome="ignored")
+    if not storable_text(user_id):
+        # No such user can exist (PostgreSQL stores no NUL or lone surrogate): erase nothing,
+        # but record the delivery and answer 2xx, so Svix stops retrying it.
+        log.info("event=webhook_user_id_unstorable svix_id=%s", delivery.msg_id)
+        if not await repository.record(delivery.msg_id, event_type):
+            return WebhookAck(outcome="duplicate")
         return WebhookAck(outcome="ignored")
     if not await repository.erase_user(delivery.msg_id, event_type, user_id):
         log.info("event=webhook_duplicate svix_id=%s", delivery.msg_id)

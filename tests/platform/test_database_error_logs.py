@@ -1,0 +1,48 @@
+"""No SQL parameter value reaches a log line, not even through the driver's error text:
+asyncpg quotes the offending argument in its message whatever `hide_parameters` says."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from sqlalchemy import text
+
+from quoteapi.app import create_app
+from tests.support.app import make_settings
+
+MARKER = "leaked-marker-0815"
+
+
+async def run_statement_with(request: Request) -> dict[str, str]:
+    """A test-only route: a statement whose parameter the driver cannot encode."""
+    async with request.app.state.services.database.session() as session:
+        await session.exec(text("SELECT CAST(:v AS text)"), params={"v": f"\ud800{MARKER}"})
+    return {}
+
+
+@pytest.fixture
+async def api(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    app: FastAPI = create_app(make_settings(database_url))
+    app.add_api_route("/test/bad-parameter", run_statement_with, methods=["GET"])
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
+            yield http
+
+
+async def test_a_database_error_is_logged_without_the_parameter_value(
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        response = await api.get("/test/bad-parameter")
+    assert response.status_code == 500
+    assert response.json()["code"] == "internal-error"
+    assert MARKER not in response.text
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors, "the error is logged"
+    assert MARKER not in caplog.text
+    assert "sqlstate=" in caplog.text

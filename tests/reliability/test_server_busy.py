@@ -1,0 +1,63 @@
+"""Pool exhaustion is overload, not an outage: when no slot comes free within
+DATABASE_POOL_TIMEOUT the answer is 503 `server-busy` with Retry-After, and /readyz waits in
+the same FIFO queue as every request instead of taking a connection around it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from quoteapi.app import create_app
+from quoteapi.services import Services
+from tests.support.app import make_settings
+from tests.support.tokens import MintToken
+
+
+@pytest.fixture
+async def app(database_url: str) -> AsyncIterator[FastAPI]:
+    """The app with one pool slot, given up on after 0.3 s."""
+    settings = make_settings(database_url, database_pool_size=1, database_pool_timeout=0.3)
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
+        yield http
+
+
+def services(app: FastAPI) -> Services:
+    result: Services = app.state.services
+    return result
+
+
+async def test_a_request_that_finds_every_slot_busy_gets_503_server_busy(
+    app: FastAPI, client: httpx.AsyncClient, mint_token: MintToken
+) -> None:
+    headers = {"Authorization": f"Bearer {mint_token('user_busy')}"}
+    async with services(app).database.session():  # another request holds the only slot
+        response = await client.get("/me/message", headers=headers)
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "server-busy"
+    assert int(response.headers["Retry-After"]) > 0
+    # Once the slot is free, the same request is served.
+    assert (await client.get("/me/message", headers=headers)).status_code == 404
+
+
+async def test_readyz_queues_for_a_slot_like_every_request(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    # The slot is held but its connection is idle in the pool: a probe that went around the
+    # queue would take that connection and answer ready.
+    async with services(app).database.session():
+        busy = await client.get("/readyz")
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["database"] == "busy"
+    assert "Retry-After" in busy.headers
+    assert (await client.get("/readyz")).status_code == 200
