@@ -62,7 +62,7 @@ async def create_app_role(url: str) -> str:
     """The service's least-privilege login role (what row-level security needs: a superuser
     or the table owner bypasses it), made as the README and the tests make it; return the URL
     that connects as it."""
-    return await databases.create_app_role(url, APP_ROLE, secrets.token_hex(16))
+    return await databases.ensure_app_role(url, APP_ROLE, secrets.token_hex(16))
 
 
 async def facts(url: str) -> dict[str, Any]:

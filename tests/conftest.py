@@ -18,10 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quoteapi.database import create_engine, parse_database_url
 from quoteapi.dev.databases import (
-    create_app_role,
     create_database,
-    drop_app_role,
     drop_database,
+    ensure_app_role,
     url_for_database,
 )
 from quoteapi.migrations import upgrade_async
@@ -30,6 +29,7 @@ from tests.support.app import RunningApp, make_settings, running_app
 from tests.support.jwks import JwksServer
 from tests.support.pgbouncer import find_pgbouncer, run_pgbouncer
 from tests.support.processes import ServerProcess, serve_env
+from tests.support.roles import drop_app_role
 from tests.support.tokens import TEST_ISSUER, TEST_KEY, AuthHeaders, MintToken, SigningKey, mint
 
 # === The database ================================================================================
@@ -80,7 +80,7 @@ async def database_url(owner_database_url: str) -> AsyncIterator[str]:
     """The session's database as the service connects in production: a least-privilege role,
     so row-level security applies to every test that goes through the app."""
     role = f"quoteapi_app_{uuid.uuid4().hex[:8]}"
-    yield await create_app_role(owner_database_url, role, "app-role-secret")
+    yield await ensure_app_role(owner_database_url, role, "app-role-secret")
     await drop_app_role(owner_database_url, role)
 
 

@@ -17,10 +17,9 @@ import pytest
 
 from quoteapi.database import parse_database_url
 from quoteapi.dev.databases import (
-    create_app_role,
     create_database,
-    drop_app_role,
     drop_database,
+    ensure_app_role,
     url_for_database,
 )
 from quoteapi.migrations import head_revision
@@ -35,6 +34,7 @@ from tests.containers.docker import (
 from tests.reliability.test_shutdown import _hold_row_lock_until_a_put_waits
 from tests.support.polling import until
 from tests.support.processes import free_port, serve_env
+from tests.support.roles import drop_app_role
 from tests.support.tokens import TEST_KEY, mint
 
 pytestmark = pytest.mark.slow
@@ -119,7 +119,7 @@ def migrated(image: str, owner_url: str) -> str:
 async def app_url(migrated: str) -> AsyncIterator[str]:
     """The least-privilege role the service connects as in production."""
     role = f"quoteapi_app_{uuid.uuid4().hex[:8]}"
-    yield await create_app_role(migrated, role, "app-role-secret")
+    yield await ensure_app_role(migrated, role, "app-role-secret")
     await drop_app_role(migrated, role)
 
 

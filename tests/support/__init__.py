@@ -5,6 +5,7 @@
 - app: settings for a test app, `running_app` (the app, its lifespan and a client), `served`
 - problems: `assert_problem`, the one check of a problem+json answer
 - polling: wait for a condition, never for a guessed time
+- roles: removing the application role a test database was given
 - processes: free ports, the clean environment, start-and-poll, `quoteapi serve` processes
 - pgbouncer: a real PgBouncer in transaction mode
 """

@@ -59,18 +59,6 @@ def _quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-async def create_app_role(owner_url: str, role: str, password: str) -> str:
-    """Create the application role on the owner's database; return the URL to connect as it."""
-    target = parse_database_url(owner_url).connect_kwargs
-    connection = await asyncpg.connect(**target)
-    try:
-        for statement in app_role_statements(role, password, target["database"]):
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-    return _url_as(owner_url, role, password)
-
-
 def _url_as(owner_url: str, role: str, password: str) -> str:
     parts = urlsplit(owner_url)
     host = parts.netloc.rpartition("@")[2]
@@ -88,9 +76,9 @@ def kept_password(path: Path) -> str:
 
 
 async def ensure_app_role(owner_url: str, role: str, password: str) -> str:
-    """`create_app_role` for a server that outlives one run (`quoteapi dev`'s data dir): a role
-    that exists already gets `password` and its grants again (a later migration may add a
-    table). Return the URL to connect as the role."""
+    """Create the application role on the owner's database, or, when it exists already (a
+    server that outlives one run, like `quoteapi dev`'s), give it `password` and its grants
+    again (a later migration may add a table). Return the URL to connect as the role."""
     target = parse_database_url(owner_url).connect_kwargs
     statements = app_role_statements(role, password, target["database"])
     connection = await asyncpg.connect(**target)
@@ -103,13 +91,3 @@ async def ensure_app_role(owner_url: str, role: str, password: str) -> str:
     finally:
         await connection.close()
     return _url_as(owner_url, role, password)
-
-
-async def drop_app_role(owner_url: str, role: str) -> None:
-    """Remove the role and every privilege it holds in the owner's database."""
-    connection = await asyncpg.connect(**parse_database_url(owner_url).connect_kwargs)
-    try:
-        await connection.execute(f"DROP OWNED BY {_quote_ident(role)}")
-        await connection.execute(f"DROP ROLE {_quote_ident(role)}")
-    finally:
-        await connection.close()
