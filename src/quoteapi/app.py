@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from quoteapi import database, health, migrations
+from quoteapi.auth.deps import SECURITY_SCHEMES
 from quoteapi.auth.verify import TokenVerifier
 from quoteapi.docs import install_docs
 from quoteapi.logs import configure_logging
@@ -154,7 +155,7 @@ def create_app(settings: Settings) -> FastAPI:
 
         observe = metrics.install(app)  # GET /metrics; each request timed where it is logged
     app.add_middleware(RequestContextMiddleware, observe=observe)
-    use_problem_media_type(app)
+    use_problem_media_type(app, security_schemes=SECURITY_SCHEMES)
     return app
 
 

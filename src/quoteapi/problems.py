@@ -230,9 +230,12 @@ def problem_doc(
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
 
 
-def use_problem_media_type(app: FastAPI) -> None:
+def use_problem_media_type(
+    app: FastAPI, *, security_schemes: Mapping[str, Any] | None = None
+) -> None:
     """Document error bodies as application/problem+json (FastAPI says application/json), and
-    optional parameters as plain optional values, as client generators read them."""
+    optional parameters as plain optional values, as client generators read them;
+    `security_schemes` are the schemes routes name in their `security`."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -258,6 +261,8 @@ def use_problem_media_type(app: FastAPI) -> None:
                         if status[0] in "45" and "application/json" in content:
                             problem = content.setdefault(PROBLEM_MEDIA_TYPE, {})
                             problem["schema"] = content.pop("application/json")["schema"]
+            if security_schemes:
+                schema.setdefault("components", {})["securitySchemes"] = dict(security_schemes)
             components = schema.get("components", {}).get("schemas", {})
             if _FASTAPI_422 not in str(schema.get("paths")):
                 components.pop("HTTPValidationError", None)

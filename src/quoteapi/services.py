@@ -27,10 +27,16 @@ class Services:
     schema_head: str | None  # the migration revision this code expects
 
 
-def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     """The services of the running app (set by its lifespan)."""
     services: Services = request.app.state.services
     return services
+
+
+async def get_services(request: Request) -> Services:
+    """`services_of` as a dependency. Async, as every dependency here: FastAPI runs a plain
+    `def` dependency in a worker thread, a hop per request."""
+    return services_of(request)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -14,11 +14,11 @@ from typing import Any, NamedTuple
 
 import httpx
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quoteapi.app import create_app
-from quoteapi.auth.deps import CurrentUser, get_verifier
+from quoteapi.auth.deps import CurrentUser, VerifiedUser, authenticate, current_user
 from quoteapi.auth.verify import TokenVerifier
 from quoteapi.services import Services
 from quoteapi.settings import Settings
@@ -66,6 +66,7 @@ class RunningApp(NamedTuple):
 
     app: FastAPI
     http: httpx.AsyncClient
+    own_verifier: TokenVerifier | None = None  # the test's, when it replaced the app's
 
     @property
     def services(self) -> Services:
@@ -76,8 +77,7 @@ class RunningApp(NamedTuple):
     @property
     def verifier(self) -> TokenVerifier:
         """The verifier requests use: the app's, or the test's own that replaced it."""
-        override = self.app.dependency_overrides.get(get_verifier)
-        return override() if override is not None else self.services.verifier
+        return self.own_verifier or self.services.verifier
 
     @property
     def engine(self) -> AsyncEngine:
@@ -129,9 +129,13 @@ async def running_app(
                 return
             verifier = TokenVerifier.from_settings(settings, clock=clock)
             await verifier.start(jwks_http)
-            app.dependency_overrides[get_verifier] = lambda: verifier
+
+            async def caller_on_the_test_clock(request: Request) -> VerifiedUser:
+                return await authenticate(request, verifier)
+
+            app.dependency_overrides[current_user] = caller_on_the_test_clock
             try:
-                yield RunningApp(app, http)
+                yield RunningApp(app, http, verifier)
             finally:
                 await verifier.close()
 

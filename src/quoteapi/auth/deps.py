@@ -8,20 +8,19 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from quoteapi.auth.keys import KeysUnavailable
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_MALFORMED, TOKEN_MISSING
 from quoteapi.auth.verify import TokenRejected, TokenVerifier, VerifiedUser
 from quoteapi.problems import RETRY_AFTER_SECONDS, ApiError
-from quoteapi.services import ServicesDep, get_services
+from quoteapi.services import services_of
 
 __all__ = [
     "CurrentUser",
     "VerifiedCallerFirst",
     "VerifiedUser",
+    "authenticate",
     "current_user",
-    "get_verifier",
 ]
 
 log = logging.getLogger("quoteapi.auth")
@@ -29,14 +28,17 @@ log = logging.getLogger("quoteapi.auth")
 REALM = "quoteapi"
 SESSION_COOKIE = "__session"
 _CHALLENGE = f'Bearer realm="{REALM}"'
-# Parses `Authorization: Bearer <token>` and documents the scheme in OpenAPI; our own code
-# answers every case it passes over (no header, another scheme, an empty token).
-_bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="ClerkSession",
-    description="A Clerk session token (`getToken()`); browsers may send the `__session` "
-    "cookie instead.",
-)
+# How OpenAPI documents the session token: the scheme, and what a route that takes one declares
+# (`openapi_extra`). Documentation only: `current_user` reads the header itself.
+SECURITY_SCHEMES = {
+    "ClerkSession": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A Clerk session token (`getToken()`); browsers may send the "
+        "`__session` cookie instead.",
+    }
+}
+SESSION_TOKEN_REQUIRED: dict[str, Any] = {"security": [{"ClerkSession": []}]}
 
 
 def _one_credential(request: Request) -> None:
@@ -88,23 +90,12 @@ def _error_description(detail: str) -> str:
     return "".join(c for c in detail if " " <= c <= "~" and c not in '"\\')
 
 
-def get_verifier(services: ServicesDep) -> TokenVerifier:
-    """The app's token verifier (a test may override this dependency with its own)."""
-    return services.verifier
-
-
-async def current_user(
-    request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    verifier: Annotated[TokenVerifier, Depends(get_verifier)],
-) -> VerifiedUser:
-    """The caller named by a verified Clerk session token."""
-    verified: VerifiedUser | None = request.scope.get(_VERIFIED_BEFORE_BODY)
-    if verified is not None:
-        return verified
+async def authenticate(request: Request, verifier: TokenVerifier) -> VerifiedUser:
+    """The caller named by the request's Clerk session token, verified by `verifier`; a 401
+    (or 503 when the signing keys cannot be had) problem otherwise."""
     try:
         _one_credential(request)
-        return await verifier.verify(bearer.credentials if bearer else _token_from(request))
+        return await verifier.verify(_token_from(request))
     except TokenRejected as exc:
         # The code only: token contents never reach the logs.
         log.info("event=token_rejected code=%s", exc.problem.code)
@@ -120,6 +111,16 @@ async def current_user(
             "The Clerk signing keys cannot be fetched right now; retry shortly.",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from None
+
+
+async def current_user(request: Request) -> VerifiedUser:
+    """The verified caller, by the app's verifier. A dependency with no dependencies of its own:
+    FastAPI solves every sub-dependency again wherever `CurrentUser` is used, cached or not. A
+    test that needs its own verifier overrides this with one that calls `authenticate`."""
+    verified: VerifiedUser | None = request.scope.get(_VERIFIED_BEFORE_BODY)
+    if verified is not None:
+        return verified
+    return await authenticate(request, services_of(request).verifier)
 
 
 CurrentUser = Annotated[VerifiedUser, Depends(current_user)]
@@ -143,10 +144,8 @@ class VerifiedCallerFirst(APIRoute):
             return handler
 
         async def verified_first(request: Request) -> Response:
-            override = request.app.dependency_overrides.get(get_verifier)
-            verifier = override() if override else get_verifier(get_services(request))
-            user = await current_user(request, await _bearer(request), verifier)
-            request.scope[_VERIFIED_BEFORE_BODY] = user
+            resolve = request.app.dependency_overrides.get(current_user, current_user)
+            request.scope[_VERIFIED_BEFORE_BODY] = await resolve(request)
             return await handler(request)
 
         return verified_first

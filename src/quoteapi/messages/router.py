@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Response
+from fastapi import APIRouter, Body, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
-from quoteapi.auth.deps import CurrentUser, VerifiedCallerFirst
+from quoteapi.auth.deps import SESSION_TOKEN_REQUIRED, CurrentUser, VerifiedCallerFirst
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_EXPIRED, TOKEN_MISSING
 from quoteapi.database import DATABASE_UNAVAILABLE
 from quoteapi.messages.etags import TagList, etag
@@ -24,7 +24,7 @@ from quoteapi.problems import (
     Problem,
     problem_doc,
 )
-from quoteapi.services import ServicesDep
+from quoteapi.services import ServicesDep, services_of
 
 MESSAGE_NOT_FOUND = Problem(404, "message-not-found", "No quote stored")
 PRECONDITION_FAILED = Problem(412, "precondition-failed", "Precondition failed")
@@ -49,9 +49,10 @@ router = APIRouter(
 )
 
 
-async def user_messages(user: CurrentUser, services: ServicesDep) -> AsyncIterator[Messages]:
+async def user_messages(request: Request, user: CurrentUser) -> AsyncIterator[Messages]:
     """The quotes repository on a database session for this request. It depends on the
     verified caller, so no database slot is taken before the token is checked."""
+    services = services_of(request)
     async with services.database.session() as session:
         yield Messages(session, services.messages)
 
@@ -94,6 +95,7 @@ _QUOTE_RESPONSE = {
 
 @router.get(
     "/message",
+    openapi_extra=SESSION_TOKEN_REQUIRED,
     summary="Read your quote",
     response_model=MessageOut,
     responses={
@@ -115,6 +117,7 @@ async def get_message(
 
 @router.put(
     "/message",
+    openapi_extra=SESSION_TOKEN_REQUIRED,
     summary="Save or replace your quote",
     response_model=MessageOut,
     status_code=200,
@@ -161,6 +164,7 @@ async def put_message(
 
 @router.delete(
     "/message",
+    openapi_extra=SESSION_TOKEN_REQUIRED,
     summary="Delete your quote",
     status_code=204,
     responses={
