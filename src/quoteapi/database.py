@@ -449,20 +449,10 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
     """503 server-busy when no pool slot came free in time, 503 database-unavailable for an
     outage; anything else is a bug (500)."""
     if isinstance(exc, PoolTimeout):
-        log.warning("event=server_busy error=%s", type(exc).__name__)
-        return problem_response(
-            request,
-            SERVER_BUSY,
-            "Every database connection is busy; retry shortly.",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        return _retry_later(request, exc, SERVER_BUSY, "Every database connection is busy")
     if is_database_unavailable(exc):
-        log.warning("event=database_unavailable error=%s", type(exc).__name__)
-        return problem_response(
-            request,
-            DATABASE_UNAVAILABLE,
-            "The database cannot be reached right now; retry shortly.",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        return _retry_later(
+            request, exc, DATABASE_UNAVAILABLE, "The database cannot be reached right now"
         )
     if isinstance(exc, sa_exc.DBAPIError):
         # The driver's message quotes the offending parameter value (asyncpg: "invalid input
@@ -478,3 +468,13 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
             request, INTERNAL_ERROR, "Something went wrong on our side; it has been logged."
         )
     return await unexpected_error(request, exc)
+
+
+def _retry_later(request: Request, exc: Exception, problem: Problem, why: str) -> JSONResponse:
+    log.warning("event=%s error=%s", problem.code.replace("-", "_"), type(exc).__name__)
+    return problem_response(
+        request,
+        problem,
+        f"{why}; retry shortly.",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
