@@ -430,12 +430,6 @@ class Database:
             await engine.dispose()
 
 
-async def retry_behind_pooler(session: AsyncSession, work: Callable[[], Awaitable[T]]) -> T:
-    """`Database.retrying` for a unit of work on a session of `Database.session()`."""
-    database: Database | None = session.info.get("database")
-    return await (work() if database is None else database.retrying(work, session))
-
-
 async def warn_if_rls_bypassed(engine: AsyncEngine) -> None:
     """Log a warning when the connected role is exempt from row-level security (a superuser,
     or BYPASSRLS like Neon's default owner role): the policy is then no second wall at all."""
