@@ -1,4 +1,4 @@
-"""quoteapi under load, beside two baselines, on this machine: one command.
+"""quoteapi under load, beside four baselines, on this machine: one command.
 
     .venv/bin/python bench/run.py [--workers 1] [--users 100000] [--duration 10] [--quick]
                                   [--soak] [--users-compare 1000,1000000]
