@@ -8,9 +8,15 @@
   selects by user_id, PUT upserts and returns the row. What a careful minimal implementation
   costs: one round trip to PostgreSQL per request.
 
-Run: python bench/baselines.py {bare,raw} --port PORT [--workers W]
-The raw app reads BENCH_DATABASE_URL, BENCH_JWT_KEY (PEM), BENCH_ISSUER, BENCH_AZP and
-BENCH_POOL_SIZE from the environment.
+- `tutorial`: the contract as a fastapi-clerk-auth tutorial writes it: one dependency that
+  verifies every token with PyJWT (no cache) and hands over a SQLModel `AsyncSession`; GET is
+  `session.get(UserMessage, user_id)`, PUT loads, changes or adds the row, commits and
+  refreshes. What users would write instead of quoteapi.
+
+Run: python bench/baselines.py {bare,raw,tutorial} --port PORT [--workers W]
+The raw and tutorial apps read BENCH_DATABASE_URL, BENCH_JWT_KEY (PEM), BENCH_ISSUER, BENCH_AZP
+and BENCH_POOL_SIZE from the environment; with BENCH_GC_GEN0_THRESHOLD the raw app tunes its
+garbage collector as the service's QUOTEAPI_GC_GEN0_THRESHOLD does.
 """
 
 from __future__ import annotations
@@ -27,10 +33,14 @@ import jwt
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from quoteapi.app import tune_garbage_collector
 from quoteapi.database import parse_database_url
+from quoteapi.messages.models import UserMessage
 
 _SELECT = "SELECT message, create_ts, update_ts, version FROM user_messages WHERE user_id = $1"
 # The service's PUT without preconditions: insert, or replace with a new version; xmax = 0 on a
@@ -70,29 +80,12 @@ def create_bare_app() -> FastAPI:
     return app
 
 
-def create_raw_app() -> FastAPI:
-    """/me/message by hand: PyJWT on every request, raw asyncpg."""
+def _token_checker() -> Any:
+    """PyJWT on every request, no cache: the user id of a valid token, else None."""
     key = load_pem_public_key(os.environ["BENCH_JWT_KEY"].encode())
     assert isinstance(key, RSAPublicKey)
     issuer = os.environ["BENCH_ISSUER"]
     azp = os.environ.get("BENCH_AZP")
-    database = parse_database_url(os.environ["BENCH_DATABASE_URL"])
-    pool_size = int(os.environ.get("BENCH_POOL_SIZE", "10"))
-    pools: list[asyncpg.Pool] = []
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await asyncpg.create_pool(
-            **database.connect_kwargs,
-            min_size=pool_size,
-            max_size=pool_size,
-            reset=_keep_session,
-        )
-        pools.append(pool)
-        try:
-            yield
-        finally:
-            await pool.close()
 
     def user_of(request: Request) -> str | None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -113,6 +106,32 @@ def create_raw_app() -> FastAPI:
             return None
         sub: str = claims["sub"]
         return sub
+
+    return user_of
+
+
+def create_raw_app() -> FastAPI:
+    """/me/message by hand: PyJWT on every request, raw asyncpg."""
+    user_of = _token_checker()
+    database = parse_database_url(os.environ["BENCH_DATABASE_URL"])
+    pool_size = int(os.environ.get("BENCH_POOL_SIZE", "10"))
+    gc_threshold = int(os.environ.get("BENCH_GC_GEN0_THRESHOLD", "0"))
+    pools: list[asyncpg.Pool] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(
+            **database.connect_kwargs,
+            min_size=pool_size,
+            max_size=pool_size,
+            reset=_keep_session,
+        )
+        pools.append(pool)
+        tune_garbage_collector(gc_threshold)
+        try:
+            yield
+        finally:
+            await pool.close()
 
     def message(row: asyncpg.Record, status: int = 200) -> JSONResponse:
         body = {
@@ -155,9 +174,82 @@ def create_raw_app() -> FastAPI:
     return app
 
 
+def create_tutorial_app() -> FastAPI:
+    """/me/message as a tutorial writes it: one dependency (PyJWT + a SQLModel session)."""
+    user_of = _token_checker()
+    database = parse_database_url(os.environ["BENCH_DATABASE_URL"])
+    pool_size = int(os.environ.get("BENCH_POOL_SIZE", "10"))
+    engine = create_async_engine(
+        "postgresql+asyncpg://",
+        connect_args=database.connect_kwargs,
+        pool_size=pool_size,
+        max_overflow=0,
+    )
+    sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    async def caller_session(request: Request) -> AsyncIterator[tuple[str, AsyncSession]]:
+        user = user_of(request)
+        if user is None:
+            raise HTTPException(401, "token-invalid")
+        async with sessions() as session:
+            yield user, session
+
+    def message(row: UserMessage, status: int = 200) -> JSONResponse:
+        body = {
+            "message": row.message,
+            "created_at": row.created_at.isoformat(),
+            "updated_at": row.updated_at.isoformat(),
+        }
+        return JSONResponse(body, status_code=status, headers={"ETag": f'"{row.version}"'})
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/me/message")
+    async def get_message(
+        caller: tuple[str, AsyncSession] = Depends(caller_session),
+    ) -> Response:
+        user, session = caller
+        row = await session.get(UserMessage, user)
+        if row is None:
+            raise HTTPException(404, "message-not-found")
+        return message(row)
+
+    @app.put("/me/message")
+    async def put_message(
+        request: Request,
+        caller: tuple[str, AsyncSession] = Depends(caller_session),
+    ) -> Response:
+        user, session = caller
+        body: Any = await request.json()
+        text = body.get("message") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not 0 < len(text.strip()) <= _MAX_MESSAGE:
+            raise HTTPException(422, "validation-failed")
+        row = await session.get(UserMessage, user)
+        created = row is None
+        if row is None:
+            row = UserMessage(user_id=user, message=text.strip())
+            session.add(row)
+        else:
+            row.message = text.strip()
+        await session.commit()
+        await session.refresh(row)
+        return message(row, 201 if created else 200)
+
+    return app
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("app", choices=["bare", "raw"])
+    parser.add_argument("app", choices=["bare", "raw", "tutorial"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)

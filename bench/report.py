@@ -111,24 +111,27 @@ def print_report(results: dict[str, Any]) -> None:
     print()
     header = (
         f"{'scenario':<16}{'tokens':<7}| {'service rps':>11} {'p50 ms':>7} {'p99 ms':>7} "
-        f"| {'raw rps':>8} {'p50':>6} {'p99':>6} | {'bare rps':>8} {'p50':>6} {'p99':>6} "
-        f"| {'svc/raw':>7} {'svc/bare':>8}"
+        f"| {'raw rps':>8} {'raw+gc':>8} {'tutorial':>8} {'bare rps':>8} "
+        f"| {'svc/raw':>7} {'svc/raw+gc':>10} {'svc/tut':>7} {'svc/bare':>8}"
     )
     print(header)
     print("-" * len(header))
     for row in results["scenarios"]:
-        svc, raw, bare = row["service"], row["raw"], row["bare"]
+        svc = row["service"]
+        others = [row.get(name) or {} for name in ("raw", "raw_gc", "tutorial", "bare")]
         flag = "  !" if row["unexpected"] else ""
         print(
             f"{row['label']:<16}{row['tokens']:<7}| {_fmt(svc['rps']):>11} "
-            f"{_fmt(svc['p50_ms'], 2):>7} {_fmt(svc['p99_ms'], 2):>7} "
-            f"| {_fmt(raw['rps']):>8} {_fmt(raw['p50_ms'], 2):>6} {_fmt(raw['p99_ms'], 2):>6} "
-            f"| {_fmt(bare['rps']):>8} {_fmt(bare['p50_ms'], 2):>6} "
-            f"{_fmt(bare['p99_ms'], 2):>6} | {_ratio(svc, raw):>7} {_ratio(svc, bare):>8}{flag}"
+            f"{_fmt(svc['p50_ms'], 2):>7} {_fmt(svc['p99_ms'], 2):>7} | "
+            + " ".join(f"{_fmt(other.get('rps')):>8}" for other in others)
+            + f" | {_ratio(svc, others[0]):>7} {_ratio(svc, others[1]):>10} "
+            f"{_ratio(svc, others[2]):>7} {_ratio(svc, others[3]):>8}{flag}"
         )
     print(
         "raw = PyJWT on every request + raw asyncpg (no token cache: its reuse and fresh rows "
-        "are one run); bare = FastAPI returning a JSON dict (one run per method)."
+        "are one run); raw+gc = the same with the service's QUOTEAPI_GC_GEN0_THRESHOLD; "
+        "tutorial = PyJWT + SQLModel AsyncSession.get in one dependency; bare = FastAPI "
+        "returning a JSON dict (one run per method)."
     )
     unexpected = [r for r in results["scenarios"] if r["unexpected"]]
     for row in unexpected:
@@ -136,19 +139,22 @@ def print_report(results: dict[str, Any]) -> None:
 
     sweep = results.get("sweep")
     if sweep and sweep["points"]:
+        points0 = sweep["points"][0]
         print()
         print(f"concurrency sweep ({sweep['scenario']}, {sweep['duration_s']} s a point):")
+        names = [n for n in ("service", "raw", "raw_gc", "tutorial", "bare") if n in points0]
         print(
-            f"{'connections':>11} | {'service rps':>11} {'p99 ms':>7} | {'raw rps':>8} "
-            f"{'p99':>6} | {'bare rps':>8} {'p99':>6}"
+            f"{'connections':>11} | "
+            + " | ".join(f"{n + ' rps':>12} {'p50':>6} {'p99':>6}" for n in names)
         )
         for point in sweep["points"]:
-            svc, raw, bare = point["service"], point["raw"], point["bare"]
             print(
-                f"{point['connections']:>11} | {_fmt(svc['rps']):>11} "
-                f"{_fmt(svc['p99_ms'], 2):>7} | {_fmt(raw['rps']):>8} "
-                f"{_fmt(raw['p99_ms'], 2):>6} | {_fmt(bare['rps']):>8} "
-                f"{_fmt(bare['p99_ms'], 2):>6}"
+                f"{point['connections']:>11} | "
+                + " | ".join(
+                    f"{_fmt(point[n]['rps']):>12} {_fmt(point[n]['p50_ms'], 2):>6} "
+                    f"{_fmt(point[n]['p99_ms'], 2):>6}"
+                    for n in names
+                )
             )
 
     memory = results.get("memory")
@@ -222,7 +228,13 @@ def write_chart(results: dict[str, Any], path: Path) -> str | None:
     except ImportError:
         return "no chart: matplotlib is missing (pip install -c requirements.lock -e '.[bench]')"
 
-    targets = (("service", "quoteapi"), ("raw", "raw baseline"), ("bare", "bare FastAPI"))
+    targets = (
+        ("service", "quoteapi"),
+        ("raw", "raw baseline"),
+        ("raw_gc", "raw + GC setting"),
+        ("tutorial", "tutorial style"),
+        ("bare", "bare FastAPI"),
+    )
     figure = plt.figure(figsize=(13, 9), constrained_layout=True)
     grid = figure.add_gridspec(2, 2)
     throughput, p99 = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 1])
@@ -235,14 +247,18 @@ def write_chart(results: dict[str, Any], path: Path) -> str | None:
     )
     for n, (key, label) in enumerate(targets):
         color = f"C{n}"
-        xs = [p["connections"] for p in points if p[key]]
+        xs = [p["connections"] for p in points if p.get(key)]
         throughput.plot(
-            xs, [p[key]["rps"] for p in points if p[key]], marker="o", color=color, label=label
+            xs, [p[key]["rps"] for p in points if p.get(key)], marker="o", color=color, label=label
         )
         p99.plot(
-            xs, [p[key]["p99_ms"] for p in points if p[key]], marker="o", color=color, label=label
+            xs,
+            [p[key]["p99_ms"] for p in points if p.get(key)],
+            marker="o",
+            color=color,
+            label=label,
         )
-        if star and star[key]:
+        if star and star.get(key):
             headline_label = "headline run" if n == 0 else None
             throughput.plot(
                 star["connections"], star[key]["rps"], "*", ms=12, color=color, label=headline_label
@@ -276,7 +292,7 @@ def write_chart(results: dict[str, Any], path: Path) -> str | None:
     for i, (key, label) in enumerate(targets):
         headline.bar(
             [n + (i - 1) * width for n in range(len(rows))],
-            [row[key]["rps"] if row[key] else 0 for row in rows],
+            [row[key]["rps"] if row.get(key) else 0 for row in rows],
             width,
             label=label,
         )

@@ -1,16 +1,17 @@
-"""quoteapi under load, beside two baselines, on this machine: one command.
+"""quoteapi under load, beside four baselines, on this machine: one command.
 
     .venv/bin/python bench/run.py [--workers 1] [--users 100000] [--duration 10] [--quick]
                                   [--soak] [--users-compare 1000,1000000]
 
 It starts an embedded PostgreSQL, migrates and seeds a database (half the users have a quote),
-mints Clerk-shaped tokens with a bench RSA key, and starts three servers with the same uvicorn
+mints Clerk-shaped tokens with a bench RSA key, and starts five servers with the same uvicorn
 flags: the real service (`quoteapi serve`, verifying with CLERK_JWT_KEY), a hand-written raw
-baseline (PyJWT + asyncpg) and a bare FastAPI baseline (bench/baselines.py). wrk (bench/load.lua)
-then drives GET hit, GET miss, PUT and a 90/10 read/write mix, each with tokens reused per user
-(the frontend pattern) and with a new token on every request (verification-cache misses); a
-concurrency sweep; worker memory after 200,000 requests (2,000,000 with --soak); the cost of
-row-level security when the service has it; and optionally 1,000 vs 1,000,000 users.
+baseline (PyJWT + asyncpg) as it is and with the service's GC setting, a tutorial-style one
+(PyJWT + SQLModel AsyncSession.get) and a bare FastAPI one (bench/baselines.py). wrk
+(bench/load.lua) then drives GET hit, GET miss, PUT and a 90/10 read/write mix, each with tokens
+reused per user (the frontend pattern) and with a new token on every request (verification-cache
+misses); a concurrency sweep; worker memory after 200,000 requests (2,000,000 with --soak); the
+cost of row-level security when the service has it; and optionally 1,000 vs 1,000,000 users.
 
 Output: a table on stdout, bench/results/latest.json and bench/results/latest.png.
 """
@@ -53,6 +54,10 @@ RESULTS = BENCH / "results" / "latest.json"
 DATABASE_NAME = "quoteapi_bench"
 TOKEN_CACHE_SIZE = Settings.model_fields["clerk_token_cache_size"].default
 POOL_SIZE = Settings.model_fields["database_pool_size"].default
+GC_THRESHOLD = Settings.model_fields["quoteapi_gc_gen0_threshold"].default
+# The yardsticks driven once per scenario with reused tokens (they cache nothing): raw as it is,
+# raw with the service's GC setting, and the tutorial style.
+PER_SCENARIO_BASELINES = ("raw", "raw_gc", "tutorial")
 RLS_SETTING = "database_row_level_security"
 MEMORY_MILESTONES = (200_000, 2_000_000)
 
@@ -243,7 +248,9 @@ class Bench:
         env = self.service_env(database_url, **extra)
         return self._started(start_server(name, argv, env, self.workdir))
 
-    def start_baseline(self, kind: str, database_url: str) -> Server:
+    def start_baseline(
+        self, kind: str, database_url: str, *, name: str | None = None, gc_threshold: int = 0
+    ) -> Server:
         env = {
             **clean_env(),
             "BENCH_DATABASE_URL": database_url,
@@ -251,10 +258,11 @@ class Bench:
             "BENCH_ISSUER": tokens.ISSUER,
             "BENCH_AZP": tokens.AZP,
             "BENCH_POOL_SIZE": str(self.pool_size),
+            "BENCH_GC_GEN0_THRESHOLD": str(gc_threshold),
         }
         argv = [sys.executable, str(BENCH / "baselines.py"), kind]
         argv += ["--workers", str(self.args.workers)]
-        return self._started(start_server(kind, argv, env, self.workdir))
+        return self._started(start_server(name or kind, argv, env, self.workdir))
 
     def _started(self, server: Server) -> Server:
         self.stack.callback(server.stop)
@@ -297,61 +305,61 @@ class Bench:
     def headline(
         self,
         service: Server,
-        raw: Server,
-        bare: Server,
+        baselines: dict[str, Server],
         files: dict[tuple[str, str], Path],
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Every scenario at --connections: the service with both token kinds, the raw
-        baseline once per scenario (it caches nothing), the bare one once per method."""
+        """Every scenario at --connections: the service with both token kinds, each of
+        PER_SCENARIO_BASELINES once per scenario, the bare one once per method."""
         c, d = self.args.connections, self.args.duration
         rows: list[dict[str, Any]] = []
-        raw_runs: dict[str, loadgen.Result] = {}
-        bare_runs: dict[str, loadgen.Result] = {}
+        runs: dict[str, dict[str, loadgen.Result]] = {name: {} for name in baselines}
         for scenario in SCENARIOS:
             service_runs = {
                 kind: self.drive(service, scenario.mode, files[kind, scenario.users], c, d)
                 for kind in TOKEN_KINDS
             }
-            raw_runs[scenario.key] = self.drive(
-                raw, scenario.mode, files["reuse", scenario.users], c, d
-            )
-            if scenario.mode not in bare_runs:
-                bare_runs[scenario.mode] = self.drive(
-                    bare, scenario.mode, files["reuse", "hit"], c, d
+            for name in PER_SCENARIO_BASELINES:
+                runs[name][scenario.key] = self.drive(
+                    baselines[name], scenario.mode, files["reuse", scenario.users], c, d
                 )
-            raw_run, bare_run = raw_runs[scenario.key], bare_runs[scenario.mode]
+            if scenario.mode not in runs["bare"]:
+                runs["bare"][scenario.mode] = self.drive(
+                    baselines["bare"], scenario.mode, files["reuse", "hit"], c, d
+                )
+            these = {name: runs[name][scenario.key] for name in PER_SCENARIO_BASELINES}
+            these["bare"] = runs["bare"][scenario.mode]
             for kind, run in service_runs.items():
                 unexpected = {
                     name: count
                     for name, count in (
                         ("service", run.unexpected(scenario.expect)),
-                        ("raw", raw_run.unexpected(scenario.expect)),
-                        ("bare", bare_run.unexpected(200)),
+                        *(
+                            (name, these[name].unexpected(scenario.expect))
+                            for name in PER_SCENARIO_BASELINES
+                        ),
+                        ("bare", these["bare"].unexpected(200)),
                     )
                     if count
                 }
-                rows.append(
-                    {
-                        "scenario": scenario.key,
-                        "label": scenario.label,
-                        "tokens": kind,
-                        "connections": c,
-                        "expected_status": scenario.expect,
-                        "service": run.as_dict(),
-                        "raw": raw_run.as_dict(),
-                        "bare": bare_run.as_dict(),
-                        "service_vs_raw": round(run.rps / raw_run.rps, 3) if raw_run.rps else None,
-                        "service_vs_bare": (
-                            round(run.rps / bare_run.rps, 3) if bare_run.rps else None
-                        ),
-                        "unexpected": unexpected,
-                    }
-                )
-        baselines = {
-            "raw": {key: run.as_dict() for key, run in raw_runs.items()},
-            "bare": {mode: run.as_dict() for mode, run in bare_runs.items()},
+                row: dict[str, Any] = {
+                    "scenario": scenario.key,
+                    "label": scenario.label,
+                    "tokens": kind,
+                    "connections": c,
+                    "expected_status": scenario.expect,
+                    "service": run.as_dict(),
+                }
+                for name, baseline in these.items():
+                    row[name] = baseline.as_dict()
+                    row[f"service_vs_{name}"] = (
+                        round(run.rps / baseline.rps, 3) if baseline.rps else None
+                    )
+                row["unexpected"] = unexpected
+                rows.append(row)
+        return rows, {
+            name: {key: run.as_dict() for key, run in by_key.items()}
+            for name, by_key in runs.items()
         }
-        return rows, baselines
 
     def sweep(
         self, targets: Sequence[Server], files: dict[tuple[str, str], Path]
@@ -511,18 +519,23 @@ class Bench:
         results["settings"] = self.settings_record(files)
 
         service = self.start_service("service", url)
-        raw = self.start_baseline("raw", url)
-        bare = self.start_baseline("bare", url)
-        for server in (service, raw, bare):
+        baselines = {
+            "raw": self.start_baseline("raw", url),
+            "raw_gc": self.start_baseline("raw", url, name="raw_gc", gc_threshold=GC_THRESHOLD),
+            "tutorial": self.start_baseline("tutorial", url),
+            "bare": self.start_baseline("bare", url),
+        }
+        every = (service, *baselines.values())
+        for server in every:
             self.check_contract(server, files)
             self.warm(server, files)
         samples = [self.rss_sample(service, "after start and warm-up")]
 
-        results["scenarios"], results["baselines"] = self.headline(service, raw, bare, files)
-        results["sweep"] = self.sweep((service, raw, bare), files)
+        results["scenarios"], results["baselines"] = self.headline(service, baselines, files)
+        results["sweep"] = self.sweep(every, files)
         samples.append(self.rss_sample(service, "after the scenarios and the sweep"))
-        results["memory"] = self.memory(service, (raw, bare), files, samples)
-        for server in (service, raw, bare):
+        results["memory"] = self.memory(service, tuple(baselines.values()), files, samples)
+        for server in every:
             server.stop()
 
         # The optional lines: a failure is reported with the results, not instead of them.

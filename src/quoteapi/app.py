@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 
 from quoteapi import database, health, migrations
 from quoteapi.auth.deps import SECURITY_SCHEMES
@@ -85,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         role_check = asyncio.create_task(database.warn_if_rls_bypassed(engine))
         async with httpx.AsyncClient(timeout=settings.clerk_jwks_timeout_seconds) as http:
             await verifier.start(http)  # warms the keys; a failure only logs
+            tune_garbage_collector(settings.quoteapi_gc_gen0_threshold)
             try:
                 yield
             finally:
@@ -112,6 +115,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_problem_handlers(
         app, {failure: database.database_error for failure in database.DATABASE_FAILURES}
     )
+    # The hot path first: routing tries each route in turn.
+    _include_as_own_routes(app, messages.router)
     app.include_router(health.router)
     if settings.quoteapi_docs_enabled:
         install_docs(app, app.openapi_url or "/openapi.json")
@@ -120,7 +125,6 @@ def create_app(settings: Settings) -> FastAPI:
 
         app.include_router(issuer.build_router(settings.quoteapi_data_dir))
         app.include_router(tokens.build_router(settings.quoteapi_data_dir))  # for web/
-    app.include_router(messages.router)
     if webhook_verifier is not None:
         app.include_router(webhooks.router)
     # Outermost first: request id and access log see everything, CORS answers preflights
@@ -157,6 +161,44 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, observe=observe)
     use_problem_media_type(app, security_schemes=SECURITY_SCHEMES)
     return app
+
+
+def _include_as_own_routes(app: FastAPI, router: APIRouter) -> None:
+    """`app.include_router(router)`, with the routes on the app's own router: FastAPI matches
+    an included router's routes through one more layer on every request (about 30 µs of a
+    GET's 1,300 here; README: Performance). Each route carries its router's prefix, tags and
+    responses already; the app's operation ids apply as they would."""
+    for route in router.routes:
+        assert isinstance(route, APIRoute), route
+        app.router.add_api_route(
+            route.path,
+            route.endpoint,
+            methods=route.methods,
+            response_model=route.response_model,
+            status_code=route.status_code,
+            tags=route.tags,
+            dependencies=route.dependencies,
+            summary=route.summary,
+            description=route.description,
+            response_description=route.response_description,
+            responses=route.responses,
+            deprecated=route.deprecated,
+            include_in_schema=route.include_in_schema,
+            name=route.name,
+            route_class_override=type(route),
+            openapi_extra=route.openapi_extra,
+        )
+
+
+def tune_garbage_collector(gen0_threshold: int) -> None:
+    """Once start-up is done: freeze what is loaded (modules, the app, the engine: never garbage,
+    and otherwise scanned by every full collection) and collect the youngest generation after
+    `gen0_threshold` net allocations. With 64 requests in flight Python's 700 meant a
+    collection every few requests. 0: leave Python's defaults."""
+    if gen0_threshold:
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(gen0_threshold, *gc.get_threshold()[1:])
 
 
 def create_app_from_env() -> FastAPI:

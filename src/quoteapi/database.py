@@ -5,6 +5,7 @@ cannot serve it."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import re
 import ssl
@@ -294,6 +295,49 @@ def is_pooler_statement_error(exc: BaseException) -> bool:
     return _POOLER_STATEMENT_MESSAGE.search(str(cause or exc.orig)) is not None
 
 
+class FifoSlots:
+    """A semaphore that admits strictly first come, first served, and gives up on a waiter after
+    `wait` seconds (PoolTimeout). A free slot costs no timer: one is armed only for a request
+    that has to queue. A released slot passes straight to the longest waiter, so no newcomer
+    can overtake the queue."""
+
+    def __init__(self, size: int, wait: float) -> None:
+        self._free = size
+        self._wait = wait
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        if self._free:  # a slot is free only while nobody queues (release hands it over)
+            self._free -= 1
+            return
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(turn)
+        timer = loop.call_later(self._wait, _give_up, turn, self._wait)
+        try:
+            await turn
+        except BaseException:
+            # A waiter that gave up or was cancelled stays queued, done: `release` skips it.
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
+                self.release()  # handed a slot just as it was cancelled: pass the slot on
+            raise
+        finally:
+            timer.cancel()
+
+    def release(self) -> None:
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._free += 1
+
+
+def _give_up(turn: asyncio.Future[None], wait: float) -> None:
+    if not turn.done():
+        turn.set_exception(PoolTimeout(f"no database connection free within {wait} s"))
+
+
 class Database:
     """The engine and the request sessions on it, admitted to the pool first come, first served.
 
@@ -323,8 +367,7 @@ class Database:
         self._use(engine, pooler=pooler)
         self._pooler_safe_engine = None if pooler else pooler_safe_engine
         self._retired: list[AsyncEngine] = []
-        self._slots = asyncio.Semaphore(pool_size)
-        self._wait = wait
+        self._slots = FifoSlots(pool_size, wait)
 
     def _use(self, engine: AsyncEngine, *, pooler: bool) -> None:
         self.engine = engine
@@ -337,11 +380,7 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session holding one of the pool's slots until the block ends."""
-        try:
-            async with asyncio.timeout(self._wait):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise PoolTimeout(f"no database connection free within {self._wait} s") from None
+        await self._slots.acquire()
         try:
             async with self._factory() as session:
                 yield session
@@ -358,12 +397,17 @@ class Database:
         try:
             return await work()
         except sa_exc.DBAPIError as exc:
-            if not (is_pooler_statement_error(exc) and self._switch_to_pooler_safe()):
-                raise
+            await self.prepare_retry(exc, session)
+        return await work()
+
+    async def prepare_retry(self, exc: sa_exc.DBAPIError, session: AsyncSession | None) -> None:
+        """After `exc` failed a unit of work: re-raise it unless a transaction pooler broke the
+        statement; else switch to pooler-safe mode and ready `session` to run the work again."""
+        if not (is_pooler_statement_error(exc) and self._switch_to_pooler_safe()):
+            raise exc
         if session is not None:
             await session.rollback()
             session.sync_session.bind = self._factory.kw["bind"].sync_engine
-        return await work()
 
     def _switch_to_pooler_safe(self) -> bool:
         """Use the pooler-safe engine from now on (once; no await, so no other task interleaves);
@@ -384,12 +428,6 @@ class Database:
     async def dispose(self) -> None:
         for engine in (*self._retired, self.engine):
             await engine.dispose()
-
-
-async def retry_behind_pooler(session: AsyncSession, work: Callable[[], Awaitable[T]]) -> T:
-    """`Database.retrying` for a unit of work on a session of `Database.session()`."""
-    database: Database | None = session.info.get("database")
-    return await (work() if database is None else database.retrying(work, session))
 
 
 async def warn_if_rls_bypassed(engine: AsyncEngine) -> None:

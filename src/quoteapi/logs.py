@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+_JSON = json.JSONEncoder(default=str)
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record; fields a log pipeline can index."""
@@ -23,7 +25,7 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _JSON.encode(entry)
 
 
 class ReadableFormatter(logging.Formatter):
@@ -44,6 +46,8 @@ def configure_logging(*, json_lines: bool, level: str = "INFO") -> None:
     """Route every logger (ours, uvicorn's, SQLAlchemy's) through one stderr handler."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else ReadableFormatter())
+    # No formatter here shows the thread or process: do not look them up for every record.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -103,6 +103,10 @@ class HttpSettings(BaseModel):
     # The port `quoteapi serve` binds, and the one the image's HEALTHCHECK probes: one setting,
     # so that they cannot disagree (`serve --port` must match it when both are given).
     quoteapi_port: int = Field(default=8000, ge=1, le=65535)
+    # The worker's garbage collector: once start-up is done, gc.freeze() takes what is loaded by
+    # then out of its sight, and the youngest generation is collected after this many net
+    # allocations (Python's default 700). 0: Python's defaults, no freeze (README: Performance).
+    quoteapi_gc_gen0_threshold: int = Field(default=50_000, ge=0, le=10_000_000)
 
     @field_validator("cors_allow_origins", mode="before")
     @classmethod

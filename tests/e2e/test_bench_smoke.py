@@ -30,7 +30,7 @@ def wrk() -> str:
     return found
 
 
-def test_bench_quick_run_reports_every_scenario_and_both_baselines(
+def test_bench_quick_run_reports_every_scenario_and_every_baseline(
     wrk: str, repo_root: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "latest.json"
@@ -54,11 +54,14 @@ def test_bench_quick_run_reports_every_scenario_and_both_baselines(
     assert set(rows) == {(s, t) for s in SCENARIOS for t in ("reuse", "fresh")}
     for (scenario, _), row in rows.items():
         assert row["service"]["statuses"].get(str(SCENARIOS[scenario]), 0) > 0
-        assert row["raw"]["statuses"].get(str(SCENARIOS[scenario]), 0) > 0
+        for baseline in ("raw", "raw_gc", "tutorial"):
+            assert row[baseline]["statuses"].get(str(SCENARIOS[scenario]), 0) > 0
+            assert row[f"service_vs_{baseline}"] > 0
         assert row["bare"]["statuses"].get("200", 0) > 0
-        assert row["service_vs_raw"] > 0
         assert row["service_vs_bare"] > 0
-    assert set(results["baselines"]) == {"raw", "bare"}
-    assert set(results["baselines"]["raw"]) == set(SCENARIOS)
+    assert set(results["baselines"]) == {"raw", "raw_gc", "tutorial", "bare"}
+    for baseline in ("raw", "raw_gc", "tutorial"):
+        assert set(results["baselines"][baseline]) == set(SCENARIOS)
     assert results["machine"]["postgresql"]
-    assert "svc/raw" in run.stdout
+    for column in ("svc/raw", "svc/raw+gc", "svc/tut"):
+        assert column in run.stdout

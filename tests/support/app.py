@@ -44,7 +44,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
     pass."""
     if not any(overrides.get(name) for name in _CLERK_KEY_SOURCES):
         overrides = {"clerk_jwt_key": TEST_KEY.public_pem, **overrides}
-    overrides = {"clerk_issuer": TEST_ISSUER, **overrides}
+    # The test process's own collector stays as Python sets it (test_gc covers the setting).
+    overrides = {"clerk_issuer": TEST_ISSUER, "quoteapi_gc_gen0_threshold": 0, **overrides}
     return Settings(_env_file=None, database_url=database_url, **overrides)  # type: ignore[call-arg]
 
 
