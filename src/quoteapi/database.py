@@ -387,17 +387,15 @@ class Database:
         finally:
             self._slots.release()
 
-    async def retrying(
-        self, work: Callable[[], Awaitable[T]], session: AsyncSession | None = None
-    ) -> T:
-        """Run `work` (statements and their commit, on `session` or on `self.engine`); when a
-        transaction pooler broke one of its statements, switch to pooler-safe mode and run it
-        once more. Nothing ran: the statement failed at prepare or bind, and its transaction
-        (if any) rolls back."""
+    async def retrying(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run `work`, which opens its own session; when a transaction pooler broke one of its
+        statements, switch to pooler-safe mode and run it once more (on a new session). Nothing
+        ran: the statement failed at prepare or bind. A repository on a session it was given
+        calls `prepare_retry` itself."""
         try:
             return await work()
         except sa_exc.DBAPIError as exc:
-            await self.prepare_retry(exc, session)
+            await self.prepare_retry(exc, None)
         return await work()
 
     async def prepare_retry(self, exc: sa_exc.DBAPIError, session: AsyncSession | None) -> None:

@@ -113,7 +113,7 @@ class MessageStatements:
         self.save_unless: Any = upsert.on_conflict_do_update(
             index_elements=[_c.user_id], set_=replace, where=~_version_in("none_match")
         ).returning(*_RETURNED, _CREATED)
-        # Conditional writes run in a transaction bound to the caller first (`bind_caller`).
+        # Conditional writes run in a transaction bound to the caller first (`begin_for_user`).
         self.replace: Any = (
             update(_table)
             .where(_c.user_id == _CALLER, _version_in("match"), ~_version_in("none_match"))
@@ -123,7 +123,6 @@ class MessageStatements:
         self.delete: Any = (
             delete(_table).where(_c.user_id == _CALLER, _version_in("match")).returning(_c.version)
         )
-        self.bind_caller: Any = select(func.set_config(USER_SETTING, _CALLER, True))
 
 
 P = ParamSpec("P")
@@ -207,8 +206,16 @@ class Messages:
         return None if row is None else StoredMessage(*row)
 
     async def _begin_for(self, user_id: str) -> None:
-        """Open a real transaction (even on an autocommit session) bound to `user_id`, for a
-        statement that cannot carry the binding itself."""
-        await self._session.connection(execution_options={"isolation_level": "READ COMMITTED"})
-        if self._statements.rls:
-            await self._session.exec(self._statements.bind_caller, params={"caller": user_id})
+        await begin_for_user(self._session, user_id, rls=self._statements.rls)
+
+
+_BIND_CALLER: Any = select(func.set_config(USER_SETTING, _CALLER, True))
+
+
+async def begin_for_user(session: AsyncSession, user_id: str, *, rls: bool) -> None:
+    """Open a real transaction on `session` (even an autocommit one) bound to `user_id` (with
+    `rls`), for statements that cannot carry the binding themselves; the webhook's erasure
+    uses it too."""
+    await session.connection(execution_options={"isolation_level": "READ COMMITTED"})
+    if rls:
+        await session.exec(_BIND_CALLER, params={"caller": user_id})

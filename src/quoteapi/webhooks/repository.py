@@ -12,7 +12,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from quoteapi.messages.models import UserMessage
-from quoteapi.messages.repository import USER_SETTING
+from quoteapi.messages.repository import begin_for_user
 from quoteapi.webhooks.models import WebhookDelivery
 
 log = logging.getLogger("quoteapi.webhooks")
@@ -28,7 +28,6 @@ _RECORD: Any = (
     .on_conflict_do_nothing(index_elements=[col(WebhookDelivery.svix_id)])
     .returning(col(WebhookDelivery.svix_id))
 )
-_BIND_USER: Any = select(func.set_config(USER_SETTING, bindparam("user_id", type_=Text), True))
 _ERASE: Any = delete(UserMessage).where(col(UserMessage.user_id) == bindparam("user_id"))
 # A batch of the oldest expired delivery ids; rows another transaction is pruning are skipped
 # rather than waited for.
@@ -65,9 +64,7 @@ class Deliveries:
         user, for row-level security); False (and nothing changed) when this svix-id was
         already recorded."""
         session = self._session
-        await session.connection(execution_options={"isolation_level": "READ COMMITTED"})
-        if self._rls:
-            await session.exec(_BIND_USER, params={"user_id": user_id})
+        await begin_for_user(session, user_id, rls=self._rls)
         recorded = await session.exec(_RECORD, params={"svix_id": svix_id, "type": event_type})
         if recorded.first() is None:
             await session.rollback()
