@@ -11,7 +11,11 @@ QUOTEAPI_REQUEST_READ_TIMEOUT_SECONDS of its first byte (or of the connection, f
 request, or of bytes such as a bare CRLF that begin none), and refuses a request head over
 MAX_HEAD_BYTES with 431, counted as the parser reports it, however the head is split into reads.
 It also answers 400 to a request without the Host header HTTP/1.1 requires, or with two.
-A request this protocol refuses (400, 431, 408) never reaches the app.
+A request this protocol refuses (400, 431, 408) never reaches the app. Its answer follows the
+answers to any requests pipelined before it, and the connection then closes as RFC 9112
+section 9.6 asks: the write side first, then the rest of what the client sends is read and
+dropped for up to LINGER_SECONDS, so that a client still uploading reads the answer instead of
+a reset.
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ from quoteapi.settings import load_settings
 # Request line plus headers. A Clerk session token is at most 8 KiB (auth refuses larger), and
 # a browser's cookies a few KiB more; nginx's default allows 32 KiB too.
 MAX_HEAD_BYTES = 32 * 1024
+
+# How long a refused connection keeps reading (and dropping) what its client still sends, after
+# the answer: long enough for a client to finish writing a body of the largest accepted size
+# (1 MiB) on loopback or a LAN and read the answer; short, as it holds no shared resource.
+LINGER_SECONDS = 2.0
 
 
 @cache
@@ -68,6 +77,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_reads = 0  # of the current head, in reads that began and ended inside it
         self._request_started = False  # some bytes of the current request have arrived
         self._refused = False  # answered by this protocol: nothing more reaches the app
+        self._held_answer: bytes | None = None  # a refusal waiting for earlier answers
+        self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -75,9 +86,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._linger is not None:
+            self._linger.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:  # the rest of a refused connection is dropped unparsed
+            return
         head = self._heads_begun if self._in_head else None
         super().data_received(data)
         if self._refused:
@@ -169,8 +184,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         else:  # nothing sent yet, or the app is already reading a body: just hang up
             self.transport.close()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # starts the next pipelined request, if one waits
+        if self.transport.is_closing():  # that response closed the connection
+            self._held_answer = None
+        elif self._held_answer is not None and self.cycle.response_complete:
+            self._answer_and_close(self._held_answer)
+
     def _refuse(self, status: int, problem: Problem, detail: str) -> None:
-        """Answer before any app sees the request, then close (as uvicorn's own 400 does)."""
+        """Answer before any app sees the request, after the answers to requests pipelined
+        before it, then close."""
         self._refused = True
         self._disarm()
         self.logger.warning("event=http_request_refused status=%s", status)
@@ -179,5 +202,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             f"content-type: {PROBLEM_MEDIA_TYPE}\r\ncontent-length: {len(body)}\r\n"
             "connection: close\r\n\r\n"
         )
-        self.transport.write(STATUS_LINE[status] + head.encode() + body)
-        self.transport.close()
+        answer = STATUS_LINE[status] + head.encode() + body
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            self._held_answer = answer
+        else:
+            self._answer_and_close(answer)
+
+    def _answer_and_close(self, answer: bytes) -> None:
+        self._held_answer = None
+        self._unset_keepalive_if_required()
+        self.transport.write(answer)
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        # Closing with unread bytes would send a reset, which can destroy the answer before the
+        # client reads it: half-close, and let the client's own close (or the linger) end it.
+        self.transport.write_eof()
+        self._linger = self.loop.call_later(LINGER_SECONDS, self.transport.close)

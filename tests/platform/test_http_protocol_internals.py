@@ -17,6 +17,7 @@ OVERRIDDEN = (
     "on_headers_complete",
     "on_body",
     "on_message_complete",
+    "on_response_complete",
 )
 
 
@@ -34,5 +35,12 @@ def test_uvicorn_still_builds_status_lines_for_the_refusals() -> None:
 
 def test_uvicorn_protocol_still_keeps_transport_loop_and_logger() -> None:
     source = inspect.getsource(HttpToolsProtocol)
-    for attribute in ("self.transport", "self.loop", "self.logger", "self.cycle"):
+    for attribute in (
+        "self.transport",
+        "self.loop",
+        "self.logger",
+        "self.cycle",
+        "self.pipeline",
+        "def _unset_keepalive_if_required",
+    ):
         assert attribute in source, attribute
