@@ -67,6 +67,9 @@ class Result:
     statuses: dict[str, int]
     socket_errors: dict[str, int] = field(default_factory=dict)
     connections: int = 0
+    # CPU time per request during the run, µs: "server" (the server's processes) and
+    # "postgres" (every PostgreSQL process); filled in by bench/run.py.
+    cpu_us_per_request: dict[str, float] = field(default_factory=dict)
 
     def unexpected(self, expected: int) -> int:
         """Responses with another status than `expected`, plus socket errors."""

@@ -136,6 +136,7 @@ def print_report(results: dict[str, Any]) -> None:
     unexpected = [r for r in results["scenarios"] if r["unexpected"]]
     for row in unexpected:
         print(f"  ! {row['label']} {row['tokens']}: unexpected answers {row['unexpected']}")
+    _print_cpu(results["scenarios"])
 
     sweep = results.get("sweep")
     if sweep and sweep["points"]:
@@ -208,6 +209,21 @@ def print_report(results: dict[str, Any]) -> None:
                 f"{entry['table_mib']:.1f} MiB, worker RSS {rss} MiB"
             )
     print()
+
+
+def _print_cpu(rows: list[dict[str, Any]]) -> None:
+    """CPU time per request of each target's server and of PostgreSQL, in the same runs."""
+    names = (("service", "service"), ("raw", "raw"), ("raw_gc", "raw+gc"), ("tutorial", "tutorial"))
+    print()
+    print("CPU per request, us: the server's processes / PostgreSQL's")
+    print(f"{'scenario':<16}{'tokens':<7}| " + " ".join(f"{label:>15}" for _, label in names))
+    for row in rows:
+        cells = []
+        for key, _ in names:
+            cpu = (row.get(key) or {}).get("cpu_us_per_request") or {}
+            server, postgres = cpu.get("server"), cpu.get("postgres")
+            cells.append(f"{_fmt(server, 0)} / {_fmt(postgres, 0)}" if server else "-")
+        print(f"{row['label']:<16}{row['tokens']:<7}| " + " ".join(f"{c:>15}" for c in cells))
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:

@@ -32,7 +32,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,12 @@ class Server:
         ]
         return [round(p.memory_info().rss / 2**20, 1) for p in workers or [parent]]
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time of the server and its workers so far."""
+        import psutil
+
+        return _cpu_seconds(psutil.Process(self.process.pid))
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -142,6 +148,20 @@ def start_server(name: str, argv: list[str], env: dict[str, str], workdir: Path)
     return server
 
 
+def _cpu_seconds(root: Any) -> float:
+    """CPU time (user + system) of the psutil process `root` and its live descendants."""
+    import psutil
+
+    total = 0.0
+    for process in (root, *root.children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
@@ -162,6 +182,7 @@ class Bench:
         self.service_env_extra = dict(item.split("=", 1) for item in args.service_env)
         self.pool_size = int(self.service_env_extra.get("DATABASE_POOL_SIZE", POOL_SIZE))
         self.runs = 0
+        self.postgres: Any = None  # the postmaster (psutil), once the database runs
 
     # -- load ---------------------------------------------------------------------------------
 
@@ -178,6 +199,7 @@ class Bench:
         """One wrk run against `server`, continuing through `token_file` where the last run
         against it stopped (so a fresh token is never one the server has cached)."""
         offset = server.offsets.get(token_file, 0)
+        cpu_before = self.cpu_seconds(server)
         result = loadgen.run(
             self.wrk,
             f"{server.base_url}/me/message",
@@ -188,6 +210,12 @@ class Bench:
             threads=self.args.wrk_threads,
             offset=offset,
         )
+        cpu = {
+            part: round((after - cpu_before[part]) * 1e6 / result.requests, 1)
+            for part, after in self.cpu_seconds(server).items()
+            if result.requests
+        }
+        result = replace(result, cpu_us_per_request=cpu)
         server.offsets[token_file] = offset + result.requests
         server.served += result.requests
         self.runs += 1
@@ -195,10 +223,19 @@ class Bench:
         print(
             f"bench: {server.name:<13} {mode:<4} {kind:<6} c={connections:<4} "
             f"{result.rps:>9,.0f} rps  p50 {result.p50_ms} ms  p99 {result.p99_ms} ms  "
-            f"{result.statuses}{note}",
+            f"{result.statuses}  cpu/request: server {cpu.get('server', 0):,.0f} us, "
+            f"postgres {cpu.get('postgres', 0):,.0f} us{note}",
             flush=True,
         )
         return result
+
+    def cpu_seconds(self, server: Server) -> dict[str, float]:
+        """CPU time so far of `server` and of PostgreSQL: per request, it tells where the time
+        of a run went (the worker's code, or the database's), which throughput alone cannot."""
+        used = {"server": server.cpu_seconds()}
+        if self.postgres is not None:
+            used["postgres"] = _cpu_seconds(self.postgres)
+        return used
 
     def check_contract(self, server: Server, files: dict[tuple[str, str], Path]) -> None:
         """One request of each kind, before any load: the answers the scenarios expect."""
@@ -506,6 +543,7 @@ class Bench:
         embedded = EmbeddedPostgres(self.workdir / "postgres", durable=args.durable)
         self.stack.callback(embedded.stop)
         server_url = embedded.start()
+        self.postgres = _postmaster(embedded.pgdata)
         started = time.perf_counter()
         url = asyncio.run(database.prepare(server_url, DATABASE_NAME, self.users))
         table = asyncio.run(database.facts(url))
@@ -571,6 +609,13 @@ class Bench:
             },
             "token_files": {f"{kind}-{users}": path.name for (kind, users), path in files.items()},
         }
+
+
+def _postmaster(pgdata: Path) -> Any:
+    """The running PostgreSQL's main process (psutil), from its postmaster.pid."""
+    import psutil
+
+    return psutil.Process(int((pgdata / "postmaster.pid").read_text().splitlines()[0]))
 
 
 def _attempt(what: str, phase: Callable[..., Any], *args: Any) -> Any:

@@ -59,9 +59,13 @@ def test_bench_quick_run_reports_every_scenario_and_every_baseline(
             assert row[f"service_vs_{baseline}"] > 0
         assert row["bare"]["statuses"].get("200", 0) > 0
         assert row["service_vs_bare"] > 0
+        for target in ("service", "raw", "tutorial"):
+            cpu = row[target]["cpu_us_per_request"]
+            assert cpu["server"] > 0, (target, cpu)
+            assert cpu["postgres"] > 0, (target, cpu)
     assert set(results["baselines"]) == {"raw", "raw_gc", "tutorial", "bare"}
     for baseline in ("raw", "raw_gc", "tutorial"):
         assert set(results["baselines"][baseline]) == set(SCENARIOS)
     assert results["machine"]["postgresql"]
-    for column in ("svc/raw", "svc/raw+gc", "svc/tut"):
+    for column in ("svc/raw", "svc/raw+gc", "svc/tut", "CPU per request"):
         assert column in run.stdout
