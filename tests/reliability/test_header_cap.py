@@ -6,7 +6,6 @@ reset, so any reset fails these tests."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from quoteapi.http_protocol import MAX_HEAD_BYTES
 from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.raw_http import exchange
 from tests.support.tokens import MintToken
 
 # Between two writes, so that the server reads them apart (framing is what these tests vary).
@@ -43,23 +43,6 @@ def _put(token: str, quote: str, request_id: str, padding: int = 0) -> tuple[byt
     """A PUT /me/message storing `quote`: its head and its body."""
     body = json.dumps({"message": quote}).encode()
     return _head(token, request_id, padding, len(body)), body
-
-
-async def _exchange(port: int, *writes: bytes, apart_s: float = READ_APART_S) -> bytes:
-    """Send each write `apart_s` from the next; everything the server answers until it closes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for i, data in enumerate(writes):
-            if i:
-                await asyncio.sleep(apart_s)
-            writer.write(data)
-            await writer.drain()
-        received = b""
-        while chunk := await asyncio.wait_for(reader.read(65536), 10):
-            received += chunk
-        return received
-    finally:
-        writer.close()
 
 
 async def _stored_quote(server: ServerProcess, token: str) -> str | None:
@@ -105,7 +88,9 @@ async def test_a_head_over_the_cap_is_refused_431_and_never_reaches_the_app(
     head, body = _put(token, "Refused: this head is too large.", refused_id, padding)
     previous = _put(token, "Sent first, on the same connection.", f"first-{refused_id}")
 
-    answer = await _exchange(server.port, *_split(head, body, framing, previous))
+    answer = await exchange(
+        server.port, *_split(head, body, framing, previous), apart_s=READ_APART_S
+    )
 
     assert b"HTTP/1.1 431 " in answer, answer[:200]
     assert b'"code": "headers-too-large"' in answer
@@ -119,7 +104,7 @@ async def test_a_head_just_under_the_cap_with_its_whole_body_is_served(
     token = mint_token(f"user_cap_{uuid.uuid4().hex[:8]}")
     head, body = _put(token, "Served: this head fits.", "under-cap", MAX_HEAD_BYTES - 2_000)
     head = head.replace(b"HTTP/1.1\r\n", b"HTTP/1.1\r\nConnection: close\r\n", 1)
-    answer = await _exchange(server.port, head + body)
+    answer = await exchange(server.port, head + body)
     assert answer.startswith(b"HTTP/1.1 201 "), answer[:200]
     assert await _stored_quote(server, token) == "Served: this head fits."
 
@@ -131,7 +116,7 @@ async def test_a_refused_head_is_answered_after_the_request_pipelined_before_it(
     first_head, first_body = _put(token, "Sent first, on the same connection.", "pipelined-first")
     head, body = _put(token, "Refused: this head is too large.", "pipelined-refused", 60_000)
 
-    answer = await _exchange(server.port, first_head + first_body + head + body)
+    answer = await exchange(server.port, first_head + first_body + head + body)
 
     assert answer.startswith(b"HTTP/1.1 201 "), answer[:200]
     assert answer.index(b"HTTP/1.1 431 ") > answer.index(b"Sent first, on the same connection.")
@@ -145,6 +130,6 @@ async def test_a_client_still_sending_its_body_when_refused_reads_the_431(
     chunks = [b"a" * 20_000] * 10
     head = _head(token, "still-sending", 40_000, content_length=len(b"".join(chunks)))
 
-    answer = await _exchange(server.port, head, *chunks, apart_s=0.05)
+    answer = await exchange(server.port, head, *chunks, apart_s=0.05)
 
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]

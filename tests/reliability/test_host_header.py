@@ -4,7 +4,6 @@ it; and no response points a client at a host taken from the request."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -13,25 +12,13 @@ import httpx
 import pytest
 
 from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.raw_http import exchange
 
 
 @pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with running_server(tmp_path_factory.mktemp("host"), serve_env(database_url)) as process:
         yield process
-
-
-async def _send(port: int, request: bytes) -> bytes:
-    """Send `request` on a new connection; everything the server answers until it closes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        received = b""
-        while chunk := await asyncio.wait_for(reader.read(65536), 10):
-            received += chunk
-        return received
-    finally:
-        writer.close()
 
 
 @pytest.mark.parametrize(
@@ -47,7 +34,7 @@ async def test_an_http11_request_without_exactly_one_host_is_refused_400(
 ) -> None:
     request_id = f"host-{uuid.uuid4().hex[:12]}"
     request = b"GET /healthz HTTP/1.1\r\n%sX-Request-ID: %s\r\n\r\n" % (hosts, request_id.encode())
-    answer = await _send(server.port, request)
+    answer = await exchange(server.port, request)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 "), answer[:200]
     assert b"content-type: application/problem+json" in head.lower()
@@ -58,7 +45,7 @@ async def test_an_http11_request_without_exactly_one_host_is_refused_400(
 
 
 async def test_an_http10_request_without_host_is_served(server: ServerProcess) -> None:
-    answer = await _send(server.port, b"GET /healthz HTTP/1.0\r\n\r\n")
+    answer = await exchange(server.port, b"GET /healthz HTTP/1.0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
 
 
