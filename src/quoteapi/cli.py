@@ -41,6 +41,7 @@ def _require_database(settings: Settings, command: str) -> DatabaseTarget:
 def serve(args: argparse.Namespace) -> None:
     """Run the API for production: no implicit migrations, settings from the environment."""
     from quoteapi.app import create_app
+    from quoteapi.http_protocol import edge_limits
 
     settings = load_settings()
     if settings.quoteapi_dev_issuer:
@@ -52,6 +53,7 @@ def serve(args: argparse.Namespace) -> None:
     _require_database(settings, "serve")
     port = _serve_port(settings, args.port)
     create_app(settings)  # every configuration check, before any worker starts
+    edge_limits(settings)
     configure_logging(json_lines=True)
     # uvicorn re-raises SIGTERM once its graceful shutdown is done: exit 0 then, not by signal.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -62,8 +64,9 @@ def serve(args: argparse.Namespace) -> None:
         port=port,
         workers=args.workers,
         loop="uvloop",
-        # httptools, plus a deadline to receive each request and a cap on its head.
+        # httptools, with deadlines both ways, bounded memory and a connection cap.
         http="quoteapi.http_protocol:GuardedHttpToolsProtocol",
+        ws="none",  # no WebSocket route: an upgrade request is answered as plain HTTP
         timeout_keep_alive=settings.quoteapi_keep_alive_seconds,
         timeout_graceful_shutdown=settings.quoteapi_shutdown_grace_seconds,
         log_config=None,
@@ -101,6 +104,7 @@ def dev(args: argparse.Namespace) -> None:
     from quoteapi.dev import issuer
     from quoteapi.dev.databases import create_database, ensure_app_role, kept_password
     from quoteapi.dev.embedded import EmbeddedPostgres
+    from quoteapi.http_protocol import GuardedHttpToolsProtocol
 
     settings = load_settings()
     if not has_key_source(settings):  # no Clerk configured: sign and verify with the dev issuer
@@ -141,7 +145,15 @@ def dev(args: argparse.Namespace) -> None:
             settings = settings.model_copy(update={"database_url": app_url})
         app = create_app(settings)
         server = uvicorn.Server(
-            uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False)
+            uvicorn.Config(
+                app,
+                host=args.host,
+                port=args.port,
+                http=GuardedHttpToolsProtocol,
+                ws="none",
+                log_config=None,
+                access_log=False,
+            )
         )
         page = _page_server(settings, args.host, args.port, web_port) if web_port else None
         greeting = _dev_greeting(settings, args.host, args.port, page.url if page else None)

@@ -1,44 +1,69 @@
-"""The HTTP protocol `quoteapi serve` runs: uvicorn's httptools protocol plus the two limits on
-reading a request that uvicorn lacks.
+"""The HTTP/1.1 edge of `quoteapi serve`: uvicorn's httptools protocol plus the limits a server
+facing the internet needs and uvicorn 0.54 lacks (the minor version is pinned in pyproject.toml;
+tests/platform/test_http_protocol_internals.py checks the internals this relies on).
 
-uvicorn 0.54 (pinned to that minor version in pyproject.toml) arms `timeout_keep_alive` only
-after a response; a connection that has not yet sent a whole request has no timer at all, and
-httptools buffers a request head of any size. So a client dribbling header bytes (slowloris),
-or one that connects and sends nothing, holds its connection and memory forever. ASGI middleware
-cannot help: the app sees a request only once its head is complete. This protocol closes a
-connection whose request (head and body) has not fully arrived within
-QUOTEAPI_REQUEST_READ_TIMEOUT_SECONDS of its first byte (or of the connection, for the first
-request, or of bytes such as a bare CRLF that begin none), and refuses a request head over
-MAX_HEAD_BYTES with 431, counted as the parser reports it, however the head is split into reads.
-It also answers 400 to a request without the Host header HTTP/1.1 requires, or with two.
-A request this protocol refuses (400, 431, 408) never reaches the app. Its answer follows the
-answers to any requests pipelined before it, and the connection then closes as RFC 9112
-section 9.6 asks: the write side first, then the rest of what the client sends is read and
-dropped for up to LINGER_SECONDS, so that a client still uploading reads the answer instead of
-a reset.
+Every limit is per connection, in the protocol, because ASGI middleware sees a request only once
+its head is complete and never sees the connection:
+
+- Reading: a request (head, body, trailers) must arrive within
+  QUOTEAPI_REQUEST_READ_TIMEOUT_SECONDS of its first byte, or of the connection for the first;
+  time during which the server itself is not reading does not count. A head, or a trailer
+  section, over MAX_HEAD_BYTES is refused with 431, however it is split into reads.
+- Queueing: bytes are parsed in slices, and parsing stops while MAX_QUEUED_REQUESTS pipelined
+  requests wait for their turn; reading stops while any wait. A connection's memory is bounded
+  by that queue, one read, and uvicorn's body buffer.
+- Trailer fields are never request headers (RFC 9110 section 6.5.1): they are read and dropped.
+- Writing: output the client leaves untaken for QUOTEAPI_WRITE_TIMEOUT_SECONDS (writing paused
+  that long, or a closing connection whose output stops draining) aborts the connection.
+- Connections: at the worker's cap (`connection_cap`), a newcomer closes the longest-idle
+  connection; with none idle it is answered 503 too-many-connections.
+- A client that half-closes after whole requests gets their answers, then the connection closes.
+- Upgrade requests are answered as plain HTTP (there is no WebSocket here), then the connection
+  closes.
+
+A request the protocol refuses (400 for bytes that are not HTTP/1.1 or a wrong Host, 408, 431,
+503) is answered in problem+json after the answers to the requests pipelined before it, and the
+connection closes as RFC 9112 section 9.6 asks: the write side first, then what the client still
+sends is read and dropped for up to LINGER_SECONDS, so that a client still uploading reads the
+answer instead of a reset.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+import httptools
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from quoteapi.problems import (
     BAD_REQUEST,
     HEADERS_TOO_LARGE,
     PROBLEM_MEDIA_TYPE,
     REQUEST_TIMEOUT,
+    RETRY_AFTER_SECONDS,
+    TOO_MANY_CONNECTIONS,
     Problem,
     problem_body,
 )
-from quoteapi.settings import load_settings
+from quoteapi.settings import ConfigError, Settings, load_settings
 
-# Request line plus headers. A Clerk session token is at most 8 KiB (auth refuses larger), and
-# a browser's cookies a few KiB more; nginx's default allows 32 KiB too.
+log = logging.getLogger("quoteapi.http")
+
+# Request line plus headers (and, apart, a trailer section). A Clerk session token is at most
+# 8 KiB (auth refuses larger), and a browser's cookies a few KiB more; nginx allows 32 KiB too.
 MAX_HEAD_BYTES = 32 * 1024
 
 # How long a refused connection keeps reading (and dropping) what its client still sends, after
@@ -46,12 +71,66 @@ MAX_HEAD_BYTES = 32 * 1024
 # (1 MiB) on loopback or a LAN and read the answer; short, as it holds no shared resource.
 LINGER_SECONDS = 2.0
 
+# Pipelined requests parsed ahead of the one being answered. Browsers do not pipeline; clients
+# that do send a few. Parsing in slices keeps one read from queueing thousands at once.
+MAX_QUEUED_REQUESTS = 16
+PARSE_SLICE_BYTES = 4096
+
+# Descriptors a worker keeps beside its client connections, on top of the database pool: the
+# listening socket, event loop and log files, connections to Clerk, the docs' static files,
+# and refused connections lingering.
+RESERVED_DESCRIPTORS = 64
+
+# The connection cap's warning is written at most this often, with the count since the last.
+CAP_WARNING_INTERVAL_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    read_timeout: float
+    write_timeout: float
+    max_connections: int
+
+
+def connection_cap(settings: Settings) -> int:
+    """QUOTEAPI_MAX_CONNECTIONS, or by default what the worker's open-file soft limit allows
+    beside the database pool and RESERVED_DESCRIPTORS. A worker that runs out of descriptors
+    can accept nobody, silently: a cap above that is a configuration error."""
+    reserved = settings.database_pool_size + RESERVED_DESCRIPTORS
+    if sys.platform == "win32":  # no descriptor limit of this kind
+        allowed = None
+    else:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        allowed = None if soft == resource.RLIM_INFINITY else soft - reserved
+    cap = settings.quoteapi_max_connections
+    if allowed is not None and (cap or allowed) > allowed:
+        raise ConfigError(
+            "QUOTEAPI_MAX_CONNECTIONS" if cap else "ulimit -n",
+            f"the open-file limit is {allowed + reserved}, of which {reserved} are kept for "
+            f"the database pool (DATABASE_POOL_SIZE) and files, leaving {max(allowed, 0)} for "
+            f"{cap or 'the'} connections",
+            "raise the open-file limit (ulimit -n, or the container's nofile ulimit)"
+            + (f", or set QUOTEAPI_MAX_CONNECTIONS to at most {allowed}" if cap else ""),
+        )
+    return cap or allowed or 65536
+
+
+def edge_limits(settings: Settings) -> EdgeLimits:
+    """The limits of `settings`; raises ConfigError for a connection cap that cannot hold."""
+    return EdgeLimits(
+        read_timeout=settings.quoteapi_request_read_timeout_seconds,
+        write_timeout=settings.quoteapi_write_timeout_seconds,
+        max_connections=connection_cap(settings),
+    )
+
 
 @cache
-def _read_timeout() -> float:
-    # uvicorn builds protocols from an import string in each worker process, so the limit is
+def _worker_limits() -> EdgeLimits:
+    # uvicorn builds protocols from an import string in each worker process, so the limits are
     # read from the environment there, once, as the worker's app factory reads its settings.
-    return load_settings().quoteapi_request_read_timeout_seconds
+    return edge_limits(load_settings())
 
 
 def _host_problem(http_version: str, headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -65,112 +144,268 @@ def _host_problem(http_version: str, headers: list[tuple[bytes, bytes]]) -> str 
     return None
 
 
+class _ReadGate(FlowControl):
+    """uvicorn's flow control, except that reading stays paused while `held()`: uvicorn resumes
+    reading whenever the app asks for body, which would let pipelined requests pile up."""
+
+    def __init__(self, transport: asyncio.Transport, held: Callable[[], bool]) -> None:
+        super().__init__(transport)
+        self._held = held
+
+    def resume_reading(self) -> None:
+        if self.read_paused and not self._held():
+            super().resume_reading()
+
+
+class _Throttle:
+    """True at most once per `interval` seconds; counts the calls in between."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next_at = 0.0
+        self.count = 0
+
+    def due(self, now: float) -> bool:
+        self.count += 1
+        if now < self.next_at:
+            return False
+        self.next_at = now + self.interval
+        return True
+
+
+_cap_warning = _Throttle(CAP_WARNING_INTERVAL_SECONDS)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """httptools HTTP/1.1 with a deadline for receiving each request and a cap on its head."""
+    """httptools HTTP/1.1 with deadlines both ways, bounded memory and a connection cap."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._limits = _worker_limits()
         self._read_deadline: asyncio.TimerHandle | None = None
-        self._in_head = True  # the next bytes belong to a request head not yet complete
-        self._heads_begun = 0  # tells whether a read began and ended in the same head
-        self._head_bytes = 0  # of the current head, as the parser reports them
-        self._head_reads = 0  # of the current head, in reads that began and ended inside it
-        self._request_started = False  # some bytes of the current request have arrived
-        self._refused = False  # answered by this protocol: nothing more reaches the app
-        self._held_answer: bytes | None = None  # a refusal waiting for earlier answers
+        self._write_deadline: asyncio.TimerHandle | None = None
         self._linger: asyncio.TimerHandle | None = None
+        self._unparsed: bytes | memoryview = b""  # read, not parsed while the queue is full
+        self._running: RequestResponseCycle | None = None  # the request the app is answering
+        self._request_started = False  # bytes of a request arrived; it is not complete yet
+        self._in_head = True  # the next bytes belong to a request head
+        # A field section is a head or what follows a chunk header (where trailers come). Its
+        # size is counted as the parser reports fields, plus whole slices that began and ended
+        # inside it (httptools buffers an unfinished field line).
+        self._in_fields = True
+        self._sections_begun = 0
+        self._field_bytes = 0
+        self._field_slices = 0
+        self._done_reading = False  # refused or upgraded: nothing more is parsed
+        self._held_answer: bytes | None = None  # a refusal waiting for earlier answers
+        self._writes_resumed = 0
+        self.idle_since: float | None = None  # for the connection cap: None while busy
+
+    # --- the connection ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
-        self._arm()
+        self.flow = _ReadGate(self.transport, self._holding_reads)
+        self.idle_since = self.loop.time()
+        self._arm_read_deadline()
+        if len(self.connections) > self._limits.max_connections:
+            self._make_room()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        if self._linger is not None:
-            self._linger.cancel()
+        for timer in (self._read_deadline, self._write_deadline, self._linger):
+            if timer is not None:
+                timer.cancel()
+        self._read_deadline = self._write_deadline = self._linger = None
+        self.idle_since = None
         super().connection_lost(exc)
 
+    def eof_received(self) -> bool:  # type: ignore[override]  # asyncio.Protocol allows it
+        """The client sends no more (a half-close): answer the whole requests it sent, then
+        close. A request cut off by the EOF can never complete: close now."""
+        if self._request_started or not self._busy():
+            return False
+        if self.cycle is not None:
+            self.cycle.keep_alive = False  # the last request's answer closes the connection
+        return True
+
+    def _make_room(self) -> None:
+        """Over the cap: close the longest-idle connection for this one, or refuse this one."""
+        idle = [
+            other
+            for other in self.connections
+            if isinstance(other, GuardedHttpToolsProtocol)
+            and other is not self
+            and other.idle_since is not None
+            and not other.transport.is_closing()
+        ]
+        if _cap_warning.due(self.loop.time()):
+            log.warning(
+                "event=connection_cap_reached cap=%s connections=%s idle=%s times=%s",
+                self._limits.max_connections,
+                len(self.connections),
+                len(idle),
+                _cap_warning.count,
+            )
+            _cap_warning.count = 0
+        if idle:
+            min(idle, key=lambda other: other.idle_since or 0.0)._close()
+        else:
+            self._refuse(
+                TOO_MANY_CONNECTIONS,
+                "The server holds as many connections as it can; retry shortly.",
+                headers={"retry-after": str(RETRY_AFTER_SECONDS)},
+            )
+
+    def _busy(self) -> bool:
+        running = self._running
+        return bool(self.pipeline) or (
+            running is not None and not running.response_complete and not running.disconnected
+        )
+
+    def _close(self) -> None:
+        """Close once the output is out; the write deadline covers a client that takes none."""
+        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            self._watch_output()
+
+    def timeout_keep_alive_handler(self) -> None:
+        if not self.transport.is_closing():
+            self._close()
+
+    def shutdown(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self._close()
+        else:
+            super().shutdown()
+
+    # --- reading -----------------------------------------------------------------------------
+
     def data_received(self, data: bytes) -> None:
-        if self._refused:  # the rest of a refused connection is dropped unparsed
+        if self._done_reading:  # the rest of a refused or upgraded connection is dropped
             return
-        head = self._heads_begun if self._in_head else None
-        super().data_received(data)
-        if self._refused:
-            return
-        # The parser reports a header only once its line is complete (httptools buffers it):
-        # a read that began and ended inside the same head is all head, which bounds that buffer.
-        if head == self._heads_begun and self._in_head and self._request_started:
-            self._head_reads += len(data)
-            if self._head_reads > MAX_HEAD_BYTES:
-                self._refuse_head()
-                return
+        self._unset_keepalive_if_required()
+        self._unparsed = bytes(self._unparsed) + data if self._unparsed else data
+        self._parse()
         # uvicorn cancels its keep-alive timer on any byte received, but bytes that begin no
         # request (the CRLFs the parser skips between requests) arm nothing: arm the deadline.
-        idle = self.cycle is None or self.cycle.response_complete
+        idle = not self._request_started and not self._busy()
         if idle and self._read_deadline is None and not self.transport.is_closing():
-            self._arm()
+            self._arm_read_deadline()
 
-    # Parser callbacks. The head is counted where the parser reports it, in whatever reads it
-    # arrived: with the end of a previous body, with the start of its own, or with a whole
-    # request. Once refused, the rest of the read still runs through the parser: every callback
-    # then does nothing, so no app starts and no body reaches one.
+    def _holding_reads(self) -> bool:
+        return bool(self._unparsed) or bool(self.pipeline)
+
+    def _parse(self) -> None:
+        """Feed what was read to the parser, a slice at a time, until the queue is full."""
+        while self._unparsed and not self._done_reading:
+            if len(self.pipeline) >= MAX_QUEUED_REQUESTS:
+                self.flow.pause_reading()
+                return
+            data = self._unparsed
+            if len(data) > PARSE_SLICE_BYTES:
+                view = memoryview(data)
+                data, self._unparsed = view[:PARSE_SLICE_BYTES], view[PARSE_SLICE_BYTES:]
+            else:
+                self._unparsed = b""
+            self._feed(data)
+
+    def _feed(self, data: bytes | memoryview) -> None:
+        section = self._sections_begun if self._in_fields else None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # The request is answered as plain HTTP (no WebSocket here); what follows its head
+            # speaks another protocol. Its answer closes the connection (on_headers_complete).
+            self._done_reading = True
+            self._unparsed = b""
+            return
+        except httptools.HttpParserError as exc:
+            self._refuse(BAD_REQUEST, f"The request is not valid HTTP/1.1 ({exc}).")
+            return
+        if self._done_reading:
+            return
+        if section == self._sections_begun and self._in_fields and self._request_started:
+            self._field_slices += len(data)
+            if self._field_slices > MAX_HEAD_BYTES:
+                self._refuse_fields()
+
+    # Parser callbacks. Once refused, the rest of a slice still runs through the parser: every
+    # callback then does nothing, so no app starts and no body reaches one.
 
     def on_message_begin(self) -> None:
-        if self._refused:
+        if self._done_reading:
             return
         super().on_message_begin()
         self._in_head = True
-        self._heads_begun += 1
-        self._head_bytes = self._head_reads = 0
         self._request_started = True
+        self._begin_section()
+        self.idle_since = None
         if self._read_deadline is None:  # the first request's deadline runs from the connect
-            self._arm()
+            self._arm_read_deadline()
 
     def on_url(self, url: bytes) -> None:
-        if not self._refused:
+        if not self._done_reading:
             super().on_url(url)
-            self._count_head(len(url))
+            self._count_fields(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._refused:
+        if self._done_reading:
+            return
+        if self._in_head:  # a trailer field is counted, and never becomes a header
             super().on_header(name, value)
-            self._count_head(len(name) + len(value) + 3)  # "name:value\r\n" at the least
+        self._count_fields(len(name) + len(value) + 3)  # "name:value\r\n" at the least
 
     def on_headers_complete(self) -> None:
-        if self._refused:
+        if self._done_reading:
             return
-        self._in_head = False
         if (wrong := _host_problem(self.parser.get_http_version(), self.headers)) is not None:
-            self._refuse(400, BAD_REQUEST, wrong)
+            self._refuse(BAD_REQUEST, wrong)
             return
+        self._in_head = self._in_fields = False
         super().on_headers_complete()
+        if self.parser.should_upgrade():
+            self.cycle.keep_alive = False
+
+    def on_chunk_header(self) -> None:
+        if not self._done_reading:
+            self._begin_section()  # a chunk's size line; after the last chunk, the trailers
 
     def on_body(self, body: bytes) -> None:
-        if not self._refused:
+        if not self._done_reading:
+            self._in_fields = False
             super().on_body(body)
 
+    def on_chunk_complete(self) -> None:
+        self._in_fields = False
+
     def on_message_complete(self) -> None:
-        if self._refused:
+        if self._done_reading:
             return
-        self._disarm()
-        self._in_head = True
-        self._head_bytes = self._head_reads = 0
+        self._disarm_read_deadline()
         self._request_started = False
+        self._in_head = self._in_fields = True
+        self._field_bytes = self._field_slices = 0
         super().on_message_complete()
 
-    def _count_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse_head()
+    def _begin_section(self) -> None:
+        self._in_fields = True
+        self._sections_begun += 1
+        self._field_bytes = self._field_slices = 0
 
-    def _refuse_head(self) -> None:
-        self._refuse(431, HEADERS_TOO_LARGE, f"Send at most {MAX_HEAD_BYTES} bytes.")
+    def _count_fields(self, size: int) -> None:
+        self._field_bytes += size
+        if self._field_bytes > MAX_HEAD_BYTES:
+            self._refuse_fields()
 
-    def _arm(self) -> None:
-        self._disarm()
-        self._read_deadline = self.loop.call_later(_read_timeout(), self._read_timed_out)
+    def _refuse_fields(self) -> None:
+        what = "head" if self._in_head else "trailer section"
+        self._refuse(HEADERS_TOO_LARGE, f"Send a request {what} of at most {MAX_HEAD_BYTES} bytes.")
 
-    def _disarm(self) -> None:
+    def _arm_read_deadline(self) -> None:
+        self._disarm_read_deadline()
+        self._read_deadline = self.loop.call_later(self._limits.read_timeout, self._read_timed_out)
+
+    def _disarm_read_deadline(self) -> None:
         if self._read_deadline is not None:
             self._read_deadline.cancel()
             self._read_deadline = None
@@ -179,31 +414,108 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._read_deadline = None
         if self.transport.is_closing():
             return
-        if self._in_head and self._request_started:
-            self._refuse(408, REQUEST_TIMEOUT, "Send the whole request promptly.")
-        else:  # nothing sent yet, or the app is already reading a body: just hang up
-            self.transport.close()
+        if self.flow.read_paused:  # the server is not reading: the client is not late
+            self._arm_read_deadline()
+        elif self._in_head and self._request_started:
+            self._refuse(REQUEST_TIMEOUT, "Send the whole request promptly.")
+        else:  # nothing sent yet, or a body too slow for the app reading it: just hang up
+            self._close()
+
+    # --- answering ---------------------------------------------------------------------------
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # starts the next pipelined request, if one waits
         if self.transport.is_closing():  # that response closed the connection
             self._held_answer = None
-        elif self._held_answer is not None and self.cycle.response_complete:
-            self._answer_and_close(self._held_answer)
+            if self.transport.get_write_buffer_size():
+                self._watch_output()
+            return
+        if self._held_answer is not None:
+            if not self._busy():
+                self._answer_and_close(self._held_answer)
+            return
+        if self._unparsed:  # requests left unparsed while the queue was full: on with them
+            self._unset_keepalive_if_required()
+            self._parse()
+        self.flow.resume_reading()  # uvicorn asked before it took the next from the queue
+        if not self._busy() and not self._request_started:
+            self.idle_since = self.loop.time()
+            if self.timeout_keep_alive_task is None and not self._unparsed:
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
 
-    def _refuse(self, status: int, problem: Problem, detail: str) -> None:
-        """Answer before any app sees the request, after the answers to requests pipelined
-        before it, then close."""
-        self._refused = True
-        self._disarm()
-        self.logger.warning("event=http_request_refused status=%s", status)
-        body = json.dumps(problem_body(problem, detail, None)).encode()
-        head = (
-            f"content-type: {PROBLEM_MEDIA_TYPE}\r\ncontent-length: {len(body)}\r\n"
-            "connection: close\r\n\r\n"
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watch_output()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._writes_resumed += 1
+
+    def _watch_output(self) -> None:
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(
+                self._limits.write_timeout,
+                self._check_output,
+                self.transport.get_write_buffer_size(),
+                self._writes_resumed,
+            )
+
+    def _check_output(self, pending_before: int, resumed_before: int) -> None:
+        """Abort when the client took none of the output since the watch began: writing stayed
+        paused throughout, or a closing connection's output did not shrink."""
+        self._write_deadline = None
+        pending = self.transport.get_write_buffer_size()
+        if not pending:
+            return
+        if self.flow.write_paused:
+            stalled = self._writes_resumed == resumed_before
+        elif self.transport.is_closing():
+            stalled = pending >= pending_before
+        else:  # flowing again, under the high-water mark: pause_writing watches anew
+            return
+        if not stalled:
+            self._watch_output()
+            return
+        log.warning("event=write_timeout pending_bytes=%s", pending)
+        self.transport.abort()
+
+    def _refuse(
+        self, problem: Problem, detail: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer `problem` for the request being read, after the answers to the requests
+        pipelined before it, then close. A request already handed to the app (its body or
+        trailers were being read) is taken back from the queue, or its app is told the client
+        left (it answers nobody); one the app has begun to answer gets no second answer."""
+        self._done_reading = True
+        self._unparsed = b""
+        self._disarm_read_deadline()
+        self.idle_since = None
+        request_id = uuid.uuid4().hex
+        log.warning(
+            "event=http_request_refused status=%s code=%s request_id=%s",
+            problem.status,
+            problem.code,
+            request_id,
         )
-        answer = STATUS_LINE[status] + head.encode() + body
-        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+        answer = _problem_answer(problem, detail, request_id, headers or {})
+        cycle = self.cycle
+        if self._request_started and not self._in_head and cycle is not None:
+            queued = [entry for entry in self.pipeline if entry[0] is cycle]
+            if queued:
+                self.pipeline.remove(queued[0])
+            elif cycle.response_started:
+                answer = b""
+            else:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self._request_started = False
+        if self._busy():
             self._held_answer = answer
         else:
             self._answer_and_close(answer)
@@ -211,11 +523,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _answer_and_close(self, answer: bytes) -> None:
         self._held_answer = None
         self._unset_keepalive_if_required()
-        self.transport.write(answer)
+        if answer:
+            self.transport.write(answer)
         if not self.transport.can_write_eof():
-            self.transport.close()
+            self._close()
             return
         # Closing with unread bytes would send a reset, which can destroy the answer before the
         # client reads it: half-close, and let the client's own close (or the linger) end it.
         self.transport.write_eof()
-        self._linger = self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        self._linger = self.loop.call_later(LINGER_SECONDS, self._close)
+
+
+def _problem_answer(
+    problem: Problem, detail: str, request_id: str, headers: dict[str, str]
+) -> bytes:
+    body = json.dumps(problem_body(problem, detail, request_id)).encode()
+    fields = {
+        "content-type": PROBLEM_MEDIA_TYPE,
+        "content-length": str(len(body)),
+        "x-request-id": request_id,
+        **headers,
+        "connection": "close",
+    }
+    head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    return STATUS_LINE[problem.status] + head.encode() + b"\r\n" + body

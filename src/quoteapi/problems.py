@@ -51,6 +51,7 @@ INTERNAL_ERROR = Problem(500, "internal-error", "Internal server error")
 REQUEST_TIMEOUT = Problem(408, "request-timeout", "Request not received in time")
 HEADERS_TOO_LARGE = Problem(431, "headers-too-large", "Request headers too large")
 SHUTTING_DOWN = Problem(503, "shutting-down", "Server shutting down")
+TOO_MANY_CONNECTIONS = Problem(503, "too-many-connections", "Too many connections")
 
 _BY_STATUS = {p.status: p for p in (BAD_REQUEST, NOT_FOUND, METHOD_NOT_ALLOWED)}
 

@@ -100,6 +100,11 @@ class HttpSettings(BaseModel):
     quoteapi_shutdown_grace_seconds: int = Field(default=20, ge=0, le=3600)
     quoteapi_request_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     quoteapi_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    # How long a client may leave the output waiting for it untaken before the connection is
+    # dropped; how many connections a worker holds at once (None: what its open-file limit
+    # allows, less a reserve; quoteapi.http_protocol.connection_cap).
+    quoteapi_write_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    quoteapi_max_connections: int | None = Field(default=None, ge=1)
     # The port `quoteapi serve` binds, and the one the image's HEALTHCHECK probes: one setting,
     # so that they cannot disagree (`serve --port` must match it when both are given).
     quoteapi_port: int = Field(default=8000, ge=1, le=65535)
@@ -149,6 +154,8 @@ class Settings(
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
+        # `NAME=` (as .env.example lists the optional ones) means unset, not an empty value.
+        env_ignore_empty=True,
     )
 
 

@@ -21,3 +21,20 @@ async def exchange(port: int, *writes: bytes, apart_s: float = 0.0) -> bytes:
         return received
     finally:
         writer.close()
+
+
+def split_responses(received: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """The responses in `received`, in order: status, headers (lower-cased names), body. Each
+    must carry Content-Length (or have no body: 204, 304)."""
+    responses = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        responses.append((int(status_line.split()[1]), headers, rest[:length]))
+        received = rest[length:]
+    return responses
