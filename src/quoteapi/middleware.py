@@ -1,4 +1,5 @@
-"""ASGI middleware around every request: request id and access log, then body size limits."""
+"""ASGI middleware around every request: request id and access log (HEAD answered as GET), then
+body size limits."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ RequestObserver = Callable[[str, str | None, int, float], None]
 
 class RequestContextMiddleware:
     """Accept or generate `X-Request-ID`, echo it, and write one access-log line per request
-    (and tell `observe`, if given); status 499 if the client left before the answer."""
+    (and tell `observe`, if given); status 499 if the client left before the answer. The app
+    sees a HEAD request as a GET."""
 
     def __init__(self, app: ASGIApp, *, observe: RequestObserver | None = None) -> None:
         self.app = app
@@ -51,6 +53,9 @@ class RequestContextMiddleware:
         given = _header(scope, b"x-request-id")
         request_id = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        # HEAD is GET without the body (RFC 9110, section 9.3.2): the app answers it as a GET,
+        # and the server, whose scope still says HEAD, sends the head only.
+        app_scope = {**scope, "method": "GET"} if scope["method"] == "HEAD" else scope
         began = time.perf_counter()
         status = 500
         started = False
@@ -72,7 +77,7 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive_noting_disconnect, send_with_id)
+            await self.app(app_scope, receive_noting_disconnect, send_with_id)
         except ClientDisconnect:
             # Raised while reading the body of a client that hung up: nobody is left to answer,
             # and it is no server error. The access-log line below is its one record.
@@ -90,7 +95,8 @@ class RequestContextMiddleware:
             if abandoned:  # whatever the app answered (a 400 for the cut-off body), nobody got it
                 status = CLIENT_CLOSED_REQUEST
             seconds = time.perf_counter() - began
-            method, route = scope["method"], getattr(scope.get("route"), "path", None)
+            # The method the client sent; the route the router noted in the scope it was given.
+            method, route = scope["method"], getattr(app_scope.get("route"), "path", None)
             _log_access(
                 {
                     "method": method,

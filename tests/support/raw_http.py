@@ -1,8 +1,11 @@
-"""HTTP over a bare TCP socket, for tests that control exactly how request bytes are framed."""
+"""HTTP over a bare TCP socket, for tests that control exactly how request bytes are framed or
+must see every byte of the answer (a HEAD's answer is its head and nothing more)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import NamedTuple
 
 
 async def exchange(port: int, *writes: bytes, apart_s: float = 0.0) -> bytes:
@@ -21,3 +24,29 @@ async def exchange(port: int, *writes: bytes, apart_s: float = 0.0) -> bytes:
         return received
     finally:
         writer.close()
+
+
+def request_bytes(method: str, path: str, headers: Mapping[str, str] | None = None) -> bytes:
+    """An HTTP/1.1 request without a body, asking the server to close after answering."""
+    fields = {"Host": "quoteapi.test", "Connection": "close", **(headers or {})}
+    lines = [f"{method} {path} HTTP/1.1", *(f"{name}: {value}" for name, value in fields.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class RawResponse(NamedTuple):
+    """One response as it came off the wire."""
+
+    status: int
+    headers: dict[str, str]  # names lower-cased
+    body: bytes  # every byte after the head, as sent
+
+
+def parse_response(answer: bytes) -> RawResponse:
+    """The one response in `answer` (what `exchange` returned)."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for field in fields:
+        name, _, value = field.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return RawResponse(int(status_line.split()[1]), headers, body)
