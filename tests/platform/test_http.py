@@ -149,6 +149,36 @@ async def test_preflight_from_another_origin_is_refused(cors_client: httpx.Async
     assert "access-control-allow-origin" not in response.headers
 
 
+@pytest.mark.parametrize(
+    ("preflight", "refusal"),
+    [
+        (
+            {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+            "Origin https://evil.example is not allowed: add it to the server's CORS_ALLOW_ORIGINS",
+        ),
+        (
+            {"Origin": SPA_ORIGIN, "Access-Control-Request-Method": "PATCH"},
+            "Method PATCH is not allowed: use GET, PUT, DELETE",
+        ),
+        (
+            {
+                "Origin": SPA_ORIGIN,
+                "Access-Control-Request-Method": "PUT",
+                "Access-Control-Request-Headers": "authorization, x-debug",
+            },
+            "Request headers x-debug are not allowed: send only accept, ",
+        ),
+    ],
+    ids=["origin", "method", "headers"],
+)
+async def test_a_refused_preflight_is_a_problem_naming_what_was_refused(
+    cors_client: httpx.AsyncClient, preflight: dict[str, str], refusal: str
+) -> None:
+    response = await cors_client.options("/me/message", headers=preflight)
+    body = assert_problem(response, 400, "cors-preflight-refused")
+    assert body["detail"].startswith(refusal), body["detail"]
+
+
 async def test_cross_origin_response_exposes_etag(
     cors_client: httpx.AsyncClient, auth_headers: AuthHeaders
 ) -> None:
