@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import APIRouter, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from quoteapi import database, health, migrations
@@ -23,7 +22,11 @@ from quoteapi.docs import install_docs
 from quoteapi.logs import configure_logging
 from quoteapi.messages import router as messages
 from quoteapi.messages.repository import MessageStatements
-from quoteapi.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from quoteapi.middleware import (
+    BodyLimitMiddleware,
+    ProblemCORSMiddleware,
+    RequestContextMiddleware,
+)
 from quoteapi.problems import install_problem_handlers, use_problem_media_type
 from quoteapi.services import Services
 from quoteapi.settings import ConfigError, Settings, load_settings
@@ -134,7 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     if settings.cors_allow_origins:  # none: browsers on other origins are refused anyway
         app.add_middleware(
-            CORSMiddleware,
+            ProblemCORSMiddleware,
             allow_origins=settings.cors_allow_origins,
             # POST only for the dev page's POST /dev/token; the API itself takes none from browsers.
             allow_methods=[

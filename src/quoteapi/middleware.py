@@ -1,4 +1,5 @@
-"""ASGI middleware around every request: request id and access log, then body size limits."""
+"""ASGI middleware around every request: request id and access log (HEAD answered as GET), CORS
+with problem+json refusals, then body size limits."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quoteapi.problems import (
@@ -38,7 +42,8 @@ RequestObserver = Callable[[str, str | None, int, float], None]
 
 class RequestContextMiddleware:
     """Accept or generate `X-Request-ID`, echo it, and write one access-log line per request
-    (and tell `observe`, if given); status 499 if the client left before the answer."""
+    (and tell `observe`, if given); status 499 if the client left before the answer. The app
+    sees a HEAD request as a GET."""
 
     def __init__(self, app: ASGIApp, *, observe: RequestObserver | None = None) -> None:
         self.app = app
@@ -51,6 +56,9 @@ class RequestContextMiddleware:
         given = _header(scope, b"x-request-id")
         request_id = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        # HEAD is GET without the body (RFC 9110, section 9.3.2): the app answers it as a GET,
+        # and the server, whose scope still says HEAD, sends the head only.
+        app_scope = {**scope, "method": "GET"} if scope["method"] == "HEAD" else scope
         began = time.perf_counter()
         status = 500
         started = False
@@ -72,7 +80,7 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive_noting_disconnect, send_with_id)
+            await self.app(app_scope, receive_noting_disconnect, send_with_id)
         except ClientDisconnect:
             # Raised while reading the body of a client that hung up: nobody is left to answer,
             # and it is no server error. The access-log line below is its one record.
@@ -90,7 +98,8 @@ class RequestContextMiddleware:
             if abandoned:  # whatever the app answered (a 400 for the cut-off body), nobody got it
                 status = CLIENT_CLOSED_REQUEST
             seconds = time.perf_counter() - began
-            method, route = scope["method"], getattr(scope.get("route"), "path", None)
+            # The method the client sent; the route the router noted in the scope it was given.
+            method, route = scope["method"], getattr(app_scope.get("route"), "path", None)
             _log_access(
                 {
                     "method": method,
@@ -111,6 +120,56 @@ def _log_access(fields: dict[str, object]) -> None:
         record = access_log.makeRecord(access_log.name, logging.INFO, "", 0, "request", (), None)
         record.fields = fields
         access_log.handle(record)
+
+
+CORS_PREFLIGHT_REFUSED = Problem(400, "cors-preflight-refused", "CORS preflight refused")
+
+
+class ProblemCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, but a refused preflight is a problem (Starlette: a text/plain 400)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        # Starlette names what it refused: "Disallowed CORS origin, method, headers".
+        refused = bytes(response.body).decode().removeprefix("Disallowed CORS ").split(", ")
+        detail = "; ".join(self._refusal(reason, request_headers) for reason in refused) + "."
+        cors_headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name not in ("content-length", "content-type")
+        }
+        return _ProblemAnswer(CORS_PREFLIGHT_REFUSED, detail, cors_headers)
+
+    def _refusal(self, reason: str, request_headers: Headers) -> str:
+        """What was refused and what to do instead."""
+        if reason == "origin":
+            origin = request_headers["origin"]
+            return f"Origin {origin} is not allowed: add it to the server's CORS_ALLOW_ORIGINS"
+        if reason == "method":
+            method = request_headers["access-control-request-method"]
+            return f"Method {method} is not allowed: use {', '.join(self.allow_methods)}"
+        if reason == "headers":
+            requested = request_headers["access-control-request-headers"].split(",")
+            unknown = [h.strip() for h in requested if h.strip().lower() not in self.allow_headers]
+            return (
+                f"Request headers {', '.join(unknown)} are not allowed: "
+                f"send only {', '.join(self.allow_headers)}"
+            )
+        return f"{reason.capitalize()} is not allowed"
+
+
+class _ProblemAnswer(Response):
+    """`_send_problem` as a Response, for library code that answers with one; the connection
+    stays open (no body was left unread)."""
+
+    def __init__(self, problem: Problem, detail: str, headers: Mapping[str, str]) -> None:
+        super().__init__(status_code=problem.status)
+        self.problem, self.detail, self.extra_headers = problem, detail, headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _send_problem(scope, send, self.problem, self.detail, self.extra_headers, close=False)
 
 
 class BodyLimitMiddleware:
@@ -194,8 +253,11 @@ async def _send_problem(
     problem: Problem,
     detail: str,
     headers: Mapping[str, str] | None = None,
+    *,
+    close: bool = True,
 ) -> None:
-    """Answer with `problem` from outside the app (its exception handlers are not there)."""
+    """Answer with `problem` from outside the app (its exception handlers are not there), and
+    with `close` end the connection (a body left unread, a server stopping)."""
     request_id = scope.get("state", {}).get("request_id")
     body = json.dumps(problem_body(problem, detail, request_id)).encode()
     await send(
@@ -205,7 +267,7 @@ async def _send_problem(
             "headers": [
                 (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
+                *([(b"connection", b"close")] if close else []),
                 *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items()),
             ],
         }

@@ -145,7 +145,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         exc.status_code, f"http-{exc.status_code}", str(exc.detail)
     )
     headers = dict(exc.headers or {})
-    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+    if exc.status_code == 405 and (allowed := _allowed_methods(request, headers.get("Allow"))):
         headers["Allow"] = ", ".join(allowed)
     detail = {
         404: f"No route matches {request.url.path}.",
@@ -154,10 +154,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, problem, detail, headers=headers)
 
 
-def _allowed_methods(request: Request) -> list[str]:
-    # Starlette lists only the first matching route's methods; a path served by several routes
-    # (GET, PUT, DELETE) must list them all. The OpenAPI paths are the public map of them.
-    methods: set[str] = set()
+def _allowed_methods(request: Request, route_allows: str | None) -> list[str]:
+    # Starlette lists only the first matching route's methods (`route_allows`); a path served by
+    # several routes (GET, PUT, DELETE) must list them all. The OpenAPI paths are the public map
+    # of them; routes outside it (/docs) keep Starlette's list. HEAD is served wherever GET is
+    # (RequestContextMiddleware), though FastAPI's routes do not list it.
+    methods = {method.strip() for method in (route_allows or "").split(",") if method.strip()}
     for template, operations in request.app.openapi()["paths"].items():
         pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
         if re.fullmatch(pattern, request.url.path):

@@ -1,20 +1,120 @@
-"""Around the API: CORS for browsers on other origins, OpenAPI for client generators and
-Swagger UI, and 503 when the database is down."""
+"""Around the API: HEAD wherever GET, CORS for browsers on other origins, OpenAPI for client
+generators and Swagger UI, and 503 when the database is down."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import base64
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from quoteapi.settings import Settings
-from tests.support.app import running_app
+from tests.support.app import NO_DATABASE_URL, make_settings, running_app
+from tests.support.polling import until
 from tests.support.problems import assert_problem
-from tests.support.tokens import AuthHeaders
+from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.raw_http import exchange, parse_response, request_bytes
+from tests.support.tokens import AuthHeaders, MintToken
 
 SPA_ORIGIN = "http://localhost:5173"
+
+
+# --- HEAD ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real `quoteapi serve`: only the server decides which bytes of an answer are sent."""
+    with running_server(tmp_path_factory.mktemp("http"), serve_env(database_url)) as process:
+        yield process
+
+
+@pytest.fixture
+def callers(server: ServerProcess, mint_token: MintToken) -> dict[str, dict[str, str]]:
+    """Request headers by kind of caller: none, a user with a quote stored on `server`, and
+    the same user asking whether the quote they hold (its ETag) is still current."""
+    signed_in = {"Authorization": f"Bearer {mint_token('user_head')}"}
+    stored = httpx.put(
+        f"{server.url}/me/message", json={"message": "Head first."}, headers=signed_in, timeout=10
+    )
+    assert stored.status_code in (200, 201), stored.text
+    revalidating = {**signed_in, "If-None-Match": stored.headers["etag"]}
+    return {"anonymous": {}, "signed-in": signed_in, "revalidating": revalidating}
+
+
+@pytest.mark.parametrize(
+    ("path", "caller", "status"),
+    [
+        ("/healthz", "anonymous", 200),
+        ("/readyz", "anonymous", 200),
+        ("/docs", "anonymous", 200),
+        ("/openapi.json", "anonymous", 200),
+        ("/me/message", "signed-in", 200),
+        ("/me/message", "revalidating", 304),
+        ("/me/message", "anonymous", 401),
+    ],
+)
+async def test_head_answers_like_get_without_a_body(
+    server: ServerProcess,
+    callers: dict[str, dict[str, str]],
+    path: str,
+    caller: str,
+    status: int,
+) -> None:
+    headers = {**callers[caller], "X-Request-ID": f"head-{uuid.uuid4().hex[:12]}"}
+    get = parse_response(await exchange(server.port, request_bytes("GET", path, headers)))
+    head = parse_response(await exchange(server.port, request_bytes("HEAD", path, headers)))
+    assert (get.status, head.status) == (status, status), (get, head)
+    assert head.body == b""
+    del get.headers["date"], head.headers["date"]
+    assert head.headers == get.headers  # Content-Length, ETag, Content-Type, ... of the GET
+    assert int(head.headers.get("content-length", 0)) == len(get.body)
+
+
+async def test_head_is_logged_as_head(server: ServerProcess) -> None:
+    request_id = f"head-log-{uuid.uuid4().hex[:12]}"
+    answer = await exchange(
+        server.port, request_bytes("HEAD", "/healthz", {"X-Request-ID": request_id})
+    )
+    assert parse_response(answer).status == 200
+
+    def access_line() -> dict[str, Any] | None:
+        lines = [r for r in server.log_records() if r.get("request_id") == request_id]
+        return next((r for r in lines if r.get("logger") == "quoteapi.access"), None)
+
+    await until(access_line, within=5, what="the HEAD's access-log line")
+    line = access_line()
+    assert line is not None
+    assert (line["method"], line["route"], line["status"]) == ("HEAD", "/healthz", 200)
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/me/message", "DELETE, GET, HEAD, PUT"),
+        ("/healthz", "GET, HEAD"),
+        ("/docs", "GET, HEAD"),
+        ("/openapi.json", "GET, HEAD"),
+        ("/metrics", "GET, HEAD"),
+        ("/webhooks/clerk", "POST"),
+    ],
+)
+async def test_a_405_lists_head_exactly_where_get_is_allowed(path: str, allow: str) -> None:
+    every_route = make_settings(
+        NO_DATABASE_URL,  # routing answers a 405 before anything reaches the database
+        quoteapi_metrics_enabled=True,
+        clerk_webhook_signing_secret="whsec_" + base64.b64encode(b"head-405-test").decode(),
+    )
+    async with running_app(every_route, lifespan=False) as api:
+        response = await api.http.patch(path)
+    assert_problem(response, 405, "method-not-allowed")
+    assert response.headers["allow"] == allow
+
+
+# --- CORS ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -47,6 +147,36 @@ async def test_preflight_from_another_origin_is_refused(cors_client: httpx.Async
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
     )
     assert "access-control-allow-origin" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("preflight", "refusal"),
+    [
+        (
+            {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+            "Origin https://evil.example is not allowed: add it to the server's CORS_ALLOW_ORIGINS",
+        ),
+        (
+            {"Origin": SPA_ORIGIN, "Access-Control-Request-Method": "PATCH"},
+            "Method PATCH is not allowed: use GET, PUT, DELETE",
+        ),
+        (
+            {
+                "Origin": SPA_ORIGIN,
+                "Access-Control-Request-Method": "PUT",
+                "Access-Control-Request-Headers": "authorization, x-debug",
+            },
+            "Request headers x-debug are not allowed: send only accept, ",
+        ),
+    ],
+    ids=["origin", "method", "headers"],
+)
+async def test_a_refused_preflight_is_a_problem_naming_what_was_refused(
+    cors_client: httpx.AsyncClient, preflight: dict[str, str], refusal: str
+) -> None:
+    response = await cors_client.options("/me/message", headers=preflight)
+    body = assert_problem(response, 400, "cors-preflight-refused")
+    assert body["detail"].startswith(refusal), body["detail"]
 
 
 async def test_cross_origin_response_exposes_etag(
