@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -179,11 +180,13 @@ class ServerProcess:
         env: Mapping[str, str],
         port: int | None = None,
         args: Sequence[str] = (),
+        **popen: Any,
     ) -> None:
         self.workdir = workdir
         self.env = dict(env)
         self.port = port or free_port()
         self.args = tuple(args)
+        self.popen = popen  # further `subprocess.Popen` options, such as `preexec_fn`
         self.log_path = workdir / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -194,7 +197,7 @@ class ServerProcess:
     def start(self, ready_within: float = 30.0) -> None:
         """Start the process; return once GET /healthz answers 200."""
         argv = [sys.executable, "-m", "quoteapi", "serve", "--port", str(self.port), *self.args]
-        self.process = spawn(argv, cwd=self.workdir, env=self.env, log=self.log_path)
+        self.process = spawn(argv, cwd=self.workdir, env=self.env, log=self.log_path, **self.popen)
         wait_ready(
             self.process,
             lambda: answers_200(f"{self.url}/healthz"),
@@ -235,6 +238,15 @@ class ServerProcess:
                 records.append(record)
         return records
 
+    def logged_event(self, event: str) -> bool:
+        """A JSON log line records `event`: `event=<event>` in its message (how quoteapi logs
+        events), or an `event` field of its own."""
+        in_message = re.compile(rf"\bevent={re.escape(event)}\b")
+        return any(
+            in_message.search(str(record.get("message", ""))) or record.get("event") == event
+            for record in self.log_records()
+        )
+
 
 @contextmanager
 def running_server(
@@ -243,9 +255,11 @@ def running_server(
     port: int | None = None,
     args: Sequence[str] = (),
     ready_within: float = 30.0,
+    **popen: Any,
 ) -> Iterator[ServerProcess]:
-    """A started `ServerProcess`, stopped on the way out."""
-    server = ServerProcess(workdir, env, port, args)
+    """A started `ServerProcess` (`popen`: further `subprocess.Popen` options), stopped on the
+    way out."""
+    server = ServerProcess(workdir, env, port, args, **popen)
     try:
         server.start(ready_within)
         yield server

@@ -68,3 +68,15 @@ def split_responses(received: bytes) -> list[RawResponse]:
         responses.append(RawResponse(status, headers, rest[:length]))
         received = rest[length:]
     return responses
+
+
+async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """The next response head on `reader`: its status and its headers (names lower-cased)."""
+    return _parse_head((await reader.readuntil(b"\r\n\r\n"))[:-4])
+
+
+async def read_response(reader: asyncio.StreamReader) -> RawResponse:
+    """The next whole response on `reader` (framed by Content-Length)."""
+    status, headers = await read_head(reader)
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return RawResponse(status, headers, body)

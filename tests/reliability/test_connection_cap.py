@@ -1,0 +1,172 @@
+"""The worker holds at most QUOTEAPI_MAX_CONNECTIONS connections (unset: what its open-file
+limit allows after a reserve for the database pool and files), against a real `quoteapi serve`
+started with a low descriptor limit: when idle connections fill it, a user's request is still
+answered, either served (the longest-idle connection was closed to make room) or refused with a
+503 problem it can act on, never a reset, an EOF or a hang; reaching the cap is logged. A cap the
+limit cannot allow stops start-up with one line."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.polling import until, wait_until
+from tests.support.problems import PROBLEM_CONTENT_TYPE
+from tests.support.processes import (
+    ServerProcess,
+    answers_200,
+    free_port,
+    running_server,
+    serve_env,
+    spawn,
+    stop_process,
+)
+
+pytestmark = pytest.mark.slow
+
+SOFT_OPEN_FILES = 256  # the worker's soft RLIMIT_NOFILE
+IDLE_CONNECTIONS = 300  # more than that limit allows
+ATTACK_S = 3.0
+USER_ATTEMPTS = 5
+USER_TIMEOUT_S = 5.0
+
+
+def open_files_limit(soft: int) -> Callable[[], None]:
+    """A `preexec_fn` that lowers the child's soft open-file limit to `soft`."""
+
+    def lower() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return lower
+
+
+@pytest.fixture
+def descriptors_for_the_attack() -> Iterator[None]:
+    """This test process's own soft open-file limit, raised to hold every idle connection."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = IDLE_CONNECTIONS + 256
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE,
+            (needed if hard == resource.RLIM_INFINITY else min(needed, hard), hard),
+        )
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
+    """`quoteapi serve` with a soft limit of SOFT_OPEN_FILES descriptors, QUOTEAPI_MAX_CONNECTIONS
+    unset; the read deadline is far longer than the test, so only the cap closes a connection."""
+    env = serve_env(
+        database_url,
+        quoteapi_request_read_timeout_seconds=60,
+        quoteapi_shutdown_grace_seconds=1,
+    )
+    with running_server(tmp_path, env, preexec_fn=open_files_limit(SOFT_OPEN_FILES)) as process:
+        yield process
+
+
+class IdleConnections:
+    """Connections that send nothing, each re-opened as soon as the server closes it."""
+
+    def __init__(self, port: int, ends: float) -> None:
+        self.port, self.ends = port, ends
+        self.opened = 0
+
+    async def keep_one(self) -> None:
+        while time.monotonic() < self.ends:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                continue  # the backlog was full: try again, until the attack ends
+            self.opened += 1
+            try:  # until the server closes it (b"" or a reset) or the attack ends
+                await asyncio.wait_for(reader.read(1024), max(self.ends - time.monotonic(), 0))
+            except (TimeoutError, OSError):
+                pass
+            finally:
+                writer.close()
+
+
+def answer_or_failure(outcome: httpx.Response | Exception) -> str:
+    """What a user's GET /healthz got, if not one of the two answers allowed at the cap."""
+    if isinstance(outcome, Exception):
+        return f"{type(outcome).__name__}: {outcome}"
+    if outcome.status_code == 200:
+        return ""
+    if (
+        outcome.status_code == 503
+        and outcome.headers.get("content-type") == PROBLEM_CONTENT_TYPE
+        and outcome.json().get("code") == "too-many-connections"
+        and int(outcome.headers.get("retry-after", "0")) > 0
+    ):
+        return ""
+    return f"{outcome.status_code} {dict(outcome.headers)} {outcome.text[:200]}"
+
+
+async def a_users_request(url: str) -> httpx.Response | Exception:
+    """GET /healthz on a fresh connection: the answer, or what went wrong."""
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=USER_TIMEOUT_S) as http:
+            return await http.get("/healthz")
+    except httpx.TransportError as exc:
+        return exc
+
+
+@pytest.mark.usefixtures("descriptors_for_the_attack")
+async def test_at_the_connection_cap_a_user_gets_an_answer_never_a_reset(
+    server: ServerProcess,
+) -> None:
+    attack = IdleConnections(server.port, ends=time.monotonic() + ATTACK_S)
+    attackers = asyncio.gather(*(attack.keep_one() for _ in range(IDLE_CONNECTIONS)))
+    outcomes = []
+    try:
+        await until(
+            lambda: attack.opened >= IDLE_CONNECTIONS,
+            within=ATTACK_S,
+            what=f"{IDLE_CONNECTIONS} idle connections open",
+        )
+        for _ in range(USER_ATTEMPTS):  # spread over the attack, one after the other
+            outcomes.append(await a_users_request(server.url))
+    finally:
+        await attackers
+    failures = [failure for outcome in outcomes if (failure := answer_or_failure(outcome))]
+    print(f"\n{attack.opened} idle connections opened; the user got {outcomes}")
+    assert not failures, failures
+    assert server.logged_event("connection_cap_reached")
+
+
+def test_max_connections_above_what_the_open_file_limit_allows_stops_start_up(
+    database_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    log = tmp_path / "serve.log"  # its stdout and stderr: nothing but the one line expected
+    process = spawn(
+        [sys.executable, "-m", "quoteapi", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=serve_env(database_url, quoteapi_max_connections=5000),
+        log=log,
+        preexec_fn=open_files_limit(SOFT_OPEN_FILES),
+    )
+    try:
+        wait_until(
+            lambda: process.poll() is not None or answers_200(f"http://127.0.0.1:{port}/healthz"),
+            within=30,
+            what="quoteapi serve exiting (or answering)",
+        )
+        assert process.poll() is not None, "it started with QUOTEAPI_MAX_CONNECTIONS=5000"
+    finally:
+        stop_process(process)
+    assert process.returncode == 2
+    lines = log.read_text().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("quoteapi: configuration error: QUOTEAPI_MAX_CONNECTIONS")
