@@ -16,7 +16,7 @@ its head is complete and never sees the connection:
 - Writing: output the client leaves untaken for QUOTEAPI_WRITE_TIMEOUT_SECONDS (writing paused
   that long, or a closing connection whose output stops draining) aborts the connection.
 - Connections: at the worker's cap (`connection_cap`), a newcomer closes the longest-idle
-  connection; with none idle it is answered 503 too-many-connections.
+  connection (idle for a second at least); with none, it is answered 503 too-many-connections.
 - A client that half-closes after whole requests gets their answers, then the connection closes.
 - Upgrade requests are answered as plain HTTP (there is no WebSocket here), then the connection
   closes.
@@ -83,6 +83,10 @@ RESERVED_DESCRIPTORS = 64
 
 # The connection cap's warning is written at most this often, with the count since the last.
 CAP_WARNING_INTERVAL_SECONDS = 10.0
+# At the cap, a connection idle for less than this is not closed for a newcomer: one just
+# accepted has had no time to send its request, and a client opening connections fast would
+# otherwise close every user's before its request is read. The newcomer is refused instead.
+IDLE_BEFORE_EVICTION_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -230,12 +234,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _make_room(self) -> None:
         """Over the cap: close the longest-idle connection for this one, or refuse this one."""
+        idle_before = self.loop.time() - IDLE_BEFORE_EVICTION_SECONDS
         idle = [
             other
             for other in self.connections
             if isinstance(other, GuardedHttpToolsProtocol)
-            and other is not self
             and other.idle_since is not None
+            and other.idle_since <= idle_before
             and not other.transport.is_closing()
         ]
         if _cap_warning.due(self.loop.time()):
