@@ -16,9 +16,11 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
-from quoteapi import database, health, migrations
+from quoteapi import health, migrations
 from quoteapi.auth.deps import SECURITY_SCHEMES
 from quoteapi.auth.verify import TokenVerifier
+from quoteapi.database.engine import Database, create_engine, warn_if_rls_bypassed
+from quoteapi.database.problems import DATABASE_FAILURES, database_error
 from quoteapi.docs import install_docs
 from quoteapi.logs import configure_logging
 from quoteapi.messages import router as messages
@@ -57,7 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
         for note in target.notes:
             log.warning("event=config_note note=%r", note)
         make_engine = functools.partial(
-            database.create_engine,
+            create_engine,
             target,
             pool_size=settings.database_pool_size,
             pool_timeout=settings.database_pool_timeout,
@@ -66,7 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
         engine = make_engine(pooler=settings.transaction_pooler)
         app.state.services = Services(
             settings=settings,
-            database=database.Database(
+            database=Database(
                 engine,
                 pool_size=settings.database_pool_size,
                 wait=settings.database_pool_timeout,
@@ -84,7 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
             schema_head=migrations.head_revision(),
         )
         # In the background: start-up must not wait on a database that is still waking.
-        role_check = asyncio.create_task(database.warn_if_rls_bypassed(engine))
+        role_check = asyncio.create_task(warn_if_rls_bypassed(engine))
         async with httpx.AsyncClient(timeout=settings.clerk_jwks_timeout_seconds) as http:
             await verifier.start(http)  # warms the keys; a failure only logs
             tune_garbage_collector(settings.quoteapi_gc_gen0_threshold)
@@ -112,9 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
         # No trailing-slash redirects: Starlette builds their Location from the Host header.
         redirect_slashes=False,
     )
-    install_problem_handlers(
-        app, {failure: database.database_error for failure in database.DATABASE_FAILURES}
-    )
+    install_problem_handlers(app, {failure: database_error for failure in DATABASE_FAILURES})
     # The hot path first: routing tries each route in turn.
     _include_as_own_routes(app, messages.router)
     app.include_router(health.router)

@@ -2,7 +2,8 @@
 raise, and the OpenAPI document's error media type.
 
 Each feature defines its own problems next to the code that raises them (`auth.problems`,
-`webhooks.problems`, `messages.router`, `database`); the ones here belong to HTTP itself."""
+`webhooks.problems`, `messages.router`, `database.problems`); the ones here belong to HTTP
+itself."""
 
 from __future__ import annotations
 

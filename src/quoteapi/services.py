@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from quoteapi.auth.verify import TokenVerifier
-from quoteapi.database import Database
+from quoteapi.database.engine import Database
 from quoteapi.messages.repository import MessageStatements
 from quoteapi.settings import Settings
 from quoteapi.webhooks.signatures import WebhookVerifier

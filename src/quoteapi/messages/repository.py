@@ -133,8 +133,8 @@ def _unit_of_work(
     method: Callable[Concatenate[Messages, P], Coroutine[Any, Any, R]],
 ) -> Callable[Concatenate[Messages, P], Coroutine[Any, Any, R]]:
     """A repository method is one unit of work: if a transaction pooler breaks one of its
-    statements, it runs once more in pooler-safe mode (`database.Database.retrying`, inlined:
-    the first try costs no extra coroutine)."""
+    statements, it runs once more in pooler-safe mode (`database.engine.Database.retrying`,
+    inlined: the first try costs no extra coroutine)."""
 
     @functools.wraps(method)
     async def run(self: Messages, /, *args: P.args, **kwargs: P.kwargs) -> R:

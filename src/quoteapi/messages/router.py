@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from quoteapi.auth.deps import SESSION_TOKEN_REQUIRED, CurrentUser, VerifiedCallerFirst
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_EXPIRED, TOKEN_MISSING
-from quoteapi.database import DATABASE_UNAVAILABLE
+from quoteapi.database.problems import DATABASE_UNAVAILABLE
 from quoteapi.messages.etags import TagList, etag
 from quoteapi.messages.repository import Messages, StoredMessage
 from quoteapi.messages.schemas import MessageIn, MessageOut

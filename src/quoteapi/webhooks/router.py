@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from quoteapi.database import storable_text
+from quoteapi.auth.verify import storable_text
 from quoteapi.problems import PAYLOAD_TOO_LARGE, ApiError, problem_doc
 from quoteapi.services import ServicesDep
 from quoteapi.webhooks.repository import Deliveries
