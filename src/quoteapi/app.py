@@ -24,7 +24,6 @@ from quoteapi.database.problems import DATABASE_FAILURES, database_error
 from quoteapi.docs import install_docs
 from quoteapi.logs import configure_logging
 from quoteapi.messages import router as messages
-from quoteapi.messages.repository import MessageStatements
 from quoteapi.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from quoteapi.problems import install_problem_handlers, use_problem_media_type
 from quoteapi.services import Services
@@ -51,8 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
             "set it to your PostgreSQL URL, or run `quoteapi dev` for an embedded database",
         )
     verifier = TokenVerifier.from_settings(settings)
-    secret = settings.clerk_webhook_signing_secret  # unset or empty: no webhook endpoint
-    webhook_verifier = WebhookVerifier(secret) if secret else None
+    webhook_verifier = WebhookVerifier.from_settings(settings)  # None: no webhook endpoint
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,8 +79,6 @@ def create_app(settings: Settings) -> FastAPI:
                 ),
             ),
             verifier=verifier,
-            messages=MessageStatements(rls=settings.database_row_level_security),
-            webhook_verifier=webhook_verifier,
             schema_head=migrations.head_revision(),
         )
         # In the background: start-up must not wait on a database that is still waking.
@@ -126,7 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(issuer.build_router(settings.quoteapi_data_dir))
         app.include_router(tokens.build_router(settings.quoteapi_data_dir))  # for web/
     if webhook_verifier is not None:
-        app.include_router(webhooks.router)
+        webhooks.install(app, webhook_verifier)
     # Outermost first: request id and access log see everything, CORS answers preflights
     # before any limit, and the body limit guards the routes.
     app.add_middleware(

@@ -54,7 +54,7 @@ async def user_messages(request: Request, user: CurrentUser) -> AsyncIterator[Me
     verified caller, so no database slot is taken before the token is checked."""
     services = services_of(request)
     async with services.database.session() as session:
-        yield Messages(session, services.messages)
+        yield Messages(session, rls=services.settings.database_row_level_security)
 
 
 async def quote_text(body: Annotated[MessageIn, Body()], services: ServicesDep) -> str:
