@@ -21,11 +21,11 @@ from quoteapi.auth.deps import SECURITY_SCHEMES
 from quoteapi.auth.verify import TokenVerifier
 from quoteapi.database.engine import Database, create_engine, warn_if_rls_bypassed
 from quoteapi.database.problems import DATABASE_FAILURES, database_error
-from quoteapi.docs import install_docs
+from quoteapi.docs import install_docs, use_problem_media_type
 from quoteapi.logs import configure_logging
 from quoteapi.messages import router as messages
 from quoteapi.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from quoteapi.problems import install_problem_handlers, use_problem_media_type
+from quoteapi.problems import install_problem_handlers
 from quoteapi.services import Services
 from quoteapi.settings import ConfigError, Settings, load_settings
 from quoteapi.webhooks import router as webhooks
