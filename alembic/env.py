@@ -6,7 +6,9 @@ import logging.config
 from sqlalchemy.engine import Connection
 
 from alembic import context
-from quoteapi.database import DatabaseTarget, create_engine, metadata
+from quoteapi.database import metadata
+from quoteapi.database.engine import create_engine
+from quoteapi.database.url import DatabaseTarget
 from quoteapi.messages import models as _messages_tables  # noqa: F401 - registers the table
 from quoteapi.settings import ConfigError, load_settings
 from quoteapi.webhooks import models as _webhooks_tables  # noqa: F401 - registers the table

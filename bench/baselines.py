@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from quoteapi.app import tune_garbage_collector
-from quoteapi.database import parse_database_url
+from quoteapi.database.url import parse_database_url
 from quoteapi.messages.models import UserMessage
 
 _SELECT = "SELECT message, create_ts, update_ts, version FROM user_messages WHERE user_id = $1"

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from quoteapi.database import parse_database_url
+from quoteapi.database.url import parse_database_url
 from quoteapi.dev import databases
 from quoteapi.dev.databases import create_database, url_for_database
 from quoteapi.migrations import upgrade_async

@@ -16,7 +16,8 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quoteapi.database import create_engine, parse_database_url
+from quoteapi.database.engine import create_engine
+from quoteapi.database.url import parse_database_url
 from quoteapi.dev.databases import (
     create_database,
     drop_database,

@@ -15,19 +15,20 @@ import httpx
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
-from quoteapi import database, health, migrations
+from quoteapi import health, migrations
 from quoteapi.auth.deps import SECURITY_SCHEMES
 from quoteapi.auth.verify import TokenVerifier
-from quoteapi.docs import install_docs
+from quoteapi.database.engine import Database, create_engine, warn_if_rls_bypassed
+from quoteapi.database.problems import DATABASE_FAILURES, database_error
+from quoteapi.docs import install_docs, use_problem_media_type
 from quoteapi.logs import configure_logging
 from quoteapi.messages import router as messages
-from quoteapi.messages.repository import MessageStatements
 from quoteapi.middleware import (
     BodyLimitMiddleware,
     ProblemCORSMiddleware,
     RequestContextMiddleware,
 )
-from quoteapi.problems import install_problem_handlers, use_problem_media_type
+from quoteapi.problems import install_problem_handlers
 from quoteapi.services import Services
 from quoteapi.settings import ConfigError, Settings, load_settings
 from quoteapi.webhooks import router as webhooks
@@ -52,15 +53,14 @@ def create_app(settings: Settings) -> FastAPI:
             "set it to your PostgreSQL URL, or run `quoteapi dev` for an embedded database",
         )
     verifier = TokenVerifier.from_settings(settings)
-    secret = settings.clerk_webhook_signing_secret  # unset or empty: no webhook endpoint
-    webhook_verifier = WebhookVerifier(secret) if secret else None
+    webhook_verifier = WebhookVerifier.from_settings(settings)  # None: no webhook endpoint
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for note in target.notes:
             log.warning("event=config_note note=%r", note)
         make_engine = functools.partial(
-            database.create_engine,
+            create_engine,
             target,
             pool_size=settings.database_pool_size,
             pool_timeout=settings.database_pool_timeout,
@@ -69,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         engine = make_engine(pooler=settings.transaction_pooler)
         app.state.services = Services(
             settings=settings,
-            database=database.Database(
+            database=Database(
                 engine,
                 pool_size=settings.database_pool_size,
                 wait=settings.database_pool_timeout,
@@ -82,12 +82,10 @@ def create_app(settings: Settings) -> FastAPI:
                 ),
             ),
             verifier=verifier,
-            messages=MessageStatements(rls=settings.database_row_level_security),
-            webhook_verifier=webhook_verifier,
             schema_head=migrations.head_revision(),
         )
         # In the background: start-up must not wait on a database that is still waking.
-        role_check = asyncio.create_task(database.warn_if_rls_bypassed(engine))
+        role_check = asyncio.create_task(warn_if_rls_bypassed(engine))
         async with httpx.AsyncClient(timeout=settings.clerk_jwks_timeout_seconds) as http:
             await verifier.start(http)  # warms the keys; a failure only logs
             tune_garbage_collector(settings.quoteapi_gc_gen0_threshold)
@@ -115,9 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
         # No trailing-slash redirects: Starlette builds their Location from the Host header.
         redirect_slashes=False,
     )
-    install_problem_handlers(
-        app, {failure: database.database_error for failure in database.DATABASE_FAILURES}
-    )
+    install_problem_handlers(app, {failure: database_error for failure in DATABASE_FAILURES})
     # The hot path first: routing tries each route in turn.
     _include_as_own_routes(app, messages.router)
     app.include_router(health.router)
@@ -129,7 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(issuer.build_router(settings.quoteapi_data_dir))
         app.include_router(tokens.build_router(settings.quoteapi_data_dir))  # for web/
     if webhook_verifier is not None:
-        app.include_router(webhooks.router)
+        webhooks.install(app, webhook_verifier)
     # Outermost first: request id and access log see everything, CORS answers preflights
     # before any limit, and the body limit guards the routes.
     app.add_middleware(

@@ -1,22 +1,86 @@
-"""/docs: Swagger UI served from this service, no CDN. The JavaScript and CSS come from the
-`fastapi-offline` package (Swagger UI's own dist files); the page carries a
-Content-Security-Policy that lets it load nothing from anywhere else."""
+"""The API's documentation: the OpenAPI document as client generators read it (error bodies
+as application/problem+json, optional parameters as plain optional values), and /docs, Swagger
+UI served from this service, no CDN. The JavaScript and CSS come from the `fastapi-offline`
+package (Swagger UI's own dist files); the page carries a Content-Security-Policy that lets it
+load nothing from anywhere else."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import re
+from collections.abc import Mapping
 from importlib.resources import files
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+
+from quoteapi.problems import PROBLEM_MEDIA_TYPE
 
 DOCS_PATH = "/docs"
 ASSETS_PATH = "/docs/assets"
 _ASSETS = files("fastapi_offline") / "static"
+# The schema FastAPI gives its own 422 responses.
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+
+
+def use_problem_media_type(
+    app: FastAPI, *, security_schemes: Mapping[str, Any] | None = None
+) -> None:
+    """Document error bodies as application/problem+json (FastAPI says application/json), and
+    optional parameters as plain optional values, as client generators read them;
+    `security_schemes` are the schemes routes name in their `security`."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                license_info=app.license_info,
+                servers=app.servers,
+                routes=app.routes,
+            )
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    for parameter in operation.get("parameters", []):
+                        _absent_not_null(parameter)
+                    responses = operation.get("responses", {})
+                    # FastAPI adds a 422 to any operation with parameters; ours declare theirs
+                    # where a 422 can happen (a body), and it is a problem document.
+                    if _FASTAPI_422 in str(responses.get("422", "")):
+                        del responses["422"]
+                    for status, response in responses.items():
+                        content = response.get("content", {})
+                        if status[0] in "45" and "application/json" in content:
+                            problem = content.setdefault(PROBLEM_MEDIA_TYPE, {})
+                            problem["schema"] = content.pop("application/json")["schema"]
+            if security_schemes:
+                schema.setdefault("components", {})["securitySchemes"] = dict(security_schemes)
+            components = schema.get("components", {}).get("schemas", {})
+            if _FASTAPI_422 not in str(schema.get("paths")):
+                components.pop("HTTPValidationError", None)
+                components.pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _absent_not_null(parameter: dict[str, Any]) -> None:
+    """FastAPI documents an optional `str | None` parameter as "string or null"; a header or
+    query parameter is either sent or absent, never null, and generated clients that accept
+    None crash on it. Document it as the plain type, not required."""
+    schema = parameter.get("schema", {})
+    types = schema.get("anyOf", [])
+    if parameter.get("required") or len(types) != 2 or {"type": "null"} not in types:
+        return
+    schema.pop("anyOf")
+    parameter["schema"] = {**next(t for t in types if t != {"type": "null"}), **schema}
 
 
 def _script_hashes(html: str) -> str:

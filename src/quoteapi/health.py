@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from quoteapi.database import Database, is_database_unavailable
+from quoteapi.database.engine import Database
+from quoteapi.database.problems import is_database_unavailable
 from quoteapi.problems import RETRY_AFTER_SECONDS
 from quoteapi.services import ServicesDep
 

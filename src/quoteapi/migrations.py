@@ -10,7 +10,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from alembic import command
-from quoteapi.database import DatabaseTarget
+from quoteapi.database.url import DatabaseTarget
 
 
 def scripts_dir() -> Path:

@@ -1,8 +1,9 @@
-"""RFC 9457 problem+json: the Problem type, the HTTP mapping of every exception a request can
-raise, and the OpenAPI document's error media type.
+"""RFC 9457 problem+json: the Problem type and the HTTP mapping of every exception a request
+can raise (how the OpenAPI document shows them is shaped in `docs`).
 
 Each feature defines its own problems next to the code that raises them (`auth.problems`,
-`webhooks.problems`, `messages.router`, `database`); the ones here belong to HTTP itself."""
+`webhooks.problems`, `messages.router`, `database.problems`); the ones here belong to HTTP
+itself."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -228,64 +228,6 @@ def problem_doc(
             }
         },
     }
-
-
-_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
-
-
-def use_problem_media_type(
-    app: FastAPI, *, security_schemes: Mapping[str, Any] | None = None
-) -> None:
-    """Document error bodies as application/problem+json (FastAPI says application/json), and
-    optional parameters as plain optional values, as client generators read them;
-    `security_schemes` are the schemes routes name in their `security`."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                summary=app.summary,
-                license_info=app.license_info,
-                servers=app.servers,
-                routes=app.routes,
-            )
-            for path in schema.get("paths", {}).values():
-                for operation in path.values():
-                    for parameter in operation.get("parameters", []):
-                        _absent_not_null(parameter)
-                    responses = operation.get("responses", {})
-                    # FastAPI adds a 422 to any operation with parameters; ours declare theirs
-                    # where a 422 can happen (a body), and it is a problem document.
-                    if _FASTAPI_422 in str(responses.get("422", "")):
-                        del responses["422"]
-                    for status, response in responses.items():
-                        content = response.get("content", {})
-                        if status[0] in "45" and "application/json" in content:
-                            problem = content.setdefault(PROBLEM_MEDIA_TYPE, {})
-                            problem["schema"] = content.pop("application/json")["schema"]
-            if security_schemes:
-                schema.setdefault("components", {})["securitySchemes"] = dict(security_schemes)
-            components = schema.get("components", {}).get("schemas", {})
-            if _FASTAPI_422 not in str(schema.get("paths")):
-                components.pop("HTTPValidationError", None)
-                components.pop("ValidationError", None)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _absent_not_null(parameter: dict[str, Any]) -> None:
-    """FastAPI documents an optional `str | None` parameter as "string or null"; a header or
-    query parameter is either sent or absent, never null, and generated clients that accept
-    None crash on it. Document it as the plain type, not required."""
-    schema = parameter.get("schema", {})
-    types = schema.get("anyOf", [])
-    if parameter.get("required") or len(types) != 2 or {"type": "null"} not in types:
-        return
-    schema.pop("anyOf")
-    parameter["schema"] = {**next(t for t in types if t != {"type": "null"}), **schema}
 
 
 ExceptionHandler = Callable[[Request, Exception], Awaitable[JSONResponse]]

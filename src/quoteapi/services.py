@@ -1,4 +1,6 @@
-"""The app's services: built once by the lifespan, reached by routes through `ServicesDep`."""
+"""The app's infrastructure services (settings, database, token verifier): built once by the
+lifespan, reached by routes through `ServicesDep`. A feature builds its own objects; nothing
+here imports one."""
 
 from __future__ import annotations
 
@@ -8,10 +10,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from quoteapi.auth.verify import TokenVerifier
-from quoteapi.database import Database
-from quoteapi.messages.repository import MessageStatements
+from quoteapi.database.engine import Database
 from quoteapi.settings import Settings
-from quoteapi.webhooks.signatures import WebhookVerifier
 
 
 @dataclass(frozen=True)
@@ -21,9 +21,6 @@ class Services:
     settings: Settings
     database: Database
     verifier: TokenVerifier
-    messages: MessageStatements
-    # None when CLERK_WEBHOOK_SIGNING_SECRET is unset (there is no webhook route then).
-    webhook_verifier: WebhookVerifier | None
     schema_head: str | None  # the migration revision this code expects
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from quoteapi.database import DatabaseTarget, parse_database_url
+from quoteapi.database.url import DatabaseTarget, parse_database_url
 
 
 class ConfigError(Exception):
@@ -34,7 +34,7 @@ class DatabaseSettings(BaseModel):
     database_connect_timeout: float = Field(default=10.0, gt=0)
     # Behind a transaction-mode pooler (Neon's -pooler endpoints, PgBouncer) prepared statements
     # cannot outlive a transaction. None: recognise Neon's pooled host names, and switch when any
-    # other pooler breaks a statement (database.Database); False: never switch.
+    # other pooler breaks a statement (database.pooler); False: never switch.
     database_transaction_pooler: bool | None = None
     database_row_level_security: bool = True
 

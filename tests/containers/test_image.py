@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from quoteapi.database import parse_database_url
+from quoteapi.database.url import parse_database_url
 from quoteapi.dev.databases import (
     create_database,
     drop_database,

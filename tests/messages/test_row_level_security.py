@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quoteapi.database import parse_database_url
+from quoteapi.database.url import parse_database_url
 from tests.support.app import make_settings, running_app
 from tests.support.polling import until
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from quoteapi.database import parse_database_url
+from quoteapi.database.url import parse_database_url
 from quoteapi.dev.databases import app_role_statements
 from quoteapi.settings import Settings
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from quoteapi.database import FifoSlots
+from quoteapi.database.engine import FifoSlots
 
 
 async def test_waiters_get_slots_in_arrival_order_and_newcomers_queue_behind_them() -> None:

@@ -13,7 +13,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from quoteapi.app import create_app as _loads_every_table  # noqa: F401
-from quoteapi.database import create_engine, metadata, parse_database_url
+from quoteapi.database import metadata
+from quoteapi.database.engine import create_engine
+from quoteapi.database.url import parse_database_url
 from quoteapi.migrations import head_revision, upgrade_async
 
 # The table exactly as drizzle-kit creates it from the Neon guide's schema.

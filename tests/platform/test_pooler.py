@@ -30,7 +30,8 @@ async def test_repository_writes_and_reads_through_pgbouncer(pooled_database_url
     async def write_then_read(api: RunningApp, n: int) -> str:
         user_id = f"user_pool_{n % 20}"
         async with api.services.database.session() as session:
-            messages = Messages(session, api.services.messages)
+            rls = api.services.settings.database_row_level_security
+            messages = Messages(session, rls=rls)
             await messages.save(user_id, f"quote {n}")
             stored = await messages.read(user_id)
             assert stored is not None

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import AliasChoices
 
-from quoteapi.database import parse_database_url
+from quoteapi.database.url import parse_database_url
 from quoteapi.settings import ConfigError, Settings, load_settings
 
 BASE = {"user": "alex", "password": "s3cret", "database": "neondb"}

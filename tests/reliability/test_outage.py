@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from quoteapi.database import parse_database_url
+from quoteapi.database.url import parse_database_url
 from quoteapi.dev.databases import create_database
 from quoteapi.migrations import upgrade_async
 from tests.support.polling import until

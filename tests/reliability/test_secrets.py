@@ -12,7 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from quoteapi.database import parse_database_url
+from quoteapi.database.url import parse_database_url
 from quoteapi.dev.webhook_sender import send_sample_user_deleted
 from tests.support.processes import ServerProcess, free_port
 from tests.support.tokens import TEST_KEY, SigningKey, mint

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from quoteapi.database import parse_database_url
+from quoteapi.database.url import parse_database_url
 from tests.support.polling import until
 from tests.support.problems import assert_problem
 from tests.support.processes import ServerProcess

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from quoteapi.database import parse_database_url
+from quoteapi.database.url import parse_database_url
 from tests.support.processes import accepts_connections, free_port, running_process
 
 

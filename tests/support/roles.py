@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from quoteapi.database import parse_database_url
+from quoteapi.database.url import parse_database_url
 
 
 async def drop_app_role(owner_url: str, role: str) -> None:

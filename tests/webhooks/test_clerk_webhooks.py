@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quoteapi.app import create_app
-from quoteapi.database import parse_database_url
+from quoteapi.database.url import parse_database_url
 from quoteapi.migrations import alembic_config, upgrade_async
 from quoteapi.problems import PROBLEM_MEDIA_TYPE
 from quoteapi.settings import ConfigError

@@ -49,7 +49,6 @@ from quoteapi.auth.problems import (
     TOKEN_TYPE_NOT_SESSION,
     TOKEN_UNKNOWN_KEY,
 )
-from quoteapi.database import storable_text
 from quoteapi.problems import Problem
 from quoteapi.settings import Settings
 
@@ -335,6 +334,17 @@ class TokenVerifier:
                 TOKEN_SESSION_PENDING, "The session has pending tasks; finish signing in first."
             )
         return VerifiedUser(user_id, session_id, MappingProxyType(claims)), expires_at
+
+
+def storable_text(text: str) -> bool:
+    """Text PostgreSQL can store: no NUL, and valid UTF-8 (JSON can carry a lone surrogate)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _non_empty_string(value: object) -> bool:

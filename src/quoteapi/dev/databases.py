@@ -8,7 +8,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
-from quoteapi.database import parse_database_url
+from quoteapi.database.url import parse_database_url
 
 
 def _quote_ident(name: str) -> str:

@@ -3,7 +3,7 @@
 The table's policy (migration 0003) admits only the row whose user_id equals the transaction's
 `app.user_id` setting, so each method takes the caller's user id and binds it before the table
 is touched: reads and upserts in the same statement (one round trip), conditional writes in a
-transaction that sets it first. Statements are built once per app and run with parameters:
+transaction that sets it first. Statements are built once per process and run with parameters:
 building SQL per request costs more CPU than running it.
 """
 
@@ -93,8 +93,8 @@ def _acting_user(*, rls: bool) -> Subquery:
 
 
 class MessageStatements:
-    """The statements of the repository, built once for an app (`rls`: bind the caller for
-    row-level security; off only for a role that bypasses it anyway)."""
+    """The statements of the repository (`rls`: bind the caller for row-level security; off
+    only for a role that bypasses it anyway)."""
 
     def __init__(self, *, rls: bool) -> None:
         self.rls = rls
@@ -125,6 +125,10 @@ class MessageStatements:
         )
 
 
+# Built once, at import, for either DATABASE_ROW_LEVEL_SECURITY: a request only picks one.
+_STATEMENTS = {rls: MessageStatements(rls=rls) for rls in (False, True)}
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -133,8 +137,8 @@ def _unit_of_work(
     method: Callable[Concatenate[Messages, P], Coroutine[Any, Any, R]],
 ) -> Callable[Concatenate[Messages, P], Coroutine[Any, Any, R]]:
     """A repository method is one unit of work: if a transaction pooler breaks one of its
-    statements, it runs once more in pooler-safe mode (`database.Database.retrying`, inlined:
-    the first try costs no extra coroutine)."""
+    statements, it runs once more in pooler-safe mode (`database.engine.Database.retrying`,
+    inlined: the first try costs no extra coroutine)."""
 
     @functools.wraps(method)
     async def run(self: Messages, /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -151,11 +155,12 @@ def _unit_of_work(
 
 
 class Messages:
-    """The quotes, as one request's session sees them; every method acts for `user_id` only."""
+    """The quotes, as one request's session sees them; every method acts for `user_id` only
+    (`rls`: DATABASE_ROW_LEVEL_SECURITY, bind it for row-level security)."""
 
-    def __init__(self, session: AsyncSession, statements: MessageStatements) -> None:
+    def __init__(self, session: AsyncSession, *, rls: bool) -> None:
         self._session = session
-        self._statements = statements
+        self._statements = _STATEMENTS[rls]
 
     @_unit_of_work
     async def read(self, user_id: str) -> StoredMessage | None:

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from quoteapi.auth.deps import SESSION_TOKEN_REQUIRED, CurrentUser, VerifiedCallerFirst
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_EXPIRED, TOKEN_MISSING
-from quoteapi.database import DATABASE_UNAVAILABLE
+from quoteapi.database.problems import DATABASE_UNAVAILABLE
 from quoteapi.messages.etags import TagList, etag
 from quoteapi.messages.repository import Messages, StoredMessage
 from quoteapi.messages.schemas import MessageIn, MessageOut
@@ -54,7 +54,7 @@ async def user_messages(request: Request, user: CurrentUser) -> AsyncIterator[Me
     verified caller, so no database slot is taken before the token is checked."""
     services = services_of(request)
     async with services.database.session() as session:
-        yield Messages(session, services.messages)
+        yield Messages(session, rls=services.settings.database_row_level_security)
 
 
 async def quote_text(body: Annotated[MessageIn, Body()], services: ServicesDep) -> str:

@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, Field
 
-from quoteapi.database import storable_text
+from quoteapi.auth.verify import storable_text
 from quoteapi.problems import PAYLOAD_TOO_LARGE, ApiError, problem_doc
 from quoteapi.services import ServicesDep
 from quoteapi.webhooks.repository import Deliveries
-from quoteapi.webhooks.signatures import MAX_BODY_BYTES, parse_headers
+from quoteapi.webhooks.signatures import MAX_BODY_BYTES, WebhookVerifier, parse_headers
 
 log = logging.getLogger("quoteapi.webhooks")
 
@@ -42,14 +42,20 @@ class SignedEvent:
     event: dict[str, Any]
 
 
-async def signed_event(request: Request, services: ServicesDep) -> SignedEvent:
+def install(app: FastAPI, verifier: WebhookVerifier) -> None:
+    """Serve POST /webhooks/clerk on `app`, checking deliveries with `verifier`."""
+    app.state.webhook_verifier = verifier
+    app.include_router(router)
+
+
+async def signed_event(request: Request) -> SignedEvent:
     """The delivery, once its headers and its signature over the whole body check out."""
-    assert services.webhook_verifier is not None  # the route exists only with a secret
+    verifier: WebhookVerifier = request.app.state.webhook_verifier  # set by `install`
     try:
         signed = parse_headers(request.headers)
         # The body-limit middleware has already refused one over MAX_BODY_BYTES (413).
         body = await request.body()
-        event = services.webhook_verifier.verify(body, signed)
+        event = verifier.verify(body, signed)
     except ApiError as exc:
         log.warning("event=webhook_refused code=%s", exc.problem.code)
         raise

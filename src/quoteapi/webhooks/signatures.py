@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from quoteapi.problems import ApiError
-from quoteapi.settings import ConfigError
+from quoteapi.settings import ConfigError, Settings
 from quoteapi.webhooks.problems import (
     WEBHOOK_FUTURE,
     WEBHOOK_INVALID_BODY,
@@ -103,6 +103,13 @@ class WebhookVerifier:
 
     def __init__(self, secret: SecretStr) -> None:
         self._webhook = Webhook(signing_key(secret))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebhookVerifier | None:
+        """The verifier for CLERK_WEBHOOK_SIGNING_SECRET; None when it is unset or empty (no
+        webhook endpoint then); ConfigError when it is not a signing secret."""
+        secret = settings.clerk_webhook_signing_secret
+        return cls(secret) if secret else None
 
     def verify(self, body: bytes, headers: SignedHeaders) -> dict[str, Any]:
         """The event, once some `v1` entry of svix-signature is the HMAC of id.timestamp.body;

@@ -1,0 +1,254 @@
+"""The engine (asyncpg under SQLAlchemy), connected with retries, and the request sessions on
+it, admitted to the pool first come, first served."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import asyncpg
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from quoteapi.database.pooler import POOLER_SAFE_STATEMENTS, PoolerSwitch
+from quoteapi.database.url import DatabaseTarget
+
+log = logging.getLogger("quoteapi.db")
+
+# A Neon compute that scaled to zero takes a moment to wake; these pauses cover it without
+# holding a request much longer than the connect timeout itself.
+_CONNECT_BACKOFF_SECONDS = (0.25, 0.5, 1.0)
+_RETRYABLE_CONNECT_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+# Failures that retrying cannot fix: what to change, by the failure.
+_PERMANENT_CONNECT_ERRORS: dict[type[BaseException], str] = {
+    ssl.SSLCertVerificationError: "use sslmode=require to encrypt without checking the "
+    "certificate, or name the CA that signed it with sslrootcert=/path/to/ca.pem",
+    asyncpg.InvalidPasswordError: "correct the user name and password in DATABASE_URL",
+    asyncpg.InvalidAuthorizationSpecificationError: "correct the user name in DATABASE_URL",
+    asyncpg.InvalidCatalogNameError: "correct the database name in DATABASE_URL, or create it",
+}
+
+
+class DatabaseUnreachable(ConnectionError):
+    """No connection could be opened, retries included: the database is down or unreachable,
+    or refuses us. The message is one line: where, what failed, and the fix."""
+
+
+def _cannot_connect(kwargs: dict[str, Any], exc: BaseException, fix: str) -> DatabaseUnreachable:
+    where = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 5432)}"
+    what = getattr(exc, "verify_message", None) or str(exc) or type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        what = f"its TLS certificate did not verify ({what})"
+    return DatabaseUnreachable(f"cannot connect to the database at {where}: {what}. Fix: {fix}")
+
+
+async def _connect_with_retry(**kwargs: Any) -> asyncpg.Connection:
+    for pause in (*_CONNECT_BACKOFF_SECONDS, None):
+        try:
+            return await asyncpg.connect(**kwargs)
+        except tuple(_PERMANENT_CONNECT_ERRORS) as exc:
+            fix = next(f for t, f in _PERMANENT_CONNECT_ERRORS.items() if isinstance(exc, t))
+            raise _cannot_connect(kwargs, exc, fix) from exc
+        except _RETRYABLE_CONNECT_ERRORS as exc:
+            if pause is None:
+                fix = "check the host and port in DATABASE_URL, and that the server is up"
+                raise _cannot_connect(kwargs, exc, fix) from exc
+            log.warning("event=db_connect_retry error=%s pause_s=%s", type(exc).__name__, pause)
+            await asyncio.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+def create_engine(
+    target: DatabaseTarget,
+    *,
+    pooler: bool = True,
+    pool_size: int = 10,
+    pool_timeout: float = 5.0,
+    connect_timeout: float = 10.0,
+) -> AsyncEngine:
+    """Build the engine for one database target; nothing connects until first use.
+
+    `pooler`: the database is behind a transaction-mode pooler, where a prepared statement must
+    not outlive its transaction: statements are prepared under unique names and never cached.
+    Otherwise each connection keeps its prepared statements, saving a round trip per query.
+    """
+    statements: dict[str, Any] = (
+        POOLER_SAFE_STATEMENTS if pooler else {"prepared_statement_cache_size": 256}
+    )
+    connect_args: dict[str, Any] = {
+        "timeout": connect_timeout,
+        **target.connect_kwargs,
+        **statements,
+        "async_creator_fn": _connect_with_retry,
+    }
+    return create_async_engine(
+        "postgresql+asyncpg://",
+        connect_args=connect_args,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=pool_timeout,
+        # Errors carry the statement, never its parameters: they hold quote text and user ids,
+        # and errors are logged.
+        hide_parameters=True,
+    )
+
+
+T = TypeVar("T")
+
+
+class FifoSlots:
+    """A semaphore that admits strictly first come, first served, and gives up on a waiter after
+    `wait` seconds (PoolTimeout). A free slot costs no timer: one is armed only for a request
+    that has to queue. A released slot passes straight to the longest waiter, so no newcomer
+    can overtake the queue."""
+
+    def __init__(self, size: int, wait: float) -> None:
+        self._free = size
+        self._wait = wait
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        if self._free:  # a slot is free only while nobody queues (release hands it over)
+            self._free -= 1
+            return
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(turn)
+        timer = loop.call_later(self._wait, _give_up, turn, self._wait)
+        try:
+            await turn
+        except BaseException:
+            # A waiter that gave up or was cancelled stays queued, done: `release` skips it.
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
+                self.release()  # handed a slot just as it was cancelled: pass the slot on
+            raise
+        finally:
+            timer.cancel()
+
+    def release(self) -> None:
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._free += 1
+
+
+def _give_up(turn: asyncio.Future[None], wait: float) -> None:
+    if not turn.done():
+        turn.set_exception(PoolTimeout(f"no database connection free within {wait} s"))
+
+
+class Database:
+    """The engine and the request sessions on it, admitted to the pool first come, first served.
+
+    SQLAlchemy's async pool hands a returned connection to whichever task asks next, so under
+    load a waiting request can be overtaken again and again until it times out (a p99 of
+    seconds). A FIFO semaphore sized like the pool queues requests fairly in front of it.
+
+    Sessions run each statement in autocommit unless `pooler`: a request made of one statement
+    then costs no BEGIN/COMMIT round trips. Work that needs a transaction opens one explicitly
+    (`messages.repository`); behind a transaction pooler every session is transactional, as it
+    must be there.
+
+    `pooler_safe_engine` builds the engine for a transaction pooler; given (the pooler was
+    neither set nor recognised), the first statement a pooler breaks switches the database to
+    that engine and to transactional sessions for good (`pooler.PoolerSwitch`), and `retrying`
+    runs the work once more.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        pool_size: int,
+        wait: float,
+        pooler: bool,
+        pooler_safe_engine: Callable[[], AsyncEngine] | None = None,
+    ) -> None:
+        self._use(engine, pooler=pooler)
+        self._pooler = PoolerSwitch(None if pooler else pooler_safe_engine)
+        self._slots = FifoSlots(pool_size, wait)
+
+    def _use(self, engine: AsyncEngine, *, pooler: bool) -> None:
+        self.engine = engine
+        bind = engine if pooler else engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Loaded values stay usable after commit: responses are built after it.
+        self._factory = async_sessionmaker(
+            bind, class_=AsyncSession, expire_on_commit=False, info={"database": self}
+        )
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session holding one of the pool's slots until the block ends."""
+        await self._slots.acquire()
+        try:
+            async with self._factory() as session:
+                yield session
+        finally:
+            self._slots.release()
+
+    async def retrying(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run `work`, which opens its own session; when a transaction pooler broke one of its
+        statements, switch to pooler-safe mode and run it once more (on a new session). Nothing
+        ran: the statement failed at prepare or bind. A repository on a session it was given
+        calls `prepare_retry` itself."""
+        try:
+            return await work()
+        except sa_exc.DBAPIError as exc:
+            await self.prepare_retry(exc, None)
+        return await work()
+
+    async def prepare_retry(self, exc: sa_exc.DBAPIError, session: AsyncSession | None) -> None:
+        """After `exc` failed a unit of work: re-raise it unless a transaction pooler broke the
+        statement; else switch to pooler-safe mode and ready `session` to run the work again."""
+        engine = self._pooler.engine_after(exc, self.engine)
+        if engine is None:
+            raise exc
+        if engine is not self.engine:
+            self._use(engine, pooler=True)
+        if session is not None:
+            await session.rollback()
+            session.sync_session.bind = self._factory.kw["bind"].sync_engine
+
+    async def dispose(self) -> None:
+        for engine in (*self._pooler.retired, self.engine):
+            await engine.dispose()
+
+
+async def warn_if_rls_bypassed(engine: AsyncEngine) -> None:
+    """Log a warning when the connected role is exempt from row-level security (a superuser,
+    or BYPASSRLS like Neon's default owner role): the policy is then no second wall at all."""
+    query = text(
+        "SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+    )
+    try:
+        async with engine.connect() as connection:
+            role, superuser, bypass = (await connection.execute(query)).one()
+    except Exception as exc:  # the database may be down at start-up; requests will say so
+        log.info("event=rls_role_check_skipped error=%s", type(exc).__name__)
+        return
+    if superuser or bypass:
+        log.warning(
+            "event=rls_bypassed role=%s reason=%s: row-level security does not apply to this "
+            "role; connect as a least-privilege role (README: Row-level security)",
+            role,
+            "superuser" if superuser else "bypassrls",
+        )
+    else:
+        log.info("event=rls_role_ok role=%s", role)
