@@ -6,7 +6,6 @@ fails it). Here: the metadata every table registers with."""
 from sqlalchemy import MetaData
 from sqlmodel import SQLModel
 
-
 # Constraint names follow PostgreSQL's own defaults, so a table the guide's app created with
 # drizzle-kit and one created by our migrations carry the same names.
 SQLModel.metadata.naming_convention = {
