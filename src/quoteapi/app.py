@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
+from fastapi import FastAPI
 
 from quoteapi import health, migrations
 from quoteapi.auth.deps import SECURITY_SCHEMES
@@ -24,7 +23,6 @@ from quoteapi.docs import install_docs, use_problem_media_type
 from quoteapi.logs import configure_logging
 from quoteapi.messages import router as messages
 from quoteapi.middleware import (
-    BodyLimitMiddleware,
     ProblemCORSMiddleware,
     RequestContextMiddleware,
 )
@@ -32,14 +30,9 @@ from quoteapi.problems import install_problem_handlers
 from quoteapi.services import Services
 from quoteapi.settings import ConfigError, Settings, load_settings
 from quoteapi.webhooks import router as webhooks
-from quoteapi.webhooks.signatures import MAX_BODY_BYTES as WEBHOOK_BODY_LIMIT
 from quoteapi.webhooks.signatures import WebhookVerifier
 
 log = logging.getLogger("quoteapi")
-
-# JSON API bodies are small (a quote of at most a few KiB); Clerk's webhook events can carry
-# tens of KiB of user metadata.
-API_BODY_LIMIT = 16 * 1024
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -115,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_problem_handlers(app, {failure: database_error for failure in DATABASE_FAILURES})
     # The hot path first: routing tries each route in turn.
-    _include_as_own_routes(app, messages.router)
+    app.include_router(messages.router)
     app.include_router(health.router)
     if settings.quoteapi_docs_enabled:
         install_docs(app, app.openapi_url or "/openapi.json")
@@ -126,11 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(tokens.build_router(settings.quoteapi_data_dir))  # for web/
     if webhook_verifier is not None:
         webhooks.install(app, webhook_verifier)
-    # Outermost first: request id and access log see everything, CORS answers preflights
-    # before any limit, and the body limit guards the routes.
-    app.add_middleware(
-        BodyLimitMiddleware, default=API_BODY_LIMIT, limits={"/webhooks/": WEBHOOK_BODY_LIMIT}
-    )
+    # Outermost first: the request id and the access log see everything, CORS preflights too.
     if settings.cors_allow_origins:  # none: browsers on other origins are refused anyway
         app.add_middleware(
             ProblemCORSMiddleware,
@@ -158,35 +147,8 @@ def create_app(settings: Settings) -> FastAPI:
 
         observe = metrics.install(app)  # GET /metrics; each request timed where it is logged
     app.add_middleware(RequestContextMiddleware, observe=observe)
-    use_problem_media_type(app, security_schemes=SECURITY_SCHEMES)
+    use_problem_media_type(app, security_schemes=SECURITY_SCHEMES, body_models=messages.BODY_MODELS)
     return app
-
-
-def _include_as_own_routes(app: FastAPI, router: APIRouter) -> None:
-    """`app.include_router(router)`, with the routes on the app's own router: FastAPI matches
-    an included router's routes through one more layer on every request (about 30 µs of a
-    GET's 1,300 here; README: Performance). Each route carries its router's prefix, tags and
-    responses already; the app's operation ids apply as they would."""
-    for route in router.routes:
-        assert isinstance(route, APIRoute), route
-        app.router.add_api_route(
-            route.path,
-            route.endpoint,
-            methods=route.methods,
-            response_model=route.response_model,
-            status_code=route.status_code,
-            tags=route.tags,
-            dependencies=route.dependencies,
-            summary=route.summary,
-            description=route.description,
-            response_description=route.response_description,
-            responses=route.responses,
-            deprecated=route.deprecated,
-            include_in_schema=route.include_in_schema,
-            name=route.name,
-            route_class_override=type(route),
-            openapi_extra=route.openapi_extra,
-        )
 
 
 def tune_garbage_collector(gen0_threshold: int) -> None:

@@ -9,15 +9,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.openapi.constants import REF_TEMPLATE
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from quoteapi.problems import PROBLEM_MEDIA_TYPE
 
@@ -29,11 +31,15 @@ _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
 
 
 def use_problem_media_type(
-    app: FastAPI, *, security_schemes: Mapping[str, Any] | None = None
+    app: FastAPI,
+    *,
+    security_schemes: Mapping[str, Any] | None = None,
+    body_models: Sequence[type[BaseModel]] = (),
 ) -> None:
     """Document error bodies as application/problem+json (FastAPI says application/json), and
     optional parameters as plain optional values, as client generators read them;
-    `security_schemes` are the schemes routes name in their `security`."""
+    `security_schemes` are the schemes routes name in their `security`, `body_models` the
+    schemas of bodies a route reads itself and names by reference in its `openapi_extra`."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -61,6 +67,10 @@ def use_problem_media_type(
                             problem["schema"] = content.pop("application/json")["schema"]
             if security_schemes:
                 schema.setdefault("components", {})["securitySchemes"] = dict(security_schemes)
+            for model in body_models:
+                schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+                schemas[model.__name__] = model.model_json_schema(ref_template=REF_TEMPLATE)
+                schema["components"]["schemas"] = dict(sorted(schemas.items()))
             components = schema.get("components", {}).get("schemas", {})
             if _FASTAPI_422 not in str(schema.get("paths")):
                 components.pop("HTTPValidationError", None)

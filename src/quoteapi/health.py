@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from quoteapi.database.engine import Database
 from quoteapi.database.problems import is_database_unavailable
 from quoteapi.problems import RETRY_AFTER_SECONDS
 from quoteapi.services import ServicesDep
@@ -27,13 +27,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def _schema_revision(database: Database) -> str | None:
-    # Through the same FIFO admission as every request: a probe does not jump the queue.
-    async with database.session() as session:
-        if (await session.scalar(text("SELECT to_regclass('alembic_version')"))) is None:
-            return None
-        revision: str | None = await session.scalar(text("SELECT version_num FROM alembic_version"))
-        return revision
+async def _schema_revision(session: AsyncSession) -> str | None:
+    if (await session.scalar(text("SELECT to_regclass('alembic_version')"))) is None:
+        return None
+    revision: str | None = await session.scalar(text("SELECT version_num FROM alembic_version"))
+    return revision
 
 
 @router.get(
@@ -45,8 +43,8 @@ async def _schema_revision(database: Database) -> str | None:
 async def readyz(services: ServicesDep) -> JSONResponse:
     head = services.schema_head
     try:
-        database = services.database
-        current = await database.retrying(lambda: _schema_revision(database))
+        # A unit of work like any request's: a probe does not jump the FIFO queue.
+        current = await services.database.run(_schema_revision)
     except PoolTimeout:
         log.warning("event=readyz_server_busy")
         return _not_ready({"database": "busy", "schema": "unknown"})

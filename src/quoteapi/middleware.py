@@ -1,5 +1,5 @@
-"""ASGI middleware around every request: request id and access log (HEAD answered as GET), CORS
-with problem+json refusals, then body size limits."""
+"""The ASGI middleware around every request: request id and access log (HEAD answered as GET);
+and CORS with problem+json refusals, where browsers on other origins are allowed."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quoteapi.problems import (
-    PAYLOAD_TOO_LARGE,
     PROBLEM_MEDIA_TYPE,
     RETRY_AFTER_SECONDS,
     SHUTTING_DOWN,
@@ -172,79 +171,11 @@ class _ProblemAnswer(Response):
         await _send_problem(scope, send, self.problem, self.detail, self.extra_headers, close=False)
 
 
-class BodyLimitMiddleware:
-    """Refuse bodies over the limit with 413 before reading them: by Content-Length when given,
-    else by counting the stream. `limits` maps path prefixes to their own larger limits."""
-
-    def __init__(self, app: ASGIApp, *, default: int, limits: Mapping[str, int]) -> None:
-        self.app = app
-        self.default = default
-        self.limits = dict(limits)
-
-    def _limit_for(self, path: str) -> int:
-        for prefix, limit in self.limits.items():
-            if path.startswith(prefix):
-                return limit
-        return self.default
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = _header(scope, b"content-length")
-        if declared is None and _header(scope, b"transfer-encoding") is None:
-            await self.app(scope, receive, send)  # no body (a GET): nothing to count
-            return
-        limit = self._limit_for(scope["path"])
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await _too_large(scope, send, limit)
-            return
-
-        received = 0
-        exceeded = False
-        answered = False
-
-        async def counting_receive() -> Message:
-            nonlocal received, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    exceeded = True
-                    raise _BodyTooLarge
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal answered
-            if not exceeded:
-                answered = answered or message["type"] == "http.response.start"
-                await send(message)
-            elif message["type"] == "http.response.start" and not answered:
-                # The app turned the aborted read into some error of its own: answer 413.
-                answered = True
-                await _too_large(scope, send, limit)
-
-        try:
-            await self.app(scope, counting_receive, guarded_send)
-        except _BodyTooLarge:
-            if not answered:
-                await _too_large(scope, send, limit)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
             return str(value.decode("latin-1"))
     return None
-
-
-async def _too_large(scope: Scope, send: Send, limit: int) -> None:
-    detail = f"The request body is larger than {limit} bytes."
-    await _send_problem(scope, send, PAYLOAD_TOO_LARGE, detail)
 
 
 async def _send_problem(

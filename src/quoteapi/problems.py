@@ -199,7 +199,12 @@ def _json_pointer(path: Sequence[object]) -> str:
 
 
 def _is_json(request: Request) -> bool:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return is_json_media_type(request.headers.get("content-type", ""))
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """application/json or application/*+json, parameters aside."""
+    media_type = content_type.split(";")[0].strip().lower()
     return media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json")
     )

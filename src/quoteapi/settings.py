@@ -36,7 +36,6 @@ class DatabaseSettings(BaseModel):
     # cannot outlive a transaction. None: recognise Neon's pooled host names, and switch when any
     # other pooler breaks a statement (database.pooler); False: never switch.
     database_transaction_pooler: bool | None = None
-    database_row_level_security: bool = True
 
     @field_validator("database_url", mode="after")
     @classmethod

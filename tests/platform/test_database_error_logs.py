@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from quoteapi.app import create_app
 from tests.support.app import make_settings
@@ -17,10 +18,13 @@ from tests.support.app import make_settings
 MARKER = "leaked-marker-0815"
 
 
+async def _unencodable(session: AsyncSession) -> None:
+    await session.exec(text("SELECT CAST(:v AS text)"), params={"v": f"\ud800{MARKER}"})
+
+
 async def run_statement_with(request: Request) -> dict[str, str]:
     """A test-only route: a statement whose parameter the driver cannot encode."""
-    async with request.app.state.services.database.session() as session:
-        await session.exec(text("SELECT CAST(:v AS text)"), params={"v": f"\ud800{MARKER}"})
+    await request.app.state.services.database.run(_unencodable)
     return {}
 
 

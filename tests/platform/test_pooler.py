@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from quoteapi.messages.repository import Messages
+from quoteapi.messages import repository
 from tests.support.app import RunningApp, make_settings, running_app
 
 
@@ -29,13 +29,11 @@ async def test_repository_writes_and_reads_through_pgbouncer(pooled_database_url
 
     async def write_then_read(api: RunningApp, n: int) -> str:
         user_id = f"user_pool_{n % 20}"
-        async with api.services.database.session() as session:
-            rls = api.services.settings.database_row_level_security
-            messages = Messages(session, rls=rls)
-            await messages.save(user_id, f"quote {n}")
-            stored = await messages.read(user_id)
-            assert stored is not None
-            return stored.message
+        database = api.services.database
+        await database.run(repository.save_quote, user_id, f"quote {n}")
+        stored = await database.run(repository.read_quote, user_id)
+        assert stored is not None
+        return stored.message
 
     async with running_app(settings) as api:
         results = await asyncio.gather(*(write_then_read(api, n) for n in range(200)))

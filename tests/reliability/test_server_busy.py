@@ -4,7 +4,9 @@ the same FIFO queue as every request instead of taking a connection around it.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -37,11 +39,29 @@ def services(app: FastAPI) -> Services:
     return result
 
 
+@asynccontextmanager
+async def slot_held(app: FastAPI) -> AsyncIterator[None]:
+    """While the block runs, a unit of work holds a pool slot (its connection idle)."""
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(_: object) -> None:
+        holding.set()
+        await release.wait()
+
+    unit = asyncio.create_task(services(app).database.run(hold))
+    await holding.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        await unit
+
+
 async def test_a_request_that_finds_every_slot_busy_gets_503_server_busy(
     app: FastAPI, client: httpx.AsyncClient, mint_token: MintToken
 ) -> None:
     headers = {"Authorization": f"Bearer {mint_token('user_busy')}"}
-    async with services(app).database.session():  # another request holds the only slot
+    async with slot_held(app):  # another request holds the only slot
         response = await client.get("/me/message", headers=headers)
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "server-busy"
@@ -55,7 +75,7 @@ async def test_readyz_queues_for_a_slot_like_every_request(
 ) -> None:
     # The slot is held but its connection is idle in the pool: a probe that went around the
     # queue would take that connection and answer ready.
-    async with services(app).database.session():
+    async with slot_held(app):
         busy = await client.get("/readyz")
     assert busy.status_code == 503, busy.text
     assert busy.json()["database"] == "busy"

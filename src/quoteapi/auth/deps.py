@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Response
-from fastapi.routing import APIRoute
+from fastapi import Depends, Request
 
 from quoteapi.auth.keys import KeysUnavailable
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_MALFORMED, TOKEN_MISSING
@@ -15,13 +13,7 @@ from quoteapi.auth.verify import TokenRejected, TokenVerifier, VerifiedUser
 from quoteapi.problems import RETRY_AFTER_SECONDS, ApiError
 from quoteapi.services import services_of
 
-__all__ = [
-    "CurrentUser",
-    "VerifiedCallerFirst",
-    "VerifiedUser",
-    "authenticate",
-    "current_user",
-]
+__all__ = ["CurrentUser", "VerifiedUser", "authenticate", "current_user"]
 
 log = logging.getLogger("quoteapi.auth")
 
@@ -114,38 +106,9 @@ async def authenticate(request: Request, verifier: TokenVerifier) -> VerifiedUse
 
 
 async def current_user(request: Request) -> VerifiedUser:
-    """The verified caller, by the app's verifier. A dependency with no dependencies of its own:
-    FastAPI solves every sub-dependency again wherever `CurrentUser` is used, cached or not. A
-    test that needs its own verifier overrides this with one that calls `authenticate`."""
-    verified: VerifiedUser | None = request.scope.get(_VERIFIED_BEFORE_BODY)
-    if verified is not None:
-        return verified
+    """The verified caller, by the app's verifier. A test that needs its own verifier overrides
+    this with one that calls `authenticate`."""
     return await authenticate(request, services_of(request).verifier)
 
 
 CurrentUser = Annotated[VerifiedUser, Depends(current_user)]
-
-# Where VerifiedCallerFirst leaves the caller for `current_user` (an ASGI scope key).
-_VERIFIED_BEFORE_BODY = "quoteapi.verified_user"
-
-
-class VerifiedCallerFirst(APIRoute):
-    """A route that verifies the caller before FastAPI reads and parses its body.
-
-    FastAPI decodes a JSON body before it solves any dependency, `CurrentUser` included, so
-    an anonymous client with a broken body would get 400 invalid-json and learn how bodies
-    are validated. For a route that takes a body, this runs the same check first (no or bad
-    token: 401, whatever the body) and hands the caller to `CurrentUser`. Routes without a body
-    are left as they are: their dependencies run first anyway."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-        if self.body_field is None:
-            return handler
-
-        async def verified_first(request: Request) -> Response:
-            resolve = request.app.dependency_overrides.get(current_user, current_user)
-            request.scope[_VERIFIED_BEFORE_BODY] = await resolve(request)
-            return await handler(request)
-
-        return verified_first

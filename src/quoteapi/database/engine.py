@@ -1,5 +1,5 @@
-"""The engine (asyncpg under SQLAlchemy), connected with retries, and the request sessions on
-it, admitted to the pool first come, first served."""
+"""The engine (asyncpg under SQLAlchemy), connected with retries, and the units of work on it,
+admitted to the pool first come, first served."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import asyncio
 import collections
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
@@ -109,6 +108,7 @@ def create_engine(
 
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class FifoSlots:
@@ -155,21 +155,20 @@ def _give_up(turn: asyncio.Future[None], wait: float) -> None:
 
 
 class Database:
-    """The engine and the request sessions on it, admitted to the pool first come, first served.
+    """The engine, and units of work on it admitted to the pool first come, first served.
 
     SQLAlchemy's async pool hands a returned connection to whichever task asks next, so under
     load a waiting request can be overtaken again and again until it times out (a p99 of
     seconds). A FIFO semaphore sized like the pool queues requests fairly in front of it.
 
-    Sessions run each statement in autocommit unless `pooler`: a request made of one statement
-    then costs no BEGIN/COMMIT round trips. Work that needs a transaction opens one explicitly
-    (`messages.repository`); behind a transaction pooler every session is transactional, as it
-    must be there.
-
-    `pooler_safe_engine` builds the engine for a transaction pooler; given (the pooler was
-    neither set nor recognised), the first statement a pooler breaks switches the database to
-    that engine and to transactional sessions for good (`pooler.PoolerSwitch`), and `retrying`
-    runs the work once more.
+    The unit-of-work rule, written here once: a unit runs on a fresh session that commits
+    when the work returns and is closed before the response is sent. Each statement commits
+    on its own (autocommit: a request of one statement costs no BEGIN and COMMIT round trips),
+    unless the work calls `transaction` first, which makes the rest of the unit one
+    transaction. Behind a transaction pooler every session is transactional, as it must be
+    there. A database whose pooler was neither set nor recognised switches to that mode when
+    the pooler first breaks a statement (`pooler.PoolerSwitch`), and the unit runs once more,
+    whole, on a fresh session: nothing of it ran.
     """
 
     def __init__(
@@ -189,46 +188,49 @@ class Database:
         self.engine = engine
         bind = engine if pooler else engine.execution_options(isolation_level="AUTOCOMMIT")
         # Loaded values stay usable after commit: responses are built after it.
-        self._factory = async_sessionmaker(
-            bind, class_=AsyncSession, expire_on_commit=False, info={"database": self}
-        )
+        self._factory = async_sessionmaker(bind, class_=AsyncSession, expire_on_commit=False)
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session holding one of the pool's slots until the block ends."""
+    async def run(
+        self,
+        work: Callable[Concatenate[AsyncSession, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """`work(session, *args, **kwargs)` as one unit of work (see the class): its result."""
         await self._slots.acquire()
         try:
-            async with self._factory() as session:
-                yield session
+            try:
+                return await self._run_once(work, *args, **kwargs)
+            except sa_exc.DBAPIError as exc:
+                engine = self._pooler.engine_after(exc, self.engine)
+                if engine is None:
+                    raise
+                if engine is not self.engine:
+                    self._use(engine, pooler=True)
+            return await self._run_once(work, *args, **kwargs)
         finally:
             self._slots.release()
 
-    async def retrying(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run `work`, which opens its own session; when a transaction pooler broke one of its
-        statements, switch to pooler-safe mode and run it once more (on a new session). Nothing
-        ran: the statement failed at prepare or bind. A repository on a session it was given
-        calls `prepare_retry` itself."""
-        try:
-            return await work()
-        except sa_exc.DBAPIError as exc:
-            await self.prepare_retry(exc, None)
-        return await work()
-
-    async def prepare_retry(self, exc: sa_exc.DBAPIError, session: AsyncSession | None) -> None:
-        """After `exc` failed a unit of work: re-raise it unless a transaction pooler broke the
-        statement; else switch to pooler-safe mode and ready `session` to run the work again."""
-        engine = self._pooler.engine_after(exc, self.engine)
-        if engine is None:
-            raise exc
-        if engine is not self.engine:
-            self._use(engine, pooler=True)
-        if session is not None:
-            await session.rollback()
-            session.sync_session.bind = self._factory.kw["bind"].sync_engine
+    async def _run_once(
+        self,
+        work: Callable[Concatenate[AsyncSession, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        async with self._factory() as session:
+            result = await work(session, *args, **kwargs)
+            await session.commit()
+            return result
 
     async def dispose(self) -> None:
         for engine in (*self._pooler.retired, self.engine):
             await engine.dispose()
+
+
+async def transaction(session: AsyncSession) -> None:
+    """Make the rest of this unit of work one transaction, READ COMMITTED, committed when the
+    work returns (an autocommit session would run each statement alone)."""
+    await session.connection(execution_options={"isolation_level": "READ COMMITTED"})
 
 
 async def warn_if_rls_bypassed(engine: AsyncEngine) -> None:

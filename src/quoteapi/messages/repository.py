@@ -1,24 +1,22 @@
 """Every statement on user_messages, and the row-level-security binding that goes with each.
 
 The table's policy (migration 0003) admits only the row whose user_id equals the transaction's
-`app.user_id` setting, so each method takes the caller's user id and binds it before the table
-is touched: reads and upserts in the same statement (one round trip), conditional writes in a
-transaction that sets it first. Statements are built once per process and run with parameters:
-building SQL per request costs more CPU than running it.
+`app.user_id` setting, so each function takes the caller's user id and binds it before the
+table is touched: reads and upserts in the same statement (one round trip), conditional writes
+in a transaction that sets it first. Each runs inside a unit of work (`Database.run`), which
+commits. Statements are built once, at import, and run with parameters: building SQL per
+request costs more CPU than running it.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    Subquery,
     Text,
     any_,
     bindparam,
@@ -32,9 +30,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
-from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from quoteapi.database.engine import transaction
 from quoteapi.messages.etags import TagList
 from quoteapi.messages.models import UserMessage, version_seq
 
@@ -80,147 +78,94 @@ class StoredMessage:
     created: bool = False
 
 
-def _acting_user(*, rls: bool) -> Subquery:
-    """A one-row subquery `acting(user_id)` of the parameter `caller`; with `rls` it also binds
-    the running statement's transaction to that user, so a single statement needs no
-    set_config round trip. Statements reach user_messages only through it (JOIN LATERAL, or
-    INSERT ... SELECT), so PostgreSQL evaluates set_config before it touches the table and the
-    policy sees the setting; OFFSET 0 keeps the planner from inlining the call elsewhere."""
-    if not rls:
-        return select(_CALLER.label("user_id")).subquery("acting")
-    bind = func.set_config(USER_SETTING, _CALLER, True)
-    return select(bind.label("user_id")).offset(0).subquery("acting")
-
-
-class MessageStatements:
-    """The statements of the repository (`rls`: bind the caller for row-level security; off
-    only for a role that bypasses it anyway)."""
-
-    def __init__(self, *, rls: bool) -> None:
-        self.rls = rls
-        acting = _acting_user(rls=rls)
-        mine = select(*_RETURNED).where(_c.user_id == acting.c.user_id).lateral("mine")
-        self.read: Any = select(*mine.c).select_from(acting).join(mine, true())
-        upsert = insert(_table).from_select(
-            ["user_id", "message"], select(acting.c.user_id, bindparam("quote", type_=Text))
-        )
-        replace = {"message": upsert.excluded.message, **_NEW_VERSION}
-        self.save: Any = upsert.on_conflict_do_update(
-            index_elements=[_c.user_id], set_=replace
-        ).returning(*_RETURNED, _CREATED)
-        self.create_only: Any = upsert.on_conflict_do_nothing().returning(*_RETURNED, _CREATED)
-        # Create, or replace unless the stored version is one If-None-Match names.
-        self.save_unless: Any = upsert.on_conflict_do_update(
-            index_elements=[_c.user_id], set_=replace, where=~_version_in("none_match")
-        ).returning(*_RETURNED, _CREATED)
-        # Conditional writes run in a transaction bound to the caller first (`begin_for_user`).
-        self.replace: Any = (
-            update(_table)
-            .where(_c.user_id == _CALLER, _version_in("match"), ~_version_in("none_match"))
-            .values(message=bindparam("quote"), **_NEW_VERSION)
-            .returning(*_RETURNED, false().label("created"))
-        )
-        self.delete: Any = (
-            delete(_table).where(_c.user_id == _CALLER, _version_in("match")).returning(_c.version)
-        )
-
-
-# Built once, at import, for either DATABASE_ROW_LEVEL_SECURITY: a request only picks one.
-_STATEMENTS = {rls: MessageStatements(rls=rls) for rls in (False, True)}
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _unit_of_work(
-    method: Callable[Concatenate[Messages, P], Coroutine[Any, Any, R]],
-) -> Callable[Concatenate[Messages, P], Coroutine[Any, Any, R]]:
-    """A repository method is one unit of work: if a transaction pooler breaks one of its
-    statements, it runs once more in pooler-safe mode (`database.engine.Database.retrying`,
-    inlined: the first try costs no extra coroutine)."""
-
-    @functools.wraps(method)
-    async def run(self: Messages, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await method(self, *args, **kwargs)
-        except DBAPIError as exc:
-            database = self._session.info.get("database")
-            if database is None:
-                raise
-            await database.prepare_retry(exc, self._session)
-        return await method(self, *args, **kwargs)
-
-    return run
-
-
-class Messages:
-    """The quotes, as one request's session sees them; every method acts for `user_id` only
-    (`rls`: DATABASE_ROW_LEVEL_SECURITY, bind it for row-level security)."""
-
-    def __init__(self, session: AsyncSession, *, rls: bool) -> None:
-        self._session = session
-        self._statements = _STATEMENTS[rls]
-
-    @_unit_of_work
-    async def read(self, user_id: str) -> StoredMessage | None:
-        row = (await self._session.exec(self._statements.read, params={"caller": user_id})).first()
-        return None if row is None else StoredMessage(*row)
-
-    @_unit_of_work
-    async def save(
-        self, user_id: str, quote: str, *, if_none_match: TagList | None = None
-    ) -> StoredMessage | None:
-        """Create the quote, or replace it unless `if_none_match` names its version (`*`:
-        create only); None when the condition kept the stored quote."""
-        params = {"caller": user_id, "quote": quote}
-        if if_none_match is None:
-            return await self._write(self._statements.save, params)
-        if if_none_match.any:
-            return await self._write(self._statements.create_only, params)
-        params |= _list_params("none_match", if_none_match, absent=False)
-        return await self._write(self._statements.save_unless, params)
-
-    @_unit_of_work
-    async def replace(
-        self, user_id: str, quote: str, *, if_match: TagList, if_none_match: TagList | None
-    ) -> StoredMessage | None:
-        """Replace the stored quote only if its version satisfies both conditions (lost-update
-        protection); None when there is no such quote."""
-        params = {
-            "caller": user_id,
-            "quote": quote,
-            **_list_params("match", if_match, absent=True),
-            **_list_params("none_match", if_none_match, absent=False),
-        }
-        await self._begin_for(user_id)
-        return await self._write(self._statements.replace, params)
-
-    @_unit_of_work
-    async def delete(self, user_id: str, *, if_match: TagList | None = None) -> bool:
-        """Delete the quote (only at a version `if_match` allows); False when nothing was."""
-        params = {"caller": user_id, **_list_params("match", if_match, absent=True)}
-        await self._begin_for(user_id)
-        row = (await self._session.exec(self._statements.delete, params=params)).first()
-        await self._session.commit()
-        return row is not None
-
-    async def _write(self, statement: Any, params: dict[str, Any]) -> StoredMessage | None:
-        row = (await self._session.exec(statement, params=params)).first()
-        await self._session.commit()
-        return None if row is None else StoredMessage(*row)
-
-    async def _begin_for(self, user_id: str) -> None:
-        await begin_for_user(self._session, user_id, rls=self._statements.rls)
-
-
+# The caller as a one-row subquery `acting(user_id)` that also binds the running statement's
+# transaction to it for row-level security, so a single statement needs no set_config round
+# trip. Statements reach user_messages only through it (JOIN LATERAL, or INSERT ... SELECT), so
+# PostgreSQL evaluates set_config before it touches the table and the policy sees the setting;
+# OFFSET 0 keeps the planner from inlining the call elsewhere.
+_acting = select(func.set_config(USER_SETTING, _CALLER, True).label("user_id")).offset(0)
+_ACTING = _acting.subquery("acting")
+_mine = select(*_RETURNED).where(_c.user_id == _ACTING.c.user_id).lateral("mine")
+_READ: Any = select(*_mine.c).select_from(_ACTING).join(_mine, true())
+_upsert = insert(_table).from_select(
+    ["user_id", "message"], select(_ACTING.c.user_id, bindparam("quote", type_=Text))
+)
+_replacement = {"message": _upsert.excluded.message, **_NEW_VERSION}
+_SAVE: Any = _upsert.on_conflict_do_update(
+    index_elements=[_c.user_id], set_=_replacement
+).returning(*_RETURNED, _CREATED)
+_CREATE_ONLY: Any = _upsert.on_conflict_do_nothing().returning(*_RETURNED, _CREATED)
+# Create, or replace unless the stored version is one If-None-Match names.
+_SAVE_UNLESS: Any = _upsert.on_conflict_do_update(
+    index_elements=[_c.user_id], set_=_replacement, where=~_version_in("none_match")
+).returning(*_RETURNED, _CREATED)
+# Conditional writes run in a transaction bound to the caller first (`bind_user`).
+_REPLACE: Any = (
+    update(_table)
+    .where(_c.user_id == _CALLER, _version_in("match"), ~_version_in("none_match"))
+    .values(message=bindparam("quote"), **_NEW_VERSION)
+    .returning(*_RETURNED, false().label("created"))
+)
+_DELETE: Any = (
+    delete(_table).where(_c.user_id == _CALLER, _version_in("match")).returning(_c.version)
+)
 _BIND_CALLER: Any = select(func.set_config(USER_SETTING, _CALLER, True))
 
 
-async def begin_for_user(session: AsyncSession, user_id: str, *, rls: bool) -> None:
-    """Open a real transaction on `session` (even an autocommit one) bound to `user_id` (with
-    `rls`), for statements that cannot carry the binding themselves; the webhook's erasure
+async def read_quote(session: AsyncSession, user_id: str) -> StoredMessage | None:
+    row = (await session.exec(_READ, params={"caller": user_id})).first()
+    return None if row is None else StoredMessage(*row)
+
+
+async def save_quote(
+    session: AsyncSession, user_id: str, quote: str, *, if_none_match: TagList | None = None
+) -> StoredMessage | None:
+    """Create the quote, or replace it unless `if_none_match` names its version (`*`: create
+    only); None when the condition kept the stored quote."""
+    params = {"caller": user_id, "quote": quote}
+    statement = _SAVE
+    if if_none_match is not None and if_none_match.any:
+        statement = _CREATE_ONLY
+    elif if_none_match is not None:
+        statement = _SAVE_UNLESS
+        params |= _list_params("none_match", if_none_match, absent=False)
+    row = (await session.exec(statement, params=params)).first()
+    return None if row is None else StoredMessage(*row)
+
+
+async def replace_quote(
+    session: AsyncSession,
+    user_id: str,
+    quote: str,
+    *,
+    if_match: TagList,
+    if_none_match: TagList | None,
+) -> StoredMessage | None:
+    """Replace the stored quote only if its version satisfies both conditions (lost-update
+    protection); None when there is no such quote."""
+    params = {
+        "caller": user_id,
+        "quote": quote,
+        **_list_params("match", if_match, absent=True),
+        **_list_params("none_match", if_none_match, absent=False),
+    }
+    await bind_user(session, user_id)
+    row = (await session.exec(_REPLACE, params=params)).first()
+    return None if row is None else StoredMessage(*row)
+
+
+async def delete_quote(
+    session: AsyncSession, user_id: str, *, if_match: TagList | None = None
+) -> bool:
+    """Delete the quote (only at a version `if_match` allows); False when nothing was."""
+    await bind_user(session, user_id)
+    params = {"caller": user_id, **_list_params("match", if_match, absent=True)}
+    return (await session.exec(_DELETE, params=params)).first() is not None
+
+
+async def bind_user(session: AsyncSession, user_id: str) -> None:
+    """Make the rest of the unit of work one transaction bound to `user_id` for row-level
+    security, for statements that cannot carry the binding themselves; the webhook's erasure
     uses it too."""
-    await session.connection(execution_options={"isolation_level": "READ COMMITTED"})
-    if rls:
-        await session.exec(_BIND_CALLER, params={"caller": user_id})
+    await transaction(session)
+    await session.exec(_BIND_CALLER, params={"caller": user_id})

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
-from quoteapi.auth.deps import SESSION_TOKEN_REQUIRED, CurrentUser, VerifiedCallerFirst
+from quoteapi.auth.deps import SESSION_TOKEN_REQUIRED, CurrentUser
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_EXPIRED, TOKEN_MISSING
+from quoteapi.bodies import read_body
 from quoteapi.database.problems import DATABASE_UNAVAILABLE
+from quoteapi.messages import repository
 from quoteapi.messages.etags import TagList, etag
-from quoteapi.messages.repository import Messages, StoredMessage
+from quoteapi.messages.repository import StoredMessage
 from quoteapi.messages.schemas import MessageIn, MessageOut
 from quoteapi.problems import (
     INTERNAL_ERROR,
@@ -22,9 +25,10 @@ from quoteapi.problems import (
     VALIDATION_FAILED,
     ApiError,
     Problem,
+    is_json_media_type,
     problem_doc,
 )
-from quoteapi.services import ServicesDep, services_of
+from quoteapi.services import services_of
 
 MESSAGE_NOT_FOUND = Problem(404, "message-not-found", "No quote stored")
 PRECONDITION_FAILED = Problem(412, "precondition-failed", "Precondition failed")
@@ -45,25 +49,39 @@ router = APIRouter(
     prefix="/me",
     tags=["me"],
     responses=_AUTHENTICATED_RESPONSES,
-    route_class=VerifiedCallerFirst,
 )
 
 
-async def user_messages(request: Request, user: CurrentUser) -> AsyncIterator[Messages]:
-    """The quotes repository on a database session for this request. It depends on the
-    verified caller, so no database slot is taken before the token is checked."""
-    services = services_of(request)
-    async with services.database.session() as session:
-        yield Messages(session, rls=services.settings.database_row_level_security)
+async def quote_text(user: CurrentUser, request: Request) -> str:
+    """The PUT body's quote, trimmed and within QUOTEAPI_MESSAGE_MAX_LENGTH. The body is read
+    here, after the caller is verified (FastAPI reads a declared body before any dependency):
+    415 when it is not sent as JSON, 400 when it is not JSON, 422 when the quote is wrong."""
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not is_json_media_type(content_type):
+        raise ApiError(
+            UNSUPPORTED_MEDIA_TYPE, "Send the body as JSON with `Content-Type: application/json`."
+        )
+    body = await read_body(request, BODY_LIMIT)
+    if not body:
+        missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
+        raise RequestValidationError([missing])
+    try:
+        quote = MessageIn.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+    return quote.within(services_of(request).settings.quoteapi_message_max_length)
 
 
-async def quote_text(body: Annotated[MessageIn, Body()], services: ServicesDep) -> str:
-    """The PUT body's quote, trimmed and within QUOTEAPI_MESSAGE_MAX_LENGTH (else a 422)."""
-    return body.within(services.settings.quoteapi_message_max_length)
-
-
-UserMessages = Annotated[Messages, Depends(user_messages)]
 Quote = Annotated[str, Depends(quote_text)]
+# The PUT body: a quote of at most a few KiB, JSON-escaped.
+BODY_LIMIT = 16 * 1024
+# The body `quote_text` reads, as FastAPI would have documented it (docs.py adds the schema).
+_MESSAGE_IN_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageIn"}}},
+}
+BODY_MODELS = (MessageIn,)
 IfMatch = Annotated[
     str | None,
     Header(
@@ -105,9 +123,9 @@ _QUOTE_RESPONSE = {
     },
 )
 async def get_message(
-    user: CurrentUser, messages: UserMessages, if_none_match: IfNoneMatch = None
+    request: Request, user: CurrentUser, if_none_match: IfNoneMatch = None
 ) -> Response:
-    stored = await messages.read(user.user_id)
+    stored = await services_of(request).database.run(repository.read_quote, user.user_id)
     if stored is None:
         raise _not_found()
     if if_none_match is not None and TagList.parse(if_none_match).matches(stored.version):
@@ -117,7 +135,7 @@ async def get_message(
 
 @router.put(
     "/message",
-    openapi_extra=SESSION_TOKEN_REQUIRED,
+    openapi_extra={**SESSION_TOKEN_REQUIRED, "requestBody": _MESSAGE_IN_BODY},
     summary="Save or replace your quote",
     response_model=MessageOut,
     status_code=200,
@@ -144,18 +162,25 @@ async def get_message(
     },
 )
 async def put_message(
+    request: Request,
     user: CurrentUser,
     quote: Quote,
-    messages: UserMessages,
     if_match: IfMatch = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
+    database = services_of(request).database
     none_match = None if if_none_match is None else TagList.parse(if_none_match)
     if if_match is None:
-        stored = await messages.save(user.user_id, quote, if_none_match=none_match)
+        stored = await database.run(
+            repository.save_quote, user.user_id, quote, if_none_match=none_match
+        )
     else:
-        stored = await messages.replace(
-            user.user_id, quote, if_match=TagList.parse(if_match), if_none_match=none_match
+        stored = await database.run(
+            repository.replace_quote,
+            user.user_id,
+            quote,
+            if_match=TagList.parse(if_match),
+            if_none_match=none_match,
         )
     if stored is None:
         raise _precondition_failed()
@@ -173,11 +198,10 @@ async def put_message(
         412: problem_doc("If-Match did not hold", PRECONDITION_FAILED),
     },
 )
-async def delete_message(
-    user: CurrentUser, messages: UserMessages, if_match: IfMatch = None
-) -> Response:
+async def delete_message(request: Request, user: CurrentUser, if_match: IfMatch = None) -> Response:
     match = None if if_match is None else TagList.parse(if_match)
-    if not await messages.delete(user.user_id, if_match=match):
+    database = services_of(request).database
+    if not await database.run(repository.delete_quote, user.user_id, if_match=match):
         raise _precondition_failed() if match is not None else _not_found()
     return Response(status_code=204)
 

@@ -12,7 +12,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from quoteapi.messages.models import UserMessage
-from quoteapi.messages.repository import begin_for_user
+from quoteapi.messages.repository import bind_user
 from quoteapi.webhooks.models import WebhookDelivery
 
 log = logging.getLogger("quoteapi.webhooks")
@@ -41,41 +41,26 @@ _EXPIRED = (
 _PRUNE: Any = delete(WebhookDelivery).where(col(WebhookDelivery.svix_id).in_(_EXPIRED))
 
 
-class Deliveries:
-    """The webhook deliveries, on one request's session."""
+async def record_delivery(session: AsyncSession, svix_id: str, event_type: str) -> bool:
+    """Record a delivery that changes nothing; False when this svix-id was already recorded
+    (so a redelivery is answered `duplicate`)."""
+    recorded = await session.exec(_RECORD, params={"svix_id": svix_id, "type": event_type})
+    return recorded.first() is not None
 
-    def __init__(self, session: AsyncSession, *, rls: bool) -> None:
-        self._session = session
-        self._rls = rls
 
-    async def record(self, svix_id: str, event_type: str) -> bool:
-        """Record a delivery that changes nothing; False when this svix-id was already
-        recorded (so a redelivery is answered `duplicate`)."""
-        session = self._session
-        recorded = await session.exec(_RECORD, params={"svix_id": svix_id, "type": event_type})
-        if recorded.first() is None:
-            await session.rollback()
-            return False
-        await session.commit()
-        return True
-
-    async def erase_user(self, svix_id: str, event_type: str, user_id: str) -> bool:
-        """Record the delivery and delete the user's rows in one transaction (bound to that
-        user, for row-level security); False (and nothing changed) when this svix-id was
-        already recorded."""
-        session = self._session
-        await begin_for_user(session, user_id, rls=self._rls)
-        recorded = await session.exec(_RECORD, params={"svix_id": svix_id, "type": event_type})
-        if recorded.first() is None:
-            await session.rollback()
-            return False
-        erased = await session.exec(_ERASE, params={"user_id": user_id})
-        await session.exec(_PRUNE)
-        await session.commit()
-        log.info(
-            "event=webhook_user_deleted svix_id=%s user_id=%s rows=%d",
-            svix_id,
-            user_id,
-            erased.rowcount,
-        )
-        return True
+async def erase_user(session: AsyncSession, svix_id: str, event_type: str, user_id: str) -> bool:
+    """Record the delivery and delete the user's rows in one transaction (bound to that user,
+    for row-level security); False (and nothing changed) when this svix-id was already
+    recorded."""
+    await bind_user(session, user_id)
+    if not await record_delivery(session, svix_id, event_type):
+        return False
+    erased = await session.exec(_ERASE, params={"user_id": user_id})
+    await session.exec(_PRUNE)
+    log.info(
+        "event=webhook_user_deleted svix_id=%s user_id=%s rows=%d",
+        svix_id,
+        user_id,
+        erased.rowcount,
+    )
+    return True

@@ -6,7 +6,6 @@ before it takes a database session: an unsigned or dribbling client holds no sha
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -14,9 +13,10 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, Field
 
 from quoteapi.auth.verify import storable_text
+from quoteapi.bodies import read_body
 from quoteapi.problems import PAYLOAD_TOO_LARGE, ApiError, problem_doc
-from quoteapi.services import ServicesDep
-from quoteapi.webhooks.repository import Deliveries
+from quoteapi.services import services_of
+from quoteapi.webhooks import repository
 from quoteapi.webhooks.signatures import MAX_BODY_BYTES, WebhookVerifier, parse_headers
 
 log = logging.getLogger("quoteapi.webhooks")
@@ -53,8 +53,7 @@ async def signed_event(request: Request) -> SignedEvent:
     verifier: WebhookVerifier = request.app.state.webhook_verifier  # set by `install`
     try:
         signed = parse_headers(request.headers)
-        # The body-limit middleware has already refused one over MAX_BODY_BYTES (413).
-        body = await request.body()
+        body = await read_body(request, MAX_BODY_BYTES)
         event = verifier.verify(body, signed)
     except ApiError as exc:
         log.warning("event=webhook_refused code=%s", exc.problem.code)
@@ -63,12 +62,6 @@ async def signed_event(request: Request) -> SignedEvent:
 
 
 SignedEventDep = Annotated[SignedEvent, Depends(signed_event)]
-
-
-async def deliveries(_: SignedEventDep, services: ServicesDep) -> AsyncIterator[Deliveries]:
-    """The deliveries repository on a database session, for a verified delivery only."""
-    async with services.database.session() as session:
-        yield Deliveries(session, rls=services.settings.database_row_level_security)
 
 
 @router.post(
@@ -91,9 +84,8 @@ async def deliveries(_: SignedEventDep, services: ServicesDep) -> AsyncIterator[
         "security": [],
     },
 )
-async def clerk_webhook(
-    delivery: SignedEventDep, repository: Annotated[Deliveries, Depends(deliveries)]
-) -> WebhookAck:
+async def clerk_webhook(request: Request, delivery: SignedEventDep) -> WebhookAck:
+    database = services_of(request).database
     event_type: str = delivery.event["type"]
     if event_type != "user.deleted":
         log.debug("event=webhook_ignored svix_id=%s type=%r", delivery.msg_id, event_type[:64])
@@ -108,10 +100,11 @@ async def clerk_webhook(
         # No such user can exist (PostgreSQL stores no NUL or lone surrogate): erase nothing,
         # but record the delivery and answer 2xx, so Svix stops retrying it.
         log.info("event=webhook_user_id_unstorable svix_id=%s", delivery.msg_id)
-        if not await repository.record(delivery.msg_id, event_type):
+        recorded = await database.run(repository.record_delivery, delivery.msg_id, event_type)
+        if not recorded:
             return WebhookAck(outcome="duplicate")
         return WebhookAck(outcome="ignored")
-    if not await repository.erase_user(delivery.msg_id, event_type, user_id):
+    if not await database.run(repository.erase_user, delivery.msg_id, event_type, user_id):
         log.info("event=webhook_duplicate svix_id=%s", delivery.msg_id)
         return WebhookAck(outcome="duplicate")
     return WebhookAck(outcome="deleted")
