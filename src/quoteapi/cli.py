@@ -42,7 +42,7 @@ def _require_database(settings: Settings, command: str) -> DatabaseTarget:
 def serve(args: argparse.Namespace) -> None:
     """Run the API for production: no implicit migrations, settings from the environment."""
     from quoteapi.app import create_app
-    from quoteapi.http_protocol import edge_limits
+    from quoteapi.http_protocol import LISTEN_BACKLOG, edge_limits
 
     settings = load_settings()
     if settings.quoteapi_dev_issuer:
@@ -68,6 +68,7 @@ def serve(args: argparse.Namespace) -> None:
         # httptools, with deadlines both ways, bounded memory and a connection cap.
         http="quoteapi.http_protocol:GuardedHttpToolsProtocol",
         ws="none",  # no WebSocket route: an upgrade request is answered as plain HTTP
+        backlog=LISTEN_BACKLOG,
         timeout_keep_alive=settings.quoteapi_keep_alive_seconds,
         timeout_graceful_shutdown=settings.quoteapi_shutdown_grace_seconds,
         log_config=None,

@@ -31,6 +31,7 @@ answer instead of a reset.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import sys
@@ -76,10 +77,17 @@ LINGER_SECONDS = 2.0
 MAX_QUEUED_REQUESTS = 16
 PARSE_SLICE_BYTES = 4096
 
+# Refused connections lingering at once, per worker: past that the one lingering longest (its
+# answer long written) is closed, so that a flood of refusals cannot spend every descriptor.
+MAX_LINGERING = 32
 # Descriptors a worker keeps beside its client connections, on top of the database pool: the
 # listening socket, event loop and log files, connections to Clerk, the docs' static files,
-# and refused connections lingering.
+# and refused connections lingering (MAX_LINGERING).
 RESERVED_DESCRIPTORS = 64
+# The listening socket's queue of connections not yet accepted. The event loop accepts every
+# queued one at once, before any reaches the cap's check: the queue's length is reserved too,
+# or a burst of connections past the descriptor limit is dropped unanswered by the loop.
+LISTEN_BACKLOG = 128
 
 # The connection cap's warning is written at most this often, with the count since the last.
 CAP_WARNING_INTERVAL_SECONDS = 10.0
@@ -98,9 +106,9 @@ class EdgeLimits:
 
 def connection_cap(settings: Settings) -> int:
     """QUOTEAPI_MAX_CONNECTIONS, or by default what the worker's open-file soft limit allows
-    beside the database pool and RESERVED_DESCRIPTORS. A worker that runs out of descriptors
-    can accept nobody, silently: a cap above that is a configuration error."""
-    reserved = settings.database_pool_size + RESERVED_DESCRIPTORS
+    beside the database pool, RESERVED_DESCRIPTORS and LISTEN_BACKLOG. A worker that runs out
+    of descriptors can accept nobody, silently: a cap above that is a configuration error."""
+    reserved = settings.database_pool_size + RESERVED_DESCRIPTORS + LISTEN_BACKLOG
     if sys.platform == "win32":  # no descriptor limit of this kind
         allowed = None
     else:
@@ -178,6 +186,8 @@ class _Throttle:
 
 
 _cap_warning = _Throttle(CAP_WARNING_INTERVAL_SECONDS)
+# This worker's refused connections still lingering, longest first.
+_lingering: collections.deque[GuardedHttpToolsProtocol] = collections.deque()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -221,6 +231,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 timer.cancel()
         self._read_deadline = self._write_deadline = self._linger = None
         self.idle_since = None
+        if self in _lingering:
+            _lingering.remove(self)
         super().connection_lost(exc)
 
     def eof_received(self) -> bool:  # type: ignore[override]  # asyncio.Protocol allows it
@@ -259,6 +271,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 TOO_MANY_CONNECTIONS,
                 "The server holds as many connections as it can; retry shortly.",
                 headers={"retry-after": str(RETRY_AFTER_SECONDS)},
+                logged=False,  # the warning above counts them
             )
 
     def _busy(self) -> bool:
@@ -488,10 +501,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._watch_output()
             return
         log.warning("event=write_timeout pending_bytes=%s", pending)
+        # Before the transport reports the loss: an app still sending must find its client
+        # gone, not a closed transport.
+        for cycle in (self._running, self.cycle):
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
         self.transport.abort()
 
     def _refuse(
-        self, problem: Problem, detail: str, *, headers: dict[str, str] | None = None
+        self,
+        problem: Problem,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        logged: bool = True,
     ) -> None:
         """Answer `problem` for the request being read, after the answers to the requests
         pipelined before it, then close. A request already handed to the app (its body or
@@ -502,12 +526,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm_read_deadline()
         self.idle_since = None
         request_id = uuid.uuid4().hex
-        log.warning(
-            "event=http_request_refused status=%s code=%s request_id=%s",
-            problem.status,
-            problem.code,
-            request_id,
-        )
+        if logged:
+            log.warning(
+                "event=http_request_refused status=%s code=%s request_id=%s",
+                problem.status,
+                problem.code,
+                request_id,
+            )
         answer = _problem_answer(problem, detail, request_id, headers or {})
         cycle = self.cycle
         if self._request_started and not self._in_head and cycle is not None:
@@ -537,6 +562,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # client reads it: half-close, and let the client's own close (or the linger) end it.
         self.transport.write_eof()
         self._linger = self.loop.call_later(LINGER_SECONDS, self._close)
+        _lingering.append(self)
+        if len(_lingering) > MAX_LINGERING:
+            _lingering.popleft()._close()
 
 
 def _problem_answer(

@@ -25,16 +25,18 @@ CONDITIONAL_RACERS = 200
 @pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     # The default pool (10 connections), but a pool wait long enough for 500 queued requests on
-    # a busy 2-core machine: this module is about correctness under races, not latency.
-    env = serve_env(database_url, database_pool_timeout=60)
+    # a busy 2-core machine: this module is about correctness under races, not latency. The
+    # server keeps idle connections far longer than the client (below): a client starved of CPU
+    # reads an answer seconds after it was sent, and its idle clock starts only then.
+    env = serve_env(database_url, database_pool_timeout=60, quoteapi_keep_alive_seconds=60)
     with running_server(tmp_path_factory.mktemp("races"), env) as process:
         yield process
 
 
 @pytest.fixture
 async def http(server: ServerProcess) -> Iterator[httpx.AsyncClient]:
-    # The client drops idle connections before the server's keep-alive (5 s) closes them, as a
-    # proxy in front of the service must; otherwise it may reuse one the server just closed.
+    # The client drops idle connections before the server's keep-alive closes them, as a proxy
+    # in front of the service must; otherwise it may reuse one the server just closed.
     limits = httpx.Limits(max_connections=RACERS, keepalive_expiry=1)
     async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=120) as client:
         yield client
