@@ -26,14 +26,8 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from quoteapi.auth.keys import (
-    Clock,
-    KeyProvider,
-    UnknownKey,
-    key_provider,
-    resolve_issuer,
-    resolve_key_source,
-)
+from quoteapi.auth import sources
+from quoteapi.auth.keys import Clock, KeyProvider, UnknownKey
 from quoteapi.auth.problems import (
     TOKEN_EXPIRED,
     TOKEN_IAT_IN_THE_FUTURE,
@@ -186,12 +180,12 @@ class TokenVerifier:
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = time.time) -> TokenVerifier:
         """Build from the CLERK_* settings; ConfigError (one line) when they cannot work."""
-        source = resolve_key_source(settings)
-        issuer = resolve_issuer(settings)
+        source = sources.resolve_key_source(settings)
+        issuer = sources.resolve_issuer(settings)
         counted = settings.quoteapi_metrics_enabled
         cache = (CountingTokenCache if counted else TokenCache)(settings.clerk_token_cache_size)
         return cls(
-            key_provider(source, settings, clock=clock, on_change=cache.clear),
+            sources.key_provider(source, settings, clock=clock, on_change=cache.clear),
             issuer=issuer,
             authorized_parties=settings.clerk_authorized_parties,
             leeway=settings.clerk_leeway_seconds,
