@@ -63,8 +63,11 @@ _ALGORITHMS = ["RS256"]
 # may be empty here so that an unsigned `alg: none` token is answered for its algorithm; once
 # the header says RS256, an empty signature is malformed.
 _SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-# The time claims are checked here, on the verifier's clock (which also ages the cache): PyJWT
-# reads the system clock. The rest is PyJWT's.
+# exp/nbf/iat are compared here, not by PyJWT with `leeway`: PyJWT reads the system clock and
+# takes none, while the verifier's clock also ages the token cache and the JWKS cache. And PyJWT
+# would answer differently: its int() makes `exp: true` an expired token (malformed here) and
+# cuts a fractional exp short of the cache's; a future iat and a future nbf raise the same
+# ImmatureSignatureError, told apart only by its message. The rest is PyJWT's.
 _PYJWT_OPTIONS: Any = {
     "require": REQUIRED_CLAIMS,
     "verify_exp": False,
