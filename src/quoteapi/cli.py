@@ -102,7 +102,7 @@ def dev(args: argparse.Namespace) -> None:
     """Embedded database (unless DATABASE_URL is set), migrations, the API on 127.0.0.1, and the
     web page on its own port (another origin, allowed by CORS)."""
     from quoteapi.app import create_app
-    from quoteapi.auth.keys import has_key_source, is_loopback_host
+    from quoteapi.auth.sources import has_key_source, is_loopback_host
     from quoteapi.dev import issuer
     from quoteapi.dev.databases import create_database, ensure_app_role, kept_password
     from quoteapi.dev.embedded import EmbeddedPostgres
@@ -285,7 +285,7 @@ def webhook_send(args: argparse.Namespace) -> None:
 
 def token(args: argparse.Namespace) -> None:
     """Print a dev-issuer session token that `quoteapi dev` accepts."""
-    from quoteapi.auth.keys import has_key_source
+    from quoteapi.auth.sources import has_key_source
     from quoteapi.dev import issuer
 
     settings = load_settings()

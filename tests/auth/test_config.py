@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 
 from quoteapi.app import create_app
-from quoteapi.auth.keys import (
+from quoteapi.auth.sources import (
     CLERK_API_JWKS_URL,
     frontend_api_from_publishable_key,
     resolve_issuer,

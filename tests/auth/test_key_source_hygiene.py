@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from quoteapi.auth.keys import JwksKeys, KeysUnavailable, resolve_key_source
+from quoteapi.auth.keys import JwksKeys, KeysUnavailable
+from quoteapi.auth.sources import resolve_key_source
 from quoteapi.settings import ConfigError
 from tests.support.app import NO_DATABASE_URL, make_settings
 from tests.support.jwks import JwksServer

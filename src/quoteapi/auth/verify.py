@@ -26,14 +26,8 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from quoteapi.auth.keys import (
-    Clock,
-    KeyProvider,
-    UnknownKey,
-    key_provider,
-    resolve_issuer,
-    resolve_key_source,
-)
+from quoteapi.auth import sources
+from quoteapi.auth.keys import Clock, KeyProvider, UnknownKey
 from quoteapi.auth.problems import (
     TOKEN_EXPIRED,
     TOKEN_IAT_IN_THE_FUTURE,
@@ -68,8 +62,11 @@ _ALGORITHMS = ["RS256"]
 # may be empty here so that an unsigned `alg: none` token is answered for its algorithm; once
 # the header says RS256, an empty signature is malformed.
 _SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-# The time claims are checked here, on the verifier's clock (which also ages the cache): PyJWT
-# reads the system clock. The rest is PyJWT's.
+# exp/nbf/iat are compared here, not by PyJWT with `leeway`: PyJWT reads the system clock and
+# takes none, while the verifier's clock also ages the token cache and the JWKS cache. And PyJWT
+# would answer differently: its int() makes `exp: true` an expired token (malformed here) and
+# cuts a fractional exp short of the cache's; a future iat and a future nbf raise the same
+# ImmatureSignatureError, told apart only by its message. The rest is PyJWT's.
 _PYJWT_OPTIONS: Any = {
     "require": REQUIRED_CLAIMS,
     "verify_exp": False,
@@ -185,12 +182,12 @@ class TokenVerifier:
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = time.time) -> TokenVerifier:
         """Build from the CLERK_* settings; ConfigError (one line) when they cannot work."""
-        source = resolve_key_source(settings)
-        issuer = resolve_issuer(settings)
+        source = sources.resolve_key_source(settings)
+        issuer = sources.resolve_issuer(settings)
         counted = settings.quoteapi_metrics_enabled
         cache = (CountingTokenCache if counted else TokenCache)(settings.clerk_token_cache_size)
         return cls(
-            key_provider(source, settings, clock=clock, on_change=cache.clear),
+            sources.key_provider(source, settings, clock=clock, on_change=cache.clear),
             issuer=issuer,
             authorized_parties=settings.clerk_authorized_parties,
             leeway=settings.clerk_leeway_seconds,

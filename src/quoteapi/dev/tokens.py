@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, Field
 
-from quoteapi.auth.keys import is_loopback_host
+from quoteapi.auth.sources import is_loopback_host
 from quoteapi.dev import issuer
 from quoteapi.problems import ApiError, Problem
 

@@ -1,0 +1,178 @@
+"""The CLERK_* settings turned into a key source, its key provider and the issuer; a setting that
+cannot work is a one-line ConfigError at start-up. Fetching and caching the keys is keys.py's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from quoteapi.auth.keys import Clock, JwksKeys, KeyProvider, StaticKey
+from quoteapi.problems import RETRY_AFTER_SECONDS
+from quoteapi.settings import ConfigError, Settings
+
+CLERK_API_JWKS_URL = "https://api.clerk.com/v1/jwks"
+_PUBLISHABLE_PREFIXES = ("pk_test_", "pk_live_")
+
+
+def frontend_api_from_publishable_key(publishable_key: str) -> str:
+    """The Frontend API host inside `pk_test_...`/`pk_live_...` (base64 of `<host>$`)."""
+    key = publishable_key.strip()
+    prefix = next((p for p in _PUBLISHABLE_PREFIXES if key.startswith(p)), None)
+    if prefix is None:
+        raise ValueError("does not start with pk_test_ or pk_live_")
+    encoded = key.removeprefix(prefix)
+    try:
+        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        host = decoded.decode("ascii")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("is not base64 after its pk_test_/pk_live_ prefix") from None
+    if not host.endswith("$"):
+        raise ValueError("does not decode to a Frontend API host ending in $")
+    host = host.removesuffix("$")
+    if not host or any(c in host for c in "/:@ \t?#") or not host.isprintable():
+        raise ValueError("does not decode to a Frontend API host name")
+    return host
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """The configured origin of the keys: one PEM key, or a JWKS URL (and its headers)."""
+
+    setting: str  # the variable it came from, for logs and errors
+    static_key: RSAPublicKey | None = None
+    jwks_url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def has_key_source(settings: Settings) -> bool:
+    """True when any Clerk key source is configured (so the dev issuer is not needed)."""
+    return bool(
+        settings.clerk_jwt_key
+        or settings.clerk_jwks_url
+        or settings.clerk_publishable_key
+        or settings.clerk_secret_key
+    )
+
+
+def resolve_key_source(settings: Settings) -> KeySource:
+    """The first configured of: CLERK_JWT_KEY, CLERK_JWKS_URL, the publishable key's Frontend
+    API JWKS, the Backend API JWKS with CLERK_SECRET_KEY; ConfigError if none is."""
+    if settings.clerk_jwt_key:
+        return KeySource("CLERK_JWT_KEY", static_key=_load_pem(settings.clerk_jwt_key))
+    if settings.clerk_jwks_url:
+        url = settings.clerk_jwks_url.strip()
+        if not url.startswith(("https://", "http://")):
+            raise ConfigError(
+                "CLERK_JWKS_URL", "is not an http(s) URL", "set it to your instance's JWKS URL"
+            )
+        if url.startswith("http://") and not is_loopback_host(urlsplit(url).hostname or ""):
+            raise ConfigError(
+                "CLERK_JWKS_URL",
+                "uses http:// for a host that is not loopback (the keys could be swapped in "
+                "transit)",
+                "use the https:// URL (plain http is allowed only for 127.0.0.1, ::1 or localhost)",
+            )
+        return KeySource("CLERK_JWKS_URL", jwks_url=url)
+    if settings.clerk_publishable_key:
+        host = _frontend_api(settings.clerk_publishable_key)
+        return KeySource("CLERK_PUBLISHABLE_KEY", jwks_url=f"https://{host}/.well-known/jwks.json")
+    if settings.clerk_secret_key:
+        secret = settings.clerk_secret_key.get_secret_value()
+        return KeySource(
+            "CLERK_SECRET_KEY",
+            jwks_url=CLERK_API_JWKS_URL,
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+    raise ConfigError(
+        "CLERK_PUBLISHABLE_KEY",
+        "no Clerk key source is configured (CLERK_JWT_KEY, CLERK_JWKS_URL, "
+        "CLERK_PUBLISHABLE_KEY or CLERK_SECRET_KEY)",
+        "set CLERK_PUBLISHABLE_KEY from the Clerk dashboard (API keys), "
+        "or run `quoteapi dev` for a local dev issuer",
+    )
+
+
+def resolve_issuer(settings: Settings) -> str:
+    """CLERK_ISSUER, else `https://<frontend-api>` from the publishable key."""
+    if settings.clerk_issuer and settings.clerk_issuer.strip():
+        return settings.clerk_issuer.strip().rstrip("/")
+    if settings.clerk_publishable_key:
+        return f"https://{_frontend_api(settings.clerk_publishable_key)}"
+    raise ConfigError(
+        "CLERK_ISSUER",
+        "is not set and there is no CLERK_PUBLISHABLE_KEY to derive it from",
+        "set CLERK_ISSUER to your Frontend API URL (https://<your-instance>.clerk.accounts.dev) "
+        "or set CLERK_PUBLISHABLE_KEY",
+    )
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _frontend_api(publishable_key: str) -> str:
+    try:
+        return frontend_api_from_publishable_key(publishable_key)
+    except ValueError as exc:
+        raise ConfigError(
+            "CLERK_PUBLISHABLE_KEY",
+            str(exc),
+            "copy the publishable key again from the Clerk dashboard (API keys)",
+        ) from None
+
+
+def _load_pem(pem: str) -> RSAPublicKey:
+    # .env files often carry the PEM on one line with literal `\n` escapes.
+    text = pem.strip().replace("\\n", "\n")
+    try:
+        key = load_pem_public_key(text.encode())
+    except ValueError:
+        key = None
+    if not isinstance(key, RSAPublicKey):
+        raise ConfigError(
+            "CLERK_JWT_KEY",
+            "is not a PEM RSA public key",
+            "paste the PEM public key from the Clerk dashboard (API keys > JWT public key)",
+        )
+    return key
+
+
+def key_provider(
+    source: KeySource,
+    settings: Settings,
+    *,
+    clock: Clock = time.time,
+    on_change: Callable[[], None] = lambda: None,
+) -> KeyProvider:
+    """The provider for `source`, tuned by the CLERK_JWKS_* settings."""
+    if source.static_key is not None:
+        return StaticKey(source.static_key)
+    assert source.jwks_url is not None
+    return JwksKeys(
+        source.jwks_url,
+        headers=source.headers,
+        ttl=settings.clerk_jwks_cache_seconds,
+        cooldown=settings.clerk_jwks_cooldown_seconds,
+        max_stale=settings.clerk_jwks_max_stale_seconds,
+        retry_after=RETRY_AFTER_SECONDS,
+        timeout=settings.clerk_jwks_timeout_seconds,
+        # The dev issuer's JWKS is served by the app itself, which is not listening yet.
+        warm_up=not settings.quoteapi_dev_issuer,
+        clock=clock,
+        on_change=on_change,
+    )
