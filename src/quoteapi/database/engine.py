@@ -86,9 +86,7 @@ def create_engine(
     not outlive its transaction: statements are prepared under unique names and never cached.
     Otherwise each connection keeps its prepared statements, saving a round trip per query.
     """
-    statements: dict[str, Any] = (
-        POOLER_SAFE_STATEMENTS if pooler else {"prepared_statement_cache_size": 256}
-    )
+    statements: dict[str, Any] = POOLER_SAFE_STATEMENTS if pooler else {}
     connect_args: dict[str, Any] = {
         "timeout": connect_timeout,
         **target.connect_kwargs,
