@@ -4,7 +4,7 @@ The application binds each transaction to the caller with
 `set_config('app.user_id', <user id>, true)` (transaction-local: it cannot leak to the next
 client of a pooled connection). Without that setting, no row is visible. FORCE applies the
 policy to the table's owner too; superusers and BYPASSRLS roles still bypass it, which is why
-the application should connect as a least-privilege role (README: "Row-level security").
+the application should connect as a least-privilege role (docs/security.md: "Row-level security").
 
 Revision ID: 0003
 Revises: 0002

@@ -109,7 +109,7 @@ class HttpSettings(BaseModel):
     quoteapi_port: int = Field(default=8000, ge=1, le=65535)
     # The worker's garbage collector: once start-up is done, gc.freeze() takes what is loaded by
     # then out of its sight, and the youngest generation is collected after this many net
-    # allocations (Python's default 700). 0: Python's defaults, no freeze (README: Performance).
+    # allocations (Python's default 700). 0: Python's defaults, no freeze (bench/README.md).
     quoteapi_gc_gen0_threshold: int = Field(default=50_000, ge=0, le=10_000_000)
 
     @field_validator("cors_allow_origins", mode="before")

@@ -40,7 +40,7 @@ from tests.support.tokens import TEST_KEY, mint
 pytestmark = pytest.mark.slow
 
 MB = 1_000_000
-# What the project's layers may add to the base image (README: Containers, "Image size").
+# What the project's layers may add to the base image (docs/deploying.md: Containers, "Image size").
 LAYER_BUDGET = 160 * MB
 SETTING_PREFIXES = ("DATABASE_", "CLERK_", "QUOTEAPI_")
 

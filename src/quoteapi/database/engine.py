@@ -246,7 +246,7 @@ async def warn_if_rls_bypassed(engine: AsyncEngine) -> None:
     if superuser or bypass:
         log.warning(
             "event=rls_bypassed role=%s reason=%s: row-level security does not apply to this "
-            "role; connect as a least-privilege role (README: Row-level security)",
+            "role; connect as a least-privilege role (docs/security.md: Row-level security)",
             role,
             "superuser" if superuser else "bypassrls",
         )

@@ -43,7 +43,7 @@ def url_for_database(server_url: str, name: str) -> str:
 def app_role_statements(role: str, password: str, database: str) -> list[str]:
     """SQL that creates the least-privilege role the service connects as: it can read and
     write rows (row-level security decides which) but owns nothing, cannot change the schema
-    and does not bypass RLS. Run as the database owner; the README shows the same SQL."""
+    and does not bypass RLS. Run as the database owner; docs/security.md shows the same SQL."""
     name = _quote_ident(role)
     return [
         f"CREATE ROLE {name} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD {_quote_literal(password)}",
