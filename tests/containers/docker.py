@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-# A registry this machine cannot reach makes the base images locally (docs/deploying.md: Containers).
+# A registry this machine cannot reach makes the base images locally
+# (docs/deploying.md: Containers).
 LOCAL_IMAGES_SCRIPT = "deploy/local-images.sh"
 BASE_IMAGE = "python:3.11-slim"
 
