@@ -1,6 +1,7 @@
 """Processes on loopback for the tests that need what only a process shows (signals, sockets,
 timeouts, its stderr): one free-port helper, one clean-environment rule, one start-and-poll
-helper, and a real `quoteapi serve` (uvicorn, uvloop, httptools) built on them."""
+helper, and a real `quoteapi serve` (uvicorn, uvloop, httptools) built on them, with one
+fixture factory for a module's server (`serve_fixture`)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+import pytest
 
 from tests.support.polling import wait_until
 from tests.support.tokens import TEST_ISSUER, TEST_KEY
@@ -265,3 +267,30 @@ def running_server(
         yield server
     finally:
         server.stop()
+
+
+def serve_fixture(
+    *,
+    scope: Literal["function", "module"] = "module",
+    database: str = "database_url",
+    preexec_fn: Callable[[], object] | None = None,
+    **settings: object,
+) -> Any:
+    """A fixture yielding a healthy `quoteapi serve` with `settings`, on the URL the fixture
+    named `database` gives, stopped at the end of its `scope`; `preexec_fn` runs in the process
+    before it starts (a resource limit). A module says only its settings:
+
+        server = serve_fixture(quoteapi_request_read_timeout_seconds=1.5)
+    """
+    popen = {} if preexec_fn is None else {"preexec_fn": preexec_fn}
+
+    @pytest.fixture(scope=scope)
+    def server(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[ServerProcess]:
+        env = serve_env(request.getfixturevalue(database), **settings)
+        workdir = tmp_path_factory.mktemp(f"serve-{request.module.__name__.rsplit('.', 1)[-1]}")
+        with running_server(workdir, env, **popen) as process:
+            yield process
+
+    return server
