@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import psutil
 import pytest
 
 from tests.support.polling import wait_until
@@ -150,6 +151,21 @@ def running_process(
         yield process
     finally:
         stop_process(process, stop_signal, group=own_group)
+
+
+def left_running(data_dir: Path, group: int) -> list[str]:
+    """The command lines of processes still alive from a test's run: any in process group
+    `group`, or any naming `data_dir` (an embedded PostgreSQL, which runs in a session of its
+    own)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if os.getpgid(proc.info["pid"]) == group or str(data_dir) in cmdline:
+                found.append(cmdline)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return found
 
 
 def _read(log: Path) -> str:
