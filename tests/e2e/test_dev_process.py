@@ -4,6 +4,7 @@ runs in a session of its own and outlives a dev that is killed), and what its fi
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -102,6 +103,19 @@ def test_one_sigterm_stops_dev_its_page_server_and_database_cleanly(tmp_path: Pa
         assert _listening(dev.web_port)
         assert _processes_on(tmp_path / "data")  # the embedded PostgreSQL
         dev.process.send_signal(signal.SIGTERM)
+        assert dev.process.wait(timeout=60) == 0, dev.log
+    assert "Traceback" not in dev.log
+    assert not _listening(dev.port)
+    assert not _listening(dev.web_port)
+    assert dev.left_running == []
+    assert "event=embedded_postgres_stopped" in dev.log
+
+
+def test_closing_its_terminal_stops_dev_and_its_database_cleanly(tmp_path: Path) -> None:
+    with running_dev(tmp_path) as dev:
+        assert _processes_on(tmp_path / "data")  # the embedded PostgreSQL
+        # A closing terminal sends SIGHUP to the job in its foreground: dev's process group.
+        os.killpg(dev.process.pid, signal.SIGHUP)
         assert dev.process.wait(timeout=60) == 0, dev.log
     assert "Traceback" not in dev.log
     assert not _listening(dev.port)
