@@ -26,6 +26,10 @@ DEV_APP_ROLE = "quoteapi_app"
 
 log = logging.getLogger("quoteapi")
 
+# What stops `quoteapi dev` as Ctrl-C does: a process manager's SIGTERM, and the SIGHUP of the
+# terminal it runs in closing (by default SIGHUP kills it, leaving its embedded server running).
+_DEV_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
 
 def _require_database(settings: Settings, command: str) -> DatabaseTarget:
     database = settings.database
@@ -57,7 +61,7 @@ def serve(args: argparse.Namespace) -> None:
     edge_limits(settings)
     configure_logging(json_lines=True)
     # uvicorn re-raises SIGTERM once its graceful shutdown is done: exit 0 then, not by signal.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     uvicorn.run(
         "quoteapi.app:create_app_from_env",
         factory=True,
@@ -124,9 +128,10 @@ def dev(args: argparse.Namespace) -> None:
         origins = [*settings.cors_allow_origins, *_page_origins(args.host, web_port)]
         settings = settings.model_copy(update={"cors_allow_origins": list(dict.fromkeys(origins))})
     configure_logging(json_lines=False)
-    # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through Python (not the
-    # default kill) lets the `finally` below stop the embedded server.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Exiting through Python (not the default kill) lets the `finally` below stop the embedded
+    # server.
+    for signum in _DEV_STOP_SIGNALS:
+        signal.signal(signum, _exit_on_signal)
     embedded = None
     if settings.database is None:
         embedded = EmbeddedPostgres(settings.quoteapi_data_dir)
@@ -159,10 +164,11 @@ def dev(args: argparse.Namespace) -> None:
         )
         page = _page_server(settings, args.host, args.port, web_port) if web_port else None
         greeting = _dev_greeting(settings, args.host, args.port, page.url if page else None)
-        # From here SIGTERM starts the graceful shutdown that Ctrl-C starts. uvicorn takes the
-        # signal while it serves and raises it again once done: raising SystemExit then, inside
-        # the event loop, would cancel the page server mid-shutdown (a traceback).
-        signal.signal(signal.SIGTERM, lambda signum, frame: _stop(server))
+        # From here SIGTERM and SIGHUP start the graceful shutdown that Ctrl-C starts. uvicorn
+        # takes SIGTERM while it serves and raises it again once done: raising SystemExit then,
+        # inside the event loop, would cancel the page server mid-shutdown (a traceback).
+        for signum in _DEV_STOP_SIGNALS:
+            signal.signal(signum, lambda signum, frame: _stop(server))
         asyncio.run(_serve_then_greet(server, greeting, page))
     finally:
         if embedded is not None:
@@ -299,7 +305,7 @@ def token(args: argparse.Namespace) -> None:
     print(issuer.mint_session_token(key, args.user, ttl=args.ttl, azp=args.azp), flush=True)
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 

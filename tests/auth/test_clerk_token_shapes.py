@@ -1,6 +1,8 @@
-"""Every shape of session token a real Clerk instance mints passes: v1 and v2 claim sets,
-organizations, billing, impersonation, custom claims, and the `cat` of instances with
-`use_ignore_jwt_cat`, which Clerk's SDKs treat as no category at all."""
+"""Every good token of the corpus passes: each shape of session token a real Clerk instance
+mints (v1 and v2 claim sets, organizations, billing, impersonation, custom claims, and the `cat`
+of instances with `use_ignore_jwt_cat`, which Clerk's SDKs treat as no category at all), and
+each edge of the rules (times within the leeway, optional claims left out, either authorized
+party)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.auth.test_tokens import OTHER_ORIGIN, Build
+from tests.auth.test_tokens import LEEWAY, OTHER_ORIGIN, Build
 from tests.auth.token_corpus import GOOD_TOKENS, IGNORED_CATEGORY
 from tests.support.app import NO_DATABASE_URL, RunningApp, make_settings, running_app
 from tests.support.tokens import TEST_AZP, FakeClock, SigningKey, mint
@@ -21,13 +23,17 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def api(clock: FakeClock) -> AsyncIterator[RunningApp]:
-    settings = make_settings(NO_DATABASE_URL, clerk_authorized_parties=f"{TEST_AZP},{OTHER_ORIGIN}")
+    settings = make_settings(
+        NO_DATABASE_URL,
+        clerk_authorized_parties=f"{TEST_AZP},{OTHER_ORIGIN}",
+        clerk_leeway_seconds=LEEWAY,
+    )
     async with running_app(settings, clock=clock, with_whoami=True) as api:
         yield api
 
 
 @pytest.mark.parametrize("build", [b for _, b in GOOD_TOKENS], ids=[i for i, _ in GOOD_TOKENS])
-async def test_every_session_token_shape_clerk_mints_passes(
+async def test_every_good_token_of_the_corpus_passes(
     api: RunningApp, signing_key: SigningKey, clock: FakeClock, build: Build
 ) -> None:
     response = await api.whoami(build(signing_key, clock.now))

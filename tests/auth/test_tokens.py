@@ -15,6 +15,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from quoteapi.auth import problems as auth_problems
+from quoteapi.auth.problems import TOKEN_MISSING
+from quoteapi.problems import Problem
 from tests.support.app import NO_DATABASE_URL, RunningApp, make_settings, running_app
 from tests.support.jwks import JwksServer
 from tests.support.problems import assert_problem
@@ -202,24 +205,16 @@ BAD_TOKENS: list[tuple[str, Build, str]] = [
 ]
 
 
-def test_the_table_covers_every_rejection_code_and_30_tokens() -> None:
-    codes = {code for _, _, code in BAD_TOKENS}
+def test_the_table_covers_every_code_a_token_is_refused_with_in_30_tokens_or_more() -> None:
+    # The codes come from the service, so that a new reason to refuse a token needs its tokens
+    # here. A missing token is no bad token: it has a test of its own.
+    refusals = {
+        problem.code
+        for problem in vars(auth_problems).values()
+        if isinstance(problem, Problem) and problem.status == 401
+    } - {TOKEN_MISSING.code}
+    assert {code for _, _, code in BAD_TOKENS} == refusals
     assert len(BAD_TOKENS) >= 30
-    assert codes == {
-        "token-malformed",
-        "token-too-large",
-        "token-invalid-algorithm",
-        "token-type-not-session",
-        "token-unknown-key",
-        "token-invalid-signature",
-        "token-missing-claim",
-        "token-expired",
-        "token-not-active-yet",
-        "token-iat-in-the-future",
-        "token-invalid-issuer",
-        "token-invalid-authorized-party",
-        "token-session-pending",
-    }
 
 
 @pytest.mark.parametrize(
@@ -304,30 +299,6 @@ async def test_a_token_expired_exactly_the_leeway_ago_is_rejected(
     clock.now = float(int(clock.now))
     token = mint(signing_key, now=clock.now - 60, exp=int(clock.now) - LEEWAY)
     assert_problem(await api.whoami(token), 401, "token-expired")
-
-
-GOOD_TOKENS: list[tuple[str, Build]] = [
-    (
-        "expired-within-the-leeway",
-        lambda k, n: mint(k, now=n - 60, exp=int(n) - (LEEWAY - 1)),
-    ),
-    (
-        "nbf-and-iat-ahead-within-the-leeway",
-        lambda k, n: mint(k, now=n, nbf=int(n) + LEEWAY - 1, iat=int(n) + LEEWAY - 1),
-    ),
-    ("without-sts-nbf-or-v", lambda k, n: mint(k, now=n, sts=None, nbf=None, v=None)),
-    ("without-cat-or-typ", lambda k, n: mint(k, now=n, headers={"cat": None, "typ": None})),
-    ("first-authorized-party", lambda k, n: mint(k, now=n, azp=TEST_AZP)),
-    ("second-authorized-party", lambda k, n: mint(k, now=n, azp=OTHER_ORIGIN)),
-]
-
-
-@pytest.mark.parametrize("build", [b for _, b in GOOD_TOKENS], ids=[i for i, _ in GOOD_TOKENS])
-async def test_a_token_within_every_rule_passes(
-    api: RunningApp, signing_key: SigningKey, clock: FakeClock, build: Build
-) -> None:
-    response = await api.whoami(build(signing_key, clock.now))
-    assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,9 @@
-"""The token corpus both verifiers are run on: the service's (tests/auth/test_tokens.py) and
-Clerk's own (tests/auth/test_clerk_compat.py). Every bad token of the service's table, plus the
-good shapes real Clerk instances mint: v1 and v2 claim sets, organizations, billing,
-impersonation (`act`), custom claims, and the header variants Clerk issues."""
+"""The token corpus both verifiers are run on: the service's (tests/auth/test_tokens.py,
+tests/auth/test_clerk_token_shapes.py) and Clerk's own (tests/auth/test_clerk_compat.py). Every
+bad token of the service's table, plus the good ones: the shapes real Clerk instances mint (v1
+and v2 claim sets, organizations, billing, impersonation (`act`), custom claims, the header
+variants Clerk issues) and the edges of the rules (times within the leeway, optional claims
+left out, each authorized party)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 import jwt
 
 from quoteapi.auth.verify import MAX_TOKEN_BYTES
-from tests.auth.test_tokens import BAD_TOKENS, OTHER_ORIGIN, Build, valid
+from tests.auth.test_tokens import BAD_TOKENS, LEEWAY, OTHER_ORIGIN, Build, valid
 from tests.support.tokens import TEST_ISSUER, SigningKey
 
 # Clerk's JOSE `cat` values, written out: the tests pin Clerk's values.
@@ -20,11 +22,12 @@ SESSION_CATEGORY = "cl_B7d4PD111AAA"
 IGNORED_CATEGORY = "cl_I7d4PD111III"  # every token of an instance with use_ignore_jwt_cat
 
 GOOD_TOKENS: list[tuple[str, Build]] = [
-    ("v2-session", valid),
+    ("v2-session", valid),  # its azp is the first authorized party
     ("v1-session", lambda k, n: valid(k, n, v=None, sts=None)),
     ("cat-missing", lambda k, n: valid(k, n, headers={"cat": None})),
     ("cat-ignored", lambda k, n: valid(k, n, headers={"cat": IGNORED_CATEGORY})),
     ("typ-missing", lambda k, n: valid(k, n, headers={"typ": None})),
+    ("cat-and-typ-missing", lambda k, n: valid(k, n, headers={"cat": None, "typ": None})),
     ("azp-second-party", lambda k, n: valid(k, n, azp=OTHER_ORIGIN)),
     (
         "v2-organization",
@@ -57,6 +60,12 @@ GOOD_TOKENS: list[tuple[str, Build]] = [
         lambda k, n: valid(k, n, email="ada@example.com", metadata={"plan": "pro", "beta": True}),
     ),
     ("sts-active-and-nbf-missing", lambda k, n: valid(k, n, nbf=None)),
+    ("sts-nbf-and-v-missing", lambda k, n: valid(k, n, sts=None, nbf=None, v=None)),
+    ("expired-within-the-leeway", lambda k, n: valid(k, n - 60, exp=int(n) - (LEEWAY - 1))),
+    (
+        "nbf-and-iat-ahead-within-the-leeway",
+        lambda k, n: valid(k, n, nbf=int(n) + LEEWAY - 1, iat=int(n) + LEEWAY - 1),
+    ),
 ]
 
 

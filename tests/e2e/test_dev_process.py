@@ -1,11 +1,13 @@
-"""`quoteapi dev` as a real process: how it stops, and what its first screen says."""
+"""`quoteapi dev` as a real process: how it stops (and stops its embedded PostgreSQL, which
+runs in a session of its own and outlives a dev that is killed), and what its first screen says.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,12 +15,23 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.support.processes import clean_env, free_port
+from quoteapi.dev.embedded import EmbeddedPostgres
+from tests.support.polling import wait_until
+from tests.support.processes import (
+    clean_env,
+    free_port,
+    left_running,
+    spawn,
+    stop_process,
+    wait_ready,
+)
 
 
 class DevProcess:
     def __init__(self, process: subprocess.Popen[bytes], log: Path, port: int, web_port: int):
         self.process, self.log_path, self.port, self.web_port = process, log, port, web_port
+        # What was still running once this run was stopped (`running_dev` stops it then).
+        self.left_running: list[str] | None = None
 
     @property
     def url(self) -> str:
@@ -31,42 +44,37 @@ class DevProcess:
 
 @contextmanager
 def running_dev(tmp_path: Path) -> Iterator[DevProcess]:
-    """`quoteapi dev` on free ports with its data in `tmp_path/data`, ready (/readyz 200 and the
-    greeting printed); SIGKILLed on the way out if a test left it running."""
+    """`quoteapi dev` in a process group of its own, on free ports, with its data in
+    `tmp_path/data`, ready (/readyz 200 and the greeting printed). On the way out, if a test
+    left it running, it is stopped with SIGTERM (SIGKILL only if it hangs) and waited for. What
+    is still running then (its group, or a PostgreSQL on its data dir) is recorded in
+    `left_running` for the test to assert on, and stopped, so that the suite leaves nothing
+    running whatever the test found."""
     port, web_port = free_port(), free_port()
-    log = tmp_path / "dev.log"
-    env = clean_env({"quoteapi_data_dir": tmp_path / "data"})
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "quoteapi",
-                "dev",
-                "--port",
-                str(port),
-                "--web-port",
-                str(web_port),
-            ],
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    log = tmp_path / f"dev-{port}.log"  # one per run: a restart's log is its own
+    process = spawn(
+        [sys.executable, "-m", "quoteapi", "dev", "--port", str(port), "--web-port", str(web_port)],
+        cwd=tmp_path,
+        env=clean_env({"quoteapi_data_dir": tmp_path / "data"}),
+        log=log,
+        start_new_session=True,
+    )
     dev = DevProcess(process, log, port, web_port)
     try:
-        deadline = time.monotonic() + 90
-        while "quoteapi dev is ready" not in dev.log:
-            assert process.poll() is None, f"quoteapi dev exited early:\n{dev.log}"
-            assert time.monotonic() < deadline, f"quoteapi dev was not ready:\n{dev.log}"
-            time.sleep(0.1)  # poll interval
+        wait_ready(
+            process,
+            lambda: "quoteapi dev is ready" in dev.log,
+            within=90,
+            what="quoteapi dev greeting",
+            log=log,
+        )
         assert httpx.get(f"{dev.url}/readyz", timeout=5).status_code == 200
         yield dev
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+        stop_process(process, signal.SIGTERM, within=60)
+        dev.left_running = left_running(tmp_path / "data", process.pid)
+        if _processes_on(tmp_path / "data"):
+            EmbeddedPostgres(tmp_path / "data").stop()
 
 
 def _listening(port: int) -> bool:
@@ -86,6 +94,10 @@ def _processes_on(data_dir: Path) -> list[str]:
     return found
 
 
+def _postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "pg" / "postmaster.pid").read_text().splitlines()[0])
+
+
 def test_one_sigterm_stops_dev_its_page_server_and_database_cleanly(tmp_path: Path) -> None:
     with running_dev(tmp_path) as dev:
         assert _listening(dev.web_port)
@@ -95,8 +107,38 @@ def test_one_sigterm_stops_dev_its_page_server_and_database_cleanly(tmp_path: Pa
     assert "Traceback" not in dev.log
     assert not _listening(dev.port)
     assert not _listening(dev.web_port)
-    assert _processes_on(tmp_path / "data") == []
+    assert dev.left_running == []
     assert "event=embedded_postgres_stopped" in dev.log
+
+
+def test_closing_its_terminal_stops_dev_and_its_database_cleanly(tmp_path: Path) -> None:
+    with running_dev(tmp_path) as dev:
+        assert _processes_on(tmp_path / "data")  # the embedded PostgreSQL
+        # A closing terminal sends SIGHUP to the job in its foreground: dev's process group.
+        os.killpg(dev.process.pid, signal.SIGHUP)
+        assert dev.process.wait(timeout=60) == 0, dev.log
+    assert "Traceback" not in dev.log
+    assert not _listening(dev.port)
+    assert not _listening(dev.web_port)
+    assert dev.left_running == []
+    assert "event=embedded_postgres_stopped" in dev.log
+
+
+def test_after_a_sigkill_the_next_dev_takes_over_the_database_left_running(
+    tmp_path: Path,
+) -> None:
+    with running_dev(tmp_path) as killed:
+        killed.process.kill()
+        killed.process.wait(timeout=30)
+        assert _processes_on(tmp_path / "data")  # nothing stopped the embedded PostgreSQL
+        orphan = _postmaster_pid(tmp_path / "data")
+        with running_dev(tmp_path) as next_start:
+            assert _postmaster_pid(tmp_path / "data") == orphan  # the same server, taken over
+            next_start.process.send_signal(signal.SIGTERM)
+            assert next_start.process.wait(timeout=60) == 0, next_start.log
+    assert "Traceback" not in next_start.log
+    assert next_start.left_running == killed.left_running == []
+    assert "event=embedded_postgres_stopped" in next_start.log
 
 
 def _token(tmp_path: Path, user: str) -> str:
@@ -112,10 +154,11 @@ def _token(tmp_path: Path, user: str) -> str:
 
 
 def _wait_for_role_check(dev: DevProcess) -> None:
-    deadline = time.monotonic() + 30
-    while "event=rls_role_" not in dev.log and "event=rls_bypassed" not in dev.log:
-        assert time.monotonic() < deadline, f"no role check logged:\n{dev.log}"
-        time.sleep(0.1)  # poll interval
+    wait_until(
+        lambda: "event=rls_role_" in dev.log or "event=rls_bypassed" in dev.log,
+        within=30,
+        what=f"a role check logged by quoteapi dev ({dev.log_path})",
+    )
 
 
 def test_dev_runs_the_api_as_the_least_privilege_role_across_restarts(tmp_path: Path) -> None:
@@ -135,3 +178,4 @@ def test_dev_runs_the_api_as_the_least_privilege_role_across_restarts(tmp_path: 
     for dev in (first, second):
         assert "event=rls_bypassed" not in dev.log
         assert "event=rls_role_ok role=quoteapi_app" in dev.log
+    assert first.left_running == second.left_running == []

@@ -16,7 +16,6 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,7 +40,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.tokens import TEST_KEY, mint
 
 pytestmark = pytest.mark.slow
@@ -68,11 +67,7 @@ def _token(user: str) -> str:
     return mint(TEST_KEY, user, exp=int(time.time()) + 900)
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = serve_env(database_url, clerk_webhook_signing_secret=WEBHOOK_SECRET)
-    with running_server(tmp_path_factory.mktemp("fuzz"), env) as process:
-        yield process
+server = serve_fixture(clerk_webhook_signing_secret=WEBHOOK_SECRET)
 
 
 def test_every_operation_answers_fuzzed_requests_without_error_or_schema_violation(

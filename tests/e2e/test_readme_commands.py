@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from tests.support.polling import wait_until
@@ -18,6 +17,7 @@ from tests.support.processes import (
     accepts_connections,
     answers_200,
     clean_env,
+    left_running,
     spawn,
     stop_process,
     wait_ready,
@@ -57,19 +57,6 @@ def run_command(
         yield process
     finally:
         stop_process(process, signal.SIGINT, within=60, group=True)
-
-
-def _left_running(data_dir: Path, group: int) -> list[str]:
-    """Processes of ours still alive: the command's group, or a server on its data dir."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            cmdline = " ".join(proc.info["cmdline"] or [])
-            if os.getpgid(proc.info["pid"]) == group or str(data_dir) in cmdline:
-                found.append(cmdline)
-        except (psutil.Error, ProcessLookupError):
-            continue
-    return found
 
 
 @pytest.mark.slow
@@ -114,7 +101,7 @@ def test_readme_run_command_serves_the_api_and_stops_cleanly(
             assert stale.status_code == 412
             kept_etag = replaced.headers["etag"]
     assert first.returncode is not None
-    assert _left_running(data_dir, first.pid) == []
+    assert left_running(data_dir, first.pid) == []
 
     with run_command(command, repo_root, env, log) as second:
         assert _wait_ready(second, 30, log) < 30
@@ -124,4 +111,4 @@ def test_readme_run_command_serves_the_api_and_stops_cleanly(
             assert read.headers["etag"] == kept_etag
             assert http.delete("/me/message", headers={"If-Match": kept_etag}).status_code == 204
             assert http.get("/me/message").status_code == 404
-    assert _left_running(data_dir, second.pid) == []
+    assert left_running(data_dir, second.pid) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,7 +15,7 @@ from quoteapi.settings import Settings
 from tests.support.app import NO_DATABASE_URL, make_settings, running_app
 from tests.support.polling import until
 from tests.support.problems import assert_problem
-from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.raw_http import exchange, parse_response, request_bytes
 from tests.support.tokens import AuthHeaders, MintToken
 
@@ -25,11 +25,8 @@ SPA_ORIGIN = "http://localhost:5173"
 # --- HEAD ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A real `quoteapi serve`: only the server decides which bytes of an answer are sent."""
-    with running_server(tmp_path_factory.mktemp("http"), serve_env(database_url)) as process:
-        yield process
+# A real `quoteapi serve`: only the server decides which bytes of an answer are sent.
+server = serve_fixture()
 
 
 @pytest.fixture

@@ -6,35 +6,31 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.processes import running_server, serve_env
+from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.tokens import MintToken
 
 pytestmark = pytest.mark.slow
 
 
-@contextmanager
-def replica(database_url: str, workdir: Path) -> Iterator[str]:
-    """`python -m quoteapi serve` on a free port, through the pooler; yields its base URL."""
-    env = serve_env(database_url, database_transaction_pooler="true", database_pool_size=3)
-    with running_server(workdir, env) as server:
-        yield server.url
+# Two replicas of `quoteapi serve`, both through the pooler.
+POOLED = {"database_transaction_pooler": "true", "database_pool_size": 3}
+replica_a = serve_fixture(database="pooled_database_url", **POOLED)
+replica_b = serve_fixture(database="pooled_database_url", **POOLED)
 
 
 @pytest.fixture(scope="module")
 def replicas(
-    pooled_database_url: str, tmp_path_factory: pytest.TempPathFactory
+    replica_a: ServerProcess, replica_b: ServerProcess
 ) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    workdir = tmp_path_factory.mktemp("replicas")
-    with ExitStack() as stack:
-        urls = [stack.enter_context(replica(pooled_database_url, workdir / n)) for n in "ab"]
-        clients = [stack.enter_context(httpx.Client(base_url=url, timeout=10)) for url in urls]
-        yield clients[0], clients[1]
+    with (
+        httpx.Client(base_url=replica_a.url, timeout=10) as a,
+        httpx.Client(base_url=replica_b.url, timeout=10) as b,
+    ):
+        yield a, b
 
 
 def test_a_write_on_one_replica_is_read_on_the_other(

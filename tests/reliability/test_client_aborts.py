@@ -8,25 +8,18 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.support.polling import until
-from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.tokens import MintToken
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"quoteapi-client-abort-test-secret").decode()
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = serve_env(
-        database_url, clerk_webhook_signing_secret=WEBHOOK_SECRET, quoteapi_metrics_enabled=True
-    )
-    with running_server(tmp_path_factory.mktemp("aborts"), env) as process:
-        yield process
+server = serve_fixture(clerk_webhook_signing_secret=WEBHOOK_SECRET, quoteapi_metrics_enabled=True)
 
 
 def _access_line(server: ServerProcess, request_id: str) -> dict[str, object] | None:

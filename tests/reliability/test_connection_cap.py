@@ -23,8 +23,8 @@ from tests.support.processes import (
     ServerProcess,
     answers_200,
     free_port,
-    running_server,
     serve_env,
+    serve_fixture,
     spawn,
     stop_process,
 )
@@ -62,17 +62,14 @@ def descriptors_for_the_attack() -> Iterator[None]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-@pytest.fixture
-def server(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
-    """`quoteapi serve` with a soft limit of SOFT_OPEN_FILES descriptors, QUOTEAPI_MAX_CONNECTIONS
-    unset; the read deadline is far longer than the test, so only the cap closes a connection."""
-    env = serve_env(
-        database_url,
-        quoteapi_request_read_timeout_seconds=60,
-        quoteapi_shutdown_grace_seconds=1,
-    )
-    with running_server(tmp_path, env, preexec_fn=open_files_limit(SOFT_OPEN_FILES)) as process:
-        yield process
+# `quoteapi serve` with a soft limit of SOFT_OPEN_FILES descriptors, QUOTEAPI_MAX_CONNECTIONS
+# unset; the read deadline is far longer than the test, so only the cap closes a connection.
+server = serve_fixture(
+    scope="function",
+    preexec_fn=open_files_limit(SOFT_OPEN_FILES),
+    quoteapi_request_read_timeout_seconds=60,
+    quoteapi_shutdown_grace_seconds=1,
+)
 
 
 class IdleConnections:

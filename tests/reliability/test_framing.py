@@ -10,13 +10,12 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from quoteapi.http_protocol import MAX_HEAD_BYTES
 from tests.support.polling import wait_until
-from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.raw_http import exchange, split_responses
 from tests.support.tokens import MintToken
 
@@ -29,15 +28,10 @@ BIG_TRAILERS = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 990) for i in range(40)
 UNFINISHED_TRAILER = b"X-Pad: " + b"a" * (MAX_HEAD_BYTES + 1000)
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = serve_env(
-        database_url,
-        quoteapi_request_read_timeout_seconds=READ_TIMEOUT_S,
-        clerk_webhook_signing_secret=WEBHOOK_SECRET,
-    )
-    with running_server(tmp_path_factory.mktemp("framing"), env) as process:
-        yield process
+server = serve_fixture(
+    quoteapi_request_read_timeout_seconds=READ_TIMEOUT_S,
+    clerk_webhook_signing_secret=WEBHOOK_SECRET,
+)
 
 
 def _put(token: str | None, quote: str, request_id: str = "-", *, chunked: bool = False) -> bytes:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from quoteapi.http_protocol import MAX_HEAD_BYTES
-from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.raw_http import exchange
 from tests.support.tokens import MintToken
 
@@ -22,11 +21,7 @@ from tests.support.tokens import MintToken
 READ_APART_S = 0.3
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = serve_env(database_url, quoteapi_request_read_timeout_seconds=5)
-    with running_server(tmp_path_factory.mktemp("header-cap"), env) as process:
-        yield process
+server = serve_fixture(quoteapi_request_read_timeout_seconds=5)
 
 
 def _head(token: str, request_id: str, padding: int, content_length: int) -> bytes:

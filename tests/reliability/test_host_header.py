@@ -6,19 +6,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.raw_http import exchange
 
-
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("host"), serve_env(database_url)) as process:
-        yield process
+server = serve_fixture()
 
 
 @pytest.mark.parametrize(

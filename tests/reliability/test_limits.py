@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -16,7 +16,7 @@ import uvicorn
 
 from quoteapi.http_protocol import MAX_HEAD_BYTES
 from tests.support.polling import until
-from tests.support.processes import ServerProcess, free_port, running_server, serve_env
+from tests.support.processes import ServerProcess, free_port, serve_fixture
 
 pytestmark = pytest.mark.slow
 
@@ -28,15 +28,10 @@ LATE_S = 1.5
 EARLY_S = 0.1
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = serve_env(
-        database_url,
-        quoteapi_request_read_timeout_seconds=READ_TIMEOUT_S,
-        quoteapi_keep_alive_seconds=KEEP_ALIVE_S,
-    )
-    with running_server(tmp_path_factory.mktemp("limits"), env) as process:
-        yield process
+server = serve_fixture(
+    quoteapi_request_read_timeout_seconds=READ_TIMEOUT_S,
+    quoteapi_keep_alive_seconds=KEEP_ALIVE_S,
+)
 
 
 class RawConnection:

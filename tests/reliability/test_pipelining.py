@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
 import psutil
 import pytest
 
-from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.raw_http import read_response
 
 pytestmark = pytest.mark.slow
@@ -30,12 +30,8 @@ MAX_RSS_GROWTH = 50 * 1024 * 1024
 ANSWERED_WITHIN_S = 2.0
 
 
-@pytest.fixture
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A fresh `quoteapi serve` for each test: with one worker, this process is the worker."""
-    env = serve_env(database_url, quoteapi_shutdown_grace_seconds=1)
-    with running_server(tmp_path_factory.mktemp("pipelining"), env) as process:
-        yield process
+# A fresh `quoteapi serve` for each test: with one worker, this process is the worker.
+server = serve_fixture(scope="function", quoteapi_shutdown_grace_seconds=1)
 
 
 @asynccontextmanager

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.tokens import AuthHeaders
 
 pytestmark = pytest.mark.slow
@@ -22,15 +22,11 @@ RACERS = 500
 CONDITIONAL_RACERS = 200
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    # The default pool (10 connections), but a pool wait long enough for 500 queued requests on
-    # a busy 2-core machine: this module is about correctness under races, not latency. The
-    # server keeps idle connections far longer than the client (below): a client starved of CPU
-    # reads an answer seconds after it was sent, and its idle clock starts only then.
-    env = serve_env(database_url, database_pool_timeout=60, quoteapi_keep_alive_seconds=60)
-    with running_server(tmp_path_factory.mktemp("races"), env) as process:
-        yield process
+# The default pool (10 connections), but a pool wait long enough for 500 queued requests on a
+# busy 2-core machine: this module is about correctness under races, not latency. The server
+# keeps idle connections far longer than the client (below): a client starved of CPU reads an
+# answer seconds after it was sent, and its idle clock starts only then.
+server = serve_fixture(database_pool_timeout=60, quoteapi_keep_alive_seconds=60)
 
 
 @pytest.fixture

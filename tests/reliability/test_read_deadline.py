@@ -6,26 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.processes import ServerProcess, serve_fixture
 
 READ_TIMEOUT_S = 1.5
 KEEP_ALIVE_S = 30  # far longer than the test: only the read deadline can close the connection
 LATE_S = 1.5  # timers fire late on a loaded 2-core machine
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = serve_env(
-        database_url,
-        quoteapi_request_read_timeout_seconds=READ_TIMEOUT_S,
-        quoteapi_keep_alive_seconds=KEEP_ALIVE_S,
-    )
-    with running_server(tmp_path_factory.mktemp("deadline"), env) as process:
-        yield process
+server = serve_fixture(
+    quoteapi_request_read_timeout_seconds=READ_TIMEOUT_S,
+    quoteapi_keep_alive_seconds=KEEP_ALIVE_S,
+)
 
 
 @pytest.mark.parametrize("repeat", [False, True], ids=["one-crlf", "a-crlf-every-100ms"])

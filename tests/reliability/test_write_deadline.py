@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Iterator
 
 import psutil
 import pytest
 
 from tests.support.polling import wait_until
-from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.raw_http import read_head
 
 pytestmark = pytest.mark.slow
@@ -32,15 +31,10 @@ RECEIVE_BUFFER = 16 * 1024
 NEVER_READING = 20
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = serve_env(
-        database_url,
-        quoteapi_write_timeout_seconds=WRITE_TIMEOUT_S,
-        quoteapi_shutdown_grace_seconds=1,
-    )
-    with running_server(tmp_path_factory.mktemp("write-deadline"), env) as process:
-        yield process
+server = serve_fixture(
+    quoteapi_write_timeout_seconds=WRITE_TIMEOUT_S,
+    quoteapi_shutdown_grace_seconds=1,
+)
 
 
 def small_buffer_socket() -> socket.socket:

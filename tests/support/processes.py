@@ -1,6 +1,7 @@
 """Processes on loopback for the tests that need what only a process shows (signals, sockets,
 timeouts, its stderr): one free-port helper, one clean-environment rule, one start-and-poll
-helper, and a real `quoteapi serve` (uvicorn, uvloop, httptools) built on them."""
+helper, and a real `quoteapi serve` (uvicorn, uvloop, httptools) built on them, with one
+fixture factory for a module's server (`serve_fixture`)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+import psutil
+import pytest
 
 from tests.support.polling import wait_until
 from tests.support.tokens import TEST_ISSUER, TEST_KEY
@@ -150,6 +153,21 @@ def running_process(
         stop_process(process, stop_signal, group=own_group)
 
 
+def left_running(data_dir: Path, group: int) -> list[str]:
+    """The command lines of processes still alive from a test's run: any in process group
+    `group`, or any naming `data_dir` (an embedded PostgreSQL, which runs in a session of its
+    own)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if os.getpgid(proc.info["pid"]) == group or str(data_dir) in cmdline:
+                found.append(cmdline)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return found
+
+
 def _read(log: Path) -> str:
     return log.read_text(errors="replace") if log.exists() else ""
 
@@ -265,3 +283,30 @@ def running_server(
         yield server
     finally:
         server.stop()
+
+
+def serve_fixture(
+    *,
+    scope: Literal["function", "module"] = "module",
+    database: str = "database_url",
+    preexec_fn: Callable[[], object] | None = None,
+    **settings: object,
+) -> Any:
+    """A fixture yielding a healthy `quoteapi serve` with `settings`, on the URL the fixture
+    named `database` gives, stopped at the end of its `scope`; `preexec_fn` runs in the process
+    before it starts (a resource limit). A module says only its settings:
+
+        server = serve_fixture(quoteapi_request_read_timeout_seconds=1.5)
+    """
+    popen = {} if preexec_fn is None else {"preexec_fn": preexec_fn}
+
+    @pytest.fixture(scope=scope)
+    def server(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[ServerProcess]:
+        env = serve_env(request.getfixturevalue(database), **settings)
+        workdir = tmp_path_factory.mktemp(f"serve-{request.module.__name__.rsplit('.', 1)[-1]}")
+        with running_server(workdir, env, **popen) as process:
+            yield process
+
+    return server
