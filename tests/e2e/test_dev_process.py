@@ -8,12 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from quoteapi.dev.embedded import EmbeddedPostgres
 from tests.support.polling import wait_until
@@ -98,24 +99,23 @@ def _postmaster_pid(data_dir: Path) -> int:
     return int((data_dir / "pg" / "postmaster.pid").read_text().splitlines()[0])
 
 
-def test_one_sigterm_stops_dev_its_page_server_and_database_cleanly(tmp_path: Path) -> None:
+def _one_sigterm(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+
+
+def _terminal_closed(process: subprocess.Popen[bytes]) -> None:
+    # A closing terminal sends SIGHUP to the job in its foreground: dev's process group.
+    os.killpg(process.pid, signal.SIGHUP)
+
+
+@pytest.mark.parametrize("stop", [_one_sigterm, _terminal_closed], ids=lambda f: f.__name__[1:])
+def test_dev_stops_cleanly_with_its_page_server_and_database(
+    tmp_path: Path, stop: Callable[[subprocess.Popen[bytes]], None]
+) -> None:
     with running_dev(tmp_path) as dev:
         assert _listening(dev.web_port)
         assert _processes_on(tmp_path / "data")  # the embedded PostgreSQL
-        dev.process.send_signal(signal.SIGTERM)
-        assert dev.process.wait(timeout=60) == 0, dev.log
-    assert "Traceback" not in dev.log
-    assert not _listening(dev.port)
-    assert not _listening(dev.web_port)
-    assert dev.left_running == []
-    assert "event=embedded_postgres_stopped" in dev.log
-
-
-def test_closing_its_terminal_stops_dev_and_its_database_cleanly(tmp_path: Path) -> None:
-    with running_dev(tmp_path) as dev:
-        assert _processes_on(tmp_path / "data")  # the embedded PostgreSQL
-        # A closing terminal sends SIGHUP to the job in its foreground: dev's process group.
-        os.killpg(dev.process.pid, signal.SIGHUP)
+        stop(dev.process)
         assert dev.process.wait(timeout=60) == 0, dev.log
     assert "Traceback" not in dev.log
     assert not _listening(dev.port)
