@@ -188,7 +188,7 @@ async def _send_problem(
     close: bool = True,
 ) -> None:
     """Answer with `problem` from outside the app (its exception handlers are not there), and
-    with `close` end the connection (a body left unread, a server stopping)."""
+    with `close` end the connection (the server is stopping)."""
     request_id = scope.get("state", {}).get("request_id")
     body = json.dumps(problem_body(problem, detail, request_id)).encode()
     await send(
