@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -82,20 +82,31 @@ _MESSAGE_IN_BODY = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageIn"}}},
 }
 BODY_MODELS = (MessageIn,)
-IfMatch = Annotated[
-    str | None,
-    Header(
-        description="Only act if the stored quote still has this ETag (`*`: if one exists). "
-        "Protects against lost updates between two open tabs."
-    ),
-]
-IfNoneMatch = Annotated[
-    str | None,
-    Header(
-        description="GET: answer 304 if the quote still has this ETag. "
-        "PUT with `*`: create only, never replace."
-    ),
-]
+
+
+def _header_parameter(name: str, description: str) -> dict[str, Any]:
+    """An optional request header, documented as FastAPI documents a `Header()` parameter. The
+    handlers read the conditional headers themselves: FastAPI solving them as parameters cost
+    13% of GET and 18% of PUT throughput (bench/README.md, issue 19)."""
+    schema = {"description": description, "title": name, "type": "string"}
+    return {
+        "description": description,
+        "in": "header",
+        "name": name.lower(),
+        "required": False,
+        "schema": schema,
+    }
+
+
+_IF_MATCH = _header_parameter(
+    "If-Match",
+    "Only act if the stored quote still has this ETag (`*`: if one exists). "
+    "Protects against lost updates between two open tabs.",
+)
+_IF_NONE_MATCH = _header_parameter(
+    "If-None-Match",
+    "GET: answer 304 if the quote still has this ETag. PUT with `*`: create only, never replace.",
+)
 
 _MESSAGE_EXAMPLE = {
     "message": "Stay hungry, stay foolish.",
@@ -113,7 +124,7 @@ _QUOTE_RESPONSE = {
 
 @router.get(
     "/message",
-    openapi_extra=SESSION_TOKEN_REQUIRED,
+    openapi_extra={**SESSION_TOKEN_REQUIRED, "parameters": [_IF_NONE_MATCH]},
     summary="Read your quote",
     response_model=MessageOut,
     responses={
@@ -122,12 +133,11 @@ _QUOTE_RESPONSE = {
         404: problem_doc("No quote stored", MESSAGE_NOT_FOUND),
     },
 )
-async def get_message(
-    request: Request, user: CurrentUser, if_none_match: IfNoneMatch = None
-) -> Response:
+async def get_message(request: Request, user: CurrentUser) -> Response:
     stored = await services_of(request).database.run(repository.read_quote, user.user_id)
     if stored is None:
         raise _not_found()
+    if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None and TagList.parse(if_none_match).matches(stored.version):
         return Response(status_code=304, headers={"ETag": etag(stored.version)})
     return _quote_response(stored)
@@ -135,7 +145,11 @@ async def get_message(
 
 @router.put(
     "/message",
-    openapi_extra={**SESSION_TOKEN_REQUIRED, "requestBody": _MESSAGE_IN_BODY},
+    openapi_extra={
+        **SESSION_TOKEN_REQUIRED,
+        "parameters": [_IF_MATCH, _IF_NONE_MATCH],
+        "requestBody": _MESSAGE_IN_BODY,
+    },
     summary="Save or replace your quote",
     response_model=MessageOut,
     status_code=200,
@@ -161,13 +175,9 @@ async def get_message(
         422: problem_doc("The quote is not acceptable", VALIDATION_FAILED),
     },
 )
-async def put_message(
-    request: Request,
-    user: CurrentUser,
-    quote: Quote,
-    if_match: IfMatch = None,
-    if_none_match: IfNoneMatch = None,
-) -> Response:
+async def put_message(request: Request, user: CurrentUser, quote: Quote) -> Response:
+    if_match = request.headers.get("if-match")
+    if_none_match = request.headers.get("if-none-match")
     database = services_of(request).database
     none_match = None if if_none_match is None else TagList.parse(if_none_match)
     if if_match is None:
@@ -189,7 +199,7 @@ async def put_message(
 
 @router.delete(
     "/message",
-    openapi_extra=SESSION_TOKEN_REQUIRED,
+    openapi_extra={**SESSION_TOKEN_REQUIRED, "parameters": [_IF_MATCH]},
     summary="Delete your quote",
     status_code=204,
     responses={
@@ -198,7 +208,8 @@ async def put_message(
         412: problem_doc("If-Match did not hold", PRECONDITION_FAILED),
     },
 )
-async def delete_message(request: Request, user: CurrentUser, if_match: IfMatch = None) -> Response:
+async def delete_message(request: Request, user: CurrentUser) -> Response:
+    if_match = request.headers.get("if-match")
     match = None if if_match is None else TagList.parse(if_match)
     database = services_of(request).database
     if not await database.run(repository.delete_quote, user.user_id, if_match=match):
