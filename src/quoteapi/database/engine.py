@@ -102,6 +102,9 @@ def create_engine(
         # Errors carry the statement, never its parameters: they hold quote text and user ids,
         # and errors are logged.
         hide_parameters=True,
+        # Each statement commits on its own unless a unit asks for a transaction (see Database).
+        # Set once per connection: as an option of each checkout it costs CPU every request.
+        isolation_level="READ COMMITTED" if pooler else "AUTOCOMMIT",
     )
 
 
@@ -159,14 +162,14 @@ class Database:
     load a waiting request can be overtaken again and again until it times out (a p99 of
     seconds). A FIFO semaphore sized like the pool queues requests fairly in front of it.
 
-    The unit-of-work rule, written here once: a unit runs on a fresh session that commits
-    when the work returns and is closed before the response is sent. Each statement commits
-    on its own (autocommit: a request of one statement costs no BEGIN and COMMIT round trips),
-    unless the work calls `transaction` first, which makes the rest of the unit one
-    transaction. Behind a transaction pooler every session is transactional, as it must be
-    there. A database whose pooler was neither set nor recognised switches to that mode when
-    the pooler first breaks a statement (`pooler.PoolerSwitch`), and the unit runs once more,
-    whole, on a fresh session: nothing of it ran.
+    The unit-of-work rule, written here once: a unit runs on a fresh session that is closed
+    before the response is sent. Each statement commits on its own (autocommit: a request of
+    one statement costs no BEGIN and COMMIT round trips), unless the work calls `transaction`
+    first, which makes the rest of the unit one transaction, committed when the work returns.
+    Behind a transaction pooler every unit is one transaction, as it must be there. A database
+    whose pooler was neither set nor recognised switches to that mode when the pooler first
+    breaks a statement (`pooler.PoolerSwitch`), and the unit runs once more, whole, on a fresh
+    session: nothing of it ran.
     """
 
     def __init__(
@@ -184,9 +187,9 @@ class Database:
 
     def _use(self, engine: AsyncEngine, *, pooler: bool) -> None:
         self.engine = engine
-        bind = engine if pooler else engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._transactional = pooler
         # Loaded values stay usable after commit: responses are built after it.
-        self._factory = async_sessionmaker(bind, class_=AsyncSession, expire_on_commit=False)
+        self._factory = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
     async def run(
         self,
@@ -215,19 +218,33 @@ class Database:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        async with self._factory() as session:
+        # Not `async with`: it shields every close in a task of its own, about 6% of a GET's CPU
+        # (bench/README.md); only a close that rolls back has a round trip to protect.
+        session = self._factory()
+        try:
             result = await work(session, *args, **kwargs)
-            await session.commit()
-            return result
+            if self._transactional or session.info.get(_TRANSACTION):
+                await session.commit()
+        except BaseException:
+            await asyncio.shield(session.close())
+            raise
+        # Committed (or autocommit, where each statement was): closing sends nothing.
+        await session.close()
+        return result
 
     async def dispose(self) -> None:
         for engine in (*self._pooler.retired, self.engine):
             await engine.dispose()
 
 
+# Set in a session's `info` by `transaction`: the unit of work commits it.
+_TRANSACTION = "quoteapi.transaction"
+
+
 async def transaction(session: AsyncSession) -> None:
     """Make the rest of this unit of work one transaction, READ COMMITTED, committed when the
     work returns (an autocommit session would run each statement alone)."""
+    session.info[_TRANSACTION] = True
     await session.connection(execution_options={"isolation_level": "READ COMMITTED"})
 
 
