@@ -14,7 +14,7 @@ def test_a_version_is_quoted_as_a_strong_etag() -> None:
     [
         ('"42"', (42,)),
         ('"1", "2" ,"3"', (1, 2, 3)),
-        ('W/"7"', (7,)),  # weak tags compare equal
+        ('W/"7"', (7,)),  # If-None-Match compares weakly
         ('"x", 42, "", "9223372036854775808"', ()),  # not ours, unquoted, empty, over bigint
         ('"٣"', ()),  # non-ASCII digits name no version
     ],
@@ -23,6 +23,10 @@ def test_a_tag_list_names_the_versions_it_quotes(header: str, versions: tuple[in
     tags = TagList.parse(header)
     assert not tags.any
     assert tags.versions == versions
+
+
+def test_the_strong_comparison_of_if_match_leaves_weak_tags_out() -> None:
+    assert TagList.parse('W/"7", "8"', strong=True).versions == (8,)
 
 
 def test_a_star_matches_any_stored_version() -> None:

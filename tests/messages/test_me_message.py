@@ -190,8 +190,53 @@ async def test_delete_honours_if_match(client: httpx.AsyncClient, alice: dict[st
     assert (await client.get("/me/message", headers=alice)).status_code == 200
     current = await client.delete("/me/message", headers={**alice, "If-Match": etag})
     assert current.status_code == 204
-    gone = await client.delete("/me/message", headers={**alice, "If-Match": etag})
-    assert_problem(gone, 412, "precondition-failed")
+
+
+# RFC 9110, sections 13.1 and 13.2: If-Match compares strongly, If-None-Match weakly; If-Match
+# is evaluated first; a failed If-None-Match is 304 for GET and 412 for the other methods.
+@pytest.mark.parametrize(
+    ("method", "conditions", "status"),
+    [
+        ("PUT", {"If-Match": "W/{etag}"}, 412),
+        ("GET", {"If-Match": "W/{etag}"}, 412),
+        ("DELETE", {"If-Match": "W/{etag}"}, 412),
+        ("GET", {"If-Match": NEVER_AN_ETAG}, 412),
+        ("GET", {"If-Match": '"1", {etag}'}, 200),
+        ("GET", {"If-Match": NEVER_AN_ETAG, "If-None-Match": "{etag}"}, 412),
+        ("GET", {"If-Match": "{etag}", "If-None-Match": "W/{etag}"}, 304),
+        ("DELETE", {"If-None-Match": "{etag}"}, 412),
+        ("DELETE", {"If-None-Match": "W/{etag}"}, 412),
+        ("DELETE", {"If-None-Match": "*"}, 412),
+        ("DELETE", {"If-None-Match": NEVER_AN_ETAG}, 204),
+        ("PUT", {"If-None-Match": "W/{etag}"}, 412),
+    ],
+)
+async def test_preconditions_compare_and_apply_as_rfc_9110_says(
+    client: httpx.AsyncClient,
+    alice: dict[str, str],
+    method: str,
+    conditions: dict[str, str],
+    status: int,
+) -> None:
+    etag = (await _put(client, alice, "Stored.")).headers["etag"]
+    headers = {name: value.format(etag=etag) for name, value in conditions.items()}
+    body = {"message": "Changed."} if method == "PUT" else None
+    response = await client.request(method, "/me/message", json=body, headers={**alice, **headers})
+    assert response.status_code == status, response.text
+    if status == 412:
+        assert_problem(response, 412, "precondition-failed")
+        kept = await client.get("/me/message", headers=alice)
+        assert (kept.json()["message"], kept.headers["etag"]) == ("Stored.", etag)
+
+
+@pytest.mark.parametrize(
+    "conditions", [{"If-Match": '"1"'}, {"If-Match": "*"}, {"If-None-Match": "*"}]
+)
+async def test_delete_with_nothing_stored_is_404_whatever_the_conditions(
+    client: httpx.AsyncClient, alice: dict[str, str], conditions: dict[str, str]
+) -> None:
+    response = await client.delete("/me/message", headers={**alice, **conditions})
+    assert_problem(response, 404, "message-not-found")
 
 
 # --- Input --------------------------------------------------------------------------------------
@@ -354,7 +399,7 @@ async def test_a_users_quote_is_untouched_by_other_users_requests(
     assert (await _put(client, bob, "Bob's.", **{"If-Match": etag})).status_code == 412
     assert (
         await client.delete("/me/message", headers={**bob, "If-Match": etag})
-    ).status_code == 412
+    ).status_code == 404
     assert (await _put(client, bob, "Bob's.")).status_code == 201
     assert (await client.delete("/me/message", headers=bob)).status_code == 204
     # Attempts to name another user anywhere but the token change nothing.

@@ -20,18 +20,24 @@ def etag(version: int) -> str:
 @dataclass(frozen=True)
 class TagList:
     """An If-Match or If-None-Match header: `*` (any stored quote), or the versions it names
-    (weak tags compare equal; tags that name no version of ours are left out)."""
+    (tags that name no version of ours are left out)."""
 
     any: bool
     versions: tuple[int, ...]
 
     @classmethod
-    def parse(cls, header: str) -> TagList:
+    def parse(cls, header: str, *, strong: bool = False) -> TagList:
+        """`strong`: compare as If-Match does (RFC 9110, section 13.1.1), where a weak tag
+        matches nothing; If-None-Match compares weakly, `W/"7"` as `"7"`."""
         if header.strip() == "*":
             return cls(any=True, versions=())
         versions = []
         for tag in header.split(","):
-            tag = tag.strip().removeprefix("W/")
+            tag = tag.strip()
+            if tag.startswith("W/"):
+                if strong:
+                    continue
+                tag = tag.removeprefix("W/")
             digits = tag[1:-1] if len(tag) >= 2 and tag[0] == tag[-1] == '"' else ""
             in_range = digits.isascii() and digits.isdigit() and len(digits) <= 19
             if in_range and int(digits) <= _MAX_VERSION:

@@ -10,6 +10,7 @@ request costs more CPU than running it.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -106,8 +107,18 @@ _REPLACE: Any = (
     .values(message=bindparam("quote"), **_NEW_VERSION)
     .returning(*_RETURNED, false().label("created"))
 )
-_DELETE: Any = (
-    delete(_table).where(_c.user_id == _CALLER, _version_in("match")).returning(_c.version)
+# Deletes the quote if both conditions hold, and says what was stored before: whether a
+# condition kept the quote or there was none.
+_stored = select(_c.version).where(_c.user_id == _CALLER).cte("stored")
+_gone = (
+    delete(_table)
+    .where(_c.user_id == _CALLER, _version_in("match"), ~_version_in("none_match"))
+    .returning(_c.version)
+    .cte("gone")
+)
+_DELETE: Any = select(
+    select(_stored.c.version).scalar_subquery().label("stored"),
+    select(_gone.c.version).scalar_subquery().label("deleted"),
 )
 _BIND_CALLER: Any = select(func.set_config(USER_SETTING, _CALLER, True))
 
@@ -154,13 +165,30 @@ async def replace_quote(
     return None if row is None else StoredMessage(*row)
 
 
+class Deletion(enum.Enum):
+    DELETED = "deleted"
+    KEPT = "kept"  # a condition did not hold
+    NOTHING_STORED = "nothing stored"
+
+
 async def delete_quote(
-    session: AsyncSession, user_id: str, *, if_match: TagList | None = None
-) -> bool:
-    """Delete the quote (only at a version `if_match` allows); False when nothing was."""
+    session: AsyncSession,
+    user_id: str,
+    *,
+    if_match: TagList | None = None,
+    if_none_match: TagList | None = None,
+) -> Deletion:
+    """Delete the quote only if its version satisfies both conditions."""
     await bind_user(session, user_id)
-    params = {"caller": user_id, **_list_params("match", if_match, absent=True)}
-    return (await session.exec(_DELETE, params=params)).first() is not None
+    params = {
+        "caller": user_id,
+        **_list_params("match", if_match, absent=True),
+        **_list_params("none_match", if_none_match, absent=False),
+    }
+    stored, deleted = (await session.exec(_DELETE, params=params)).one()
+    if deleted is not None:
+        return Deletion.DELETED
+    return Deletion.NOTHING_STORED if stored is None else Deletion.KEPT
 
 
 async def bind_user(session: AsyncSession, user_id: str) -> None:

@@ -15,7 +15,7 @@ from quoteapi.bodies import read_body
 from quoteapi.database.problems import DATABASE_UNAVAILABLE
 from quoteapi.messages import repository
 from quoteapi.messages.etags import TagList, etag
-from quoteapi.messages.repository import StoredMessage
+from quoteapi.messages.repository import Deletion, StoredMessage
 from quoteapi.messages.schemas import MessageIn, MessageOut
 from quoteapi.problems import (
     INTERNAL_ERROR,
@@ -100,12 +100,14 @@ def _header_parameter(name: str, description: str) -> dict[str, Any]:
 
 _IF_MATCH = _header_parameter(
     "If-Match",
-    "Only act if the stored quote still has this ETag (`*`: if one exists). "
+    "Only act if the stored quote still has one of these ETags (`*`: if one exists); "
+    'otherwise 412. Compared strongly: a weak tag (`W/"7"`) never matches. '
     "Protects against lost updates between two open tabs.",
 )
 _IF_NONE_MATCH = _header_parameter(
     "If-None-Match",
-    "GET: answer 304 if the quote still has this ETag. PUT with `*`: create only, never replace.",
+    "Only act if the stored quote has none of these ETags (`*`: if none is stored); otherwise "
+    "GET answers 304, PUT and DELETE 412. `PUT` with `*` creates only, never replaces.",
 )
 
 _MESSAGE_EXAMPLE = {
@@ -124,19 +126,24 @@ _QUOTE_RESPONSE = {
 
 @router.get(
     "/message",
-    openapi_extra={**SESSION_TOKEN_REQUIRED, "parameters": [_IF_NONE_MATCH]},
+    openapi_extra={**SESSION_TOKEN_REQUIRED, "parameters": [_IF_MATCH, _IF_NONE_MATCH]},
     summary="Read your quote",
     response_model=MessageOut,
     responses={
         200: _QUOTE_RESPONSE,
         304: {"description": "Unchanged since the ETag in If-None-Match", "headers": _ETAG_HEADER},
         404: problem_doc("No quote stored", MESSAGE_NOT_FOUND),
+        412: problem_doc("If-Match did not hold", PRECONDITION_FAILED),
     },
 )
 async def get_message(request: Request, user: CurrentUser) -> Response:
     stored = await services_of(request).database.run(repository.read_quote, user.user_id)
     if stored is None:
         raise _not_found()
+    # RFC 9110, section 13.2.2: If-Match first, then If-None-Match.
+    if_match = request.headers.get("if-match")
+    if if_match is not None and not TagList.parse(if_match, strong=True).matches(stored.version):
+        raise _precondition_failed()
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None and TagList.parse(if_none_match).matches(stored.version):
         return Response(status_code=304, headers={"ETag": etag(stored.version)})
@@ -189,7 +196,7 @@ async def put_message(request: Request, user: CurrentUser, quote: Quote) -> Resp
             repository.replace_quote,
             user.user_id,
             quote,
-            if_match=TagList.parse(if_match),
+            if_match=TagList.parse(if_match, strong=True),
             if_none_match=none_match,
         )
     if stored is None:
@@ -199,21 +206,29 @@ async def put_message(request: Request, user: CurrentUser, quote: Quote) -> Resp
 
 @router.delete(
     "/message",
-    openapi_extra={**SESSION_TOKEN_REQUIRED, "parameters": [_IF_MATCH]},
+    openapi_extra={**SESSION_TOKEN_REQUIRED, "parameters": [_IF_MATCH, _IF_NONE_MATCH]},
     summary="Delete your quote",
     status_code=204,
     responses={
         204: {"description": "Deleted"},
         404: problem_doc("No quote stored", MESSAGE_NOT_FOUND),
-        412: problem_doc("If-Match did not hold", PRECONDITION_FAILED),
+        412: problem_doc("If-Match or If-None-Match did not hold", PRECONDITION_FAILED),
     },
 )
 async def delete_message(request: Request, user: CurrentUser) -> Response:
     if_match = request.headers.get("if-match")
-    match = None if if_match is None else TagList.parse(if_match)
-    database = services_of(request).database
-    if not await database.run(repository.delete_quote, user.user_id, if_match=match):
-        raise _precondition_failed() if match is not None else _not_found()
+    if_none_match = request.headers.get("if-none-match")
+    deletion = await services_of(request).database.run(
+        repository.delete_quote,
+        user.user_id,
+        if_match=None if if_match is None else TagList.parse(if_match, strong=True),
+        if_none_match=None if if_none_match is None else TagList.parse(if_none_match),
+    )
+    # With nothing stored the answer is 404 whatever the conditions (RFC 9110, section 13.2.1).
+    if deletion is Deletion.NOTHING_STORED:
+        raise _not_found()
+    if deletion is Deletion.KEPT:
+        raise _precondition_failed()
     return Response(status_code=204)
 
 
