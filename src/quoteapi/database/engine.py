@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -93,7 +94,7 @@ def create_engine(
         **statements,
         "async_creator_fn": _connect_with_retry,
     }
-    return create_async_engine(
+    engine = create_async_engine(
         "postgresql+asyncpg://",
         connect_args=connect_args,
         pool_size=pool_size,
@@ -106,6 +107,17 @@ def create_engine(
         # Set once per connection: as an option of each checkout it costs CPU every request.
         isolation_level="READ COMMITTED" if pooler else "AUTOCOMMIT",
     )
+    event.listen(engine.sync_engine, "checkout", _replace_if_closed)
+    return engine
+
+
+def _replace_if_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """A connection the server closed while it sat in the pool is replaced before use: Neon
+    closes every connection of a compute it suspends after 5 idle minutes, or restarts. The
+    check is local (the driver saw the socket close), so a busy pool pays no round trip; the
+    pool opens a new connection in its place."""
+    if proxy.driver_connection.is_closed():
+        raise sa_exc.DisconnectionError("closed by the server while idle in the pool")
 
 
 T = TypeVar("T")
