@@ -32,6 +32,23 @@ def _normalise(value: object) -> object:
     return text
 
 
+# The same rules as a JSON Schema `pattern` (ECMA-262 and Python agree on it: explicit classes,
+# no \s), for clients and generators that read the OpenAPI document. Refused anywhere: the
+# control characters above (CR is fine: it becomes LF) and unpaired surrogates.
+_REFUSED = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\ud800-\udfff"
+# What str.strip() trims, less what is refused anyway.
+_SPACE = r"\t\n\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def message_pattern(max_length: int) -> str:
+    """Acceptable quotes: allowed characters only, and between 1 and `max_length` characters
+    once surrounding white space is trimmed, CRLF counting as one (it is stored as LF)."""
+    visible = f"[^{_REFUSED}{_SPACE}]"
+    unit = rf"(?:\r\n|[^{_REFUSED}])"  # CRLF is one character once stored
+    inner = "" if max_length == 1 else f"(?:{unit}{{0,{max_length - 2}}}{visible})?"
+    return f"^[{_SPACE}]*{visible}{inner}[{_SPACE}]*$"
+
+
 class MessageIn(BaseModel):
     """The body of PUT /me/message."""
 
