@@ -62,6 +62,8 @@ _ALGORITHMS = ["RS256"]
 # may be empty here so that an unsigned `alg: none` token is answered for its algorithm; once
 # the header says RS256, an empty signature is malformed.
 _SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# NUL, or a surrogate: in a str decoded from JSON, a surrogate is always a lone one.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # exp/nbf/iat are compared here, not by PyJWT with `leeway`: PyJWT reads the system clock and
 # takes none, while the verifier's clock also ages the token cache and the JWKS cache. And PyJWT
 # would answer differently: its int() makes `exp: true` an expired token (malformed here) and
@@ -237,38 +239,27 @@ class TokenVerifier:
             raise TokenRejected(
                 TOKEN_UNKNOWN_KEY, "The token is signed by a key the issuer does not publish."
             ) from None
-        try:
-            claims = self._decode(token, key)
-        except jwt.InvalidSignatureError:
+        claims = self._decode(token, key)
+        if claims is None:  # a bad signature, or keys rotated since they were fetched
             rotated = await self.keys.refreshed_key(kid, key)
-            if rotated is None:
-                raise TokenRejected(
-                    TOKEN_INVALID_SIGNATURE, "The token signature does not verify."
-                ) from None
-            claims = self._decode(token, rotated, rotated_key=True)
+            claims = None if rotated is None else self._decode(token, rotated)
+        if claims is None:
+            raise TokenRejected(TOKEN_INVALID_SIGNATURE, "The token signature does not verify.")
         return self._check_claims(claims)
 
-    def _decode(self, token: str, key: RSAPublicKey, *, rotated_key: bool = False) -> Any:
-        """PyJWT's decode: signature, issuer, required claims; its errors as our problems."""
+    def _decode(self, token: str, key: RSAPublicKey) -> dict[str, Any] | None:
+        """PyJWT's decode: signature, issuer, required claims; None if the signature fails."""
         try:
             return jwt.decode(
                 token, key, algorithms=_ALGORITHMS, issuer=self.issuer, options=_PYJWT_OPTIONS
             )
         except jwt.InvalidSignatureError:
-            if rotated_key:
-                raise TokenRejected(
-                    TOKEN_INVALID_SIGNATURE, "The token signature does not verify."
-                ) from None
-            raise
-        except jwt.MissingRequiredClaimError as exc:
-            if exc.claim != "iss":  # PyJWT requires `iss` because an issuer is expected
-                raise TokenRejected(
-                    TOKEN_MISSING_CLAIM, f"The token has no {exc.claim} claim."
-                ) from None
-            raise TokenRejected(
-                TOKEN_INVALID_ISSUER, "The token was issued by another Clerk instance."
-            ) from None
-        except jwt.InvalidIssuerError:
+            return None
+        except (jwt.InvalidIssuerError, jwt.MissingRequiredClaimError) as exc:
+            # PyJWT requires `iss` because an issuer is expected: no `iss` is a wrong issuer.
+            if isinstance(exc, jwt.MissingRequiredClaimError) and exc.claim != "iss":
+                missing = f"The token has no {exc.claim} claim."
+                raise TokenRejected(TOKEN_MISSING_CLAIM, missing) from None
             raise TokenRejected(
                 TOKEN_INVALID_ISSUER, "The token was issued by another Clerk instance."
             ) from None
@@ -304,7 +295,7 @@ class TokenVerifier:
         expires_at = _seconds(claims, "exp")
         issued_at = _seconds(claims, "iat")
         user_id, session_id = claims["sub"], claims["sid"]
-        if not (_non_empty_string(user_id) and _non_empty_string(session_id)):
+        if not all(isinstance(value, str) and value for value in (user_id, session_id)):
             raise TokenRejected(TOKEN_MALFORMED, "The token sub and sid must be non-empty strings.")
         if not (storable_text(user_id) and storable_text(session_id)):
             raise TokenRejected(
@@ -335,17 +326,7 @@ class TokenVerifier:
 
 def storable_text(text: str) -> bool:
     """Text PostgreSQL can store: no NUL, and valid UTF-8 (JSON can carry a lone surrogate)."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _non_empty_string(value: object) -> bool:
-    return isinstance(value, str) and bool(value)
+    return _UNSTORABLE.search(text) is None
 
 
 def _canonical_base64url(segment: str) -> bool:
