@@ -16,10 +16,10 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
 from jwt.exceptions import PyJWTError
 
@@ -32,11 +32,7 @@ Clock = Callable[[], float]
 
 
 class JwksRefused(ValueError):
-    """A JWKS answer that is not used as a whole (`reason` goes to the log)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    """A JWKS answer that is not used as a whole (the message is the reason logged)."""
 
 
 class KeysUnavailable(Exception):
@@ -45,18 +41,6 @@ class KeysUnavailable(Exception):
 
 class UnknownKey(Exception):
     """The token names a `kid` the key source does not have (after any allowed refetch)."""
-
-
-class KeyProvider(Protocol):
-    """What the verifier asks of a key source."""
-
-    async def start(self, client: httpx.AsyncClient) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def key_for(self, kid: str) -> RSAPublicKey: ...
-
-    async def refreshed_key(self, kid: str, failed: RSAPublicKey) -> RSAPublicKey | None: ...
 
 
 class StaticKey:
@@ -103,8 +87,7 @@ def parse_jwks(document: Any) -> tuple[dict[str, RSAPublicKey], frozenset[tuple[
             key = RSAAlgorithm.from_jwk(public)
         except (PyJWTError, ValueError, TypeError, KeyError):
             continue
-        if isinstance(key, RSAPrivateKey):  # unreachable with public fields only; be sure
-            key = key.public_key()
+        assert isinstance(key, RSAPublicKey)  # from public fields only
         keys[entry["kid"]] = key
         fingerprint.add((entry["kid"], str(public["n"]), str(public["e"])))
     if not keys:
@@ -261,9 +244,13 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, httpx.HTTPStatusError):
         return f"http-{exc.response.status_code}"
     if isinstance(exc, JwksRefused):
-        return exc.reason
+        return str(exc)
     if isinstance(exc, TimeoutError):
         return "timeout"
-    if isinstance(exc, ValueError) and not isinstance(exc, httpx.HTTPError):
+    if isinstance(exc, ValueError):
         return "invalid-jwks"
     return type(exc).__name__
+
+
+# What the verifier asks of a key source.
+KeyProvider = StaticKey | JwksKeys
