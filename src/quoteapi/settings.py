@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic.functional_validators import BeforeValidator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from quoteapi.database.url import DatabaseTarget, parse_database_url
@@ -22,7 +23,13 @@ class ConfigError(Exception):
         super().__init__(f"configuration error: {variable}: {problem}. Fix: {fix}")
 
 
-CommaList = Annotated[list[str], NoDecode]
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 
 
 class DatabaseSettings(BaseModel):
@@ -40,15 +47,13 @@ class DatabaseSettings(BaseModel):
     @field_validator("database_url", mode="after")
     @classmethod
     def _database_url_parses(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
+        if value is None or not value.strip():
             return None
-        if value is not None:
-            parse_database_url(value)
+        parse_database_url(value)
         return value
 
     @property
     def transaction_pooler(self) -> bool:
-        """Whether the database is reached through a transaction-mode pooler."""
         if self.database_transaction_pooler is not None:
             return self.database_transaction_pooler
         host = self.database.connect_kwargs.get("host", "") if self.database else ""
@@ -84,11 +89,6 @@ class ClerkSettings(BaseModel):
     clerk_token_cache_size: int = Field(default=10_000, ge=0)
     clerk_webhook_signing_secret: SecretStr | None = None
 
-    @field_validator("clerk_authorized_parties", mode="before")
-    @classmethod
-    def _split_parties(cls, value: object) -> object:
-        return _split_commas(value)
-
 
 class HttpSettings(BaseModel):
     """What `quoteapi serve` (uvicorn) allows a client and how it stops."""
@@ -112,11 +112,6 @@ class HttpSettings(BaseModel):
     # allocations (Python's default 700). 0: Python's defaults, no freeze (bench/README.md).
     quoteapi_gc_gen0_threshold: int = Field(default=50_000, ge=0, le=10_000_000)
 
-    @field_validator("cors_allow_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, value: object) -> object:
-        return _split_commas(value)
-
 
 class ServiceSettings(BaseModel):
     """What the API offers: the quote's length limit, the docs, the metrics."""
@@ -137,12 +132,6 @@ class DevSettings(BaseModel):
     quoteapi_data_dir: Path = Path(".data")
 
 
-def _split_commas(value: object) -> object:
-    if isinstance(value, str):
-        return [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
-    return value
-
-
 class Settings(
     DatabaseSettings, ClerkSettings, HttpSettings, ServiceSettings, DevSettings, BaseSettings
 ):
@@ -158,11 +147,6 @@ class Settings(
     )
 
 
-_FIXES = {
-    "DATABASE_URL": "set it to a PostgreSQL URL such as postgresql://user:password@host/dbname",
-}
-
-
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment and `.env`; raise ConfigError (one line) if invalid."""
     try:
@@ -171,5 +155,7 @@ def load_settings(**overrides: Any) -> Settings:
         error = exc.errors()[0]
         variable = str(error["loc"][0]).upper() if error["loc"] else "configuration"
         problem = str(error["msg"]).removeprefix("Value error, ")
-        fix = _FIXES.get(variable, f"correct or unset {variable} (see .env.example)")
+        fix = f"correct or unset {variable} (see .env.example)"
+        if variable == "DATABASE_URL":
+            fix = "set it to a PostgreSQL URL such as postgresql://user:password@host/dbname"
         raise ConfigError(variable, problem, fix) from None
