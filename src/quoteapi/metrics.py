@@ -1,9 +1,9 @@
 """Prometheus metrics at `GET /metrics`, only when QUOTEAPI_METRICS_ENABLED is on.
 
 Off, nothing here is imported: no route, no per-request work. On, a request (timed by the
-request-id middleware, which calls `RequestMetrics.record`) costs one counter increment and one
-histogram observation (by method, route template and status). Everything else is read at scrape
-time from the objects that already keep it, by a collector: JWKS fetches
+request-id middleware, which calls the observer `install` returns) costs one counter increment
+and one histogram observation (by method, route template and status). Everything else is read
+at scrape time from the objects that already keep it, by a collector: JWKS fetches
 (`JwksKeys.fetches_ok/_failed`), token-cache hits and misses (`CountingTokenCache`, chosen by
 the same setting), and the SQLAlchemy pool's checked-out connections and size.
 
@@ -41,43 +41,6 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # Paths no route matched (404s, CORS preflights) share one label: a scanner cannot create series.
 UNMATCHED_ROUTE = "<unmatched>"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-class RequestMetrics:
-    """The per-request counter and histogram, with their labelled children cached."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "quoteapi_http_requests",
-            "HTTP requests answered, by method, route template and status.",
-            ["method", "route", "status"],
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "quoteapi_http_request_duration_seconds",
-            "Time to answer an HTTP request, by method and route template.",
-            ["method", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        # `.labels()` validates and locks on every call; a dict lookup is cheaper.
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._histograms: dict[tuple[str, str], Any] = {}
-
-    def record(self, method: str, route: str | None, status: int, seconds: float) -> None:
-        """One finished request (the request-id middleware calls this as its observer)."""
-        method = method if method in _METHODS else "other"
-        route = route or UNMATCHED_ROUTE
-        counter = self._counters.get((method, route, status))
-        if counter is None:
-            counter = self.requests.labels(method, route, str(status))
-            self._counters[(method, route, status)] = counter
-        counter.inc()
-        histogram = self._histograms.get((method, route))
-        if histogram is None:
-            histogram = self.duration.labels(method, route)
-            self._histograms[(method, route)] = histogram
-        histogram.observe(seconds)
 
 
 class AppStateCollector(Collector):
@@ -135,10 +98,28 @@ def install(app: FastAPI) -> RequestObserver:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # CPU, memory, open files: read from /proc per scrape
     registry.register(AppStateCollector(app))
-    request_metrics = RequestMetrics(registry)
+    requests = Counter(
+        "quoteapi_http_requests",
+        "HTTP requests answered, by method, route template and status.",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    duration = Histogram(
+        "quoteapi_http_request_duration_seconds",
+        "Time to answer an HTTP request, by method and route template.",
+        ["method", "route"],
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+
+    def record(method: str, route: str | None, status: int, seconds: float) -> None:
+        method = method if method in _METHODS else "other"
+        route = route or UNMATCHED_ROUTE
+        requests.labels(method, route, str(status)).inc()
+        duration.labels(method, route).observe(seconds)
 
     @app.get(METRICS_PATH, include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return request_metrics.record
+    return record
