@@ -101,9 +101,7 @@ async def clerk_webhook(request: Request, delivery: SignedEventDep) -> WebhookAc
         # but record the delivery and answer 2xx, so Svix stops retrying it.
         log.info("event=webhook_user_id_unstorable svix_id=%s", delivery.msg_id)
         recorded = await database.run(repository.record_delivery, delivery.msg_id, event_type)
-        if not recorded:
-            return WebhookAck(outcome="duplicate")
-        return WebhookAck(outcome="ignored")
+        return WebhookAck(outcome="ignored" if recorded else "duplicate")
     if not await database.run(repository.erase_user, delivery.msg_id, event_type, user_id):
         log.info("event=webhook_duplicate svix_id=%s", delivery.msg_id)
         return WebhookAck(outcome="duplicate")

@@ -49,7 +49,7 @@ class SignedHeaders:
     signature: str  # entries joined by single spaces, each one `version,base64`
 
 
-def parse_headers(headers: Mapping[str, str], *, now: float | None = None) -> SignedHeaders:
+def parse_headers(headers: Mapping[str, str]) -> SignedHeaders:
     """Check that svix-id, svix-timestamp and svix-signature are present, well formed and
     fresh; raise the ApiError naming the first thing wrong."""
     for name in HEADERS:
@@ -68,7 +68,7 @@ def parse_headers(headers: Mapping[str, str], *, now: float | None = None) -> Si
             WEBHOOK_MALFORMED_HEADER, "svix-timestamp must be whole seconds since the epoch."
         )
     timestamp = int(raw_timestamp)
-    age = (time.time() if now is None else now) - timestamp
+    age = time.time() - timestamp
     if age > TOLERANCE_SECONDS:
         raise ApiError(
             WEBHOOK_STALE,
