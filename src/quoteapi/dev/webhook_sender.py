@@ -16,18 +16,6 @@ from quoteapi.settings import ConfigError
 from quoteapi.webhooks.signatures import ENV_VARIABLE, signing_key
 
 
-def sample_user_deleted(user_id: str) -> bytes:
-    """A `user.deleted` event shaped like Clerk's."""
-    event = {
-        "data": {"deleted": True, "id": user_id, "object": "user"},
-        "instance_id": "ins_quoteapi_sample",
-        "object": "event",
-        "timestamp": int(time.time() * 1000),
-        "type": "user.deleted",
-    }
-    return json.dumps(event, separators=(",", ":")).encode()
-
-
 def send_sample_user_deleted(
     secret: SecretStr | None, url: str, user_id: str, *, msg_id: str | None = None
 ) -> httpx.Response:
@@ -39,7 +27,14 @@ def send_sample_user_deleted(
             "set it to the same signing secret the receiving service uses",
         )
     webhook = Webhook(signing_key(secret))
-    body = sample_user_deleted(user_id)
+    event = {  # shaped like Clerk's
+        "data": {"deleted": True, "id": user_id, "object": "user"},
+        "instance_id": "ins_quoteapi_sample",
+        "object": "event",
+        "timestamp": int(time.time() * 1000),
+        "type": "user.deleted",
+    }
+    body = json.dumps(event, separators=(",", ":")).encode()
     msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
     timestamp = int(time.time())
     headers = {
