@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import secrets
 import socket
 import subprocess
 import warnings
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from quoteapi.dev.databases import kept_password
 from quoteapi.settings import ConfigError
 
 log = logging.getLogger("quoteapi.embedded")
@@ -66,7 +66,7 @@ class EmbeddedPostgres:
 
     @property
     def password(self) -> str:
-        return (self.data_dir / "pg-password").read_text().strip()
+        return kept_password(self.data_dir / "pg-password")
 
     def url(self, database: str = "postgres") -> str:
         """The connection URL of the running server."""
@@ -112,10 +112,6 @@ class EmbeddedPostgres:
         return int(pid_file.read_text().splitlines()[3])
 
     def _initdb(self) -> None:
-        password_file = self.data_dir / "pg-password"
-        if not password_file.exists():
-            password_file.write_text(secrets.token_urlsafe(24) + "\n")
-            password_file.chmod(0o600)
         self.pgdata.mkdir(exist_ok=True)
         init_password = self.data_dir / ".initdb-password"
         init_password.write_text(self.password + "\n")

@@ -32,14 +32,13 @@ class PageConfig:
     api_port: int
     auth: str  # "dev": tokens from POST /dev/token; "clerk": Clerk's browser SDK
     clerk_publishable_key: str | None = None
-    api_scheme: str = "http"
 
     def as_json(self, page_host: str) -> dict[str, object]:
         # The API is reached under the host name the page was opened with (localhost or
         # 127.0.0.1), which keeps the two on the same site while their origins differ by port.
         host = f"[{page_host}]" if ":" in page_host else page_host
         return {
-            "apiBaseUrl": f"{self.api_scheme}://{host}:{self.api_port}",
+            "apiBaseUrl": f"http://{host}:{self.api_port}",
             "auth": self.auth,
             "clerkPublishableKey": self.clerk_publishable_key,
         }
@@ -53,6 +52,4 @@ def build_web_app(config: PageConfig, directory: Path) -> Starlette:
         return JSONResponse(config.as_json(host), headers={"Cache-Control": "no-store"})
 
     static = StaticFiles(directory=directory, html=True)
-    return Starlette(
-        routes=[Route("/config.json", config_json), Mount("/", app=static)],
-    )
+    return Starlette(routes=[Route("/config.json", config_json), Mount("/", app=static)])
