@@ -16,7 +16,6 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.constants import REF_TEMPLATE
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -40,43 +39,37 @@ def use_problem_media_type(
     optional parameters as plain optional values, as client generators read them;
     `security_schemes` are the schemes routes name in their `security`, `body_models` the
     schemas of bodies a route reads itself and names by reference in its `openapi_extra`."""
+    fastapi_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                summary=app.summary,
-                license_info=app.license_info,
-                servers=app.servers,
-                routes=app.routes,
-            )
-            for path in schema.get("paths", {}).values():
-                for operation in path.values():
-                    for parameter in operation.get("parameters", []):
-                        _absent_not_null(parameter)
-                    responses = operation.get("responses", {})
-                    # FastAPI adds a 422 to any operation with parameters; ours declare theirs
-                    # where a 422 can happen (a body), and it is a problem document.
-                    if _FASTAPI_422 in str(responses.get("422", "")):
-                        del responses["422"]
-                    for status, response in responses.items():
-                        content = response.get("content", {})
-                        if status[0] in "45" and "application/json" in content:
-                            problem = content.setdefault(PROBLEM_MEDIA_TYPE, {})
-                            problem["schema"] = content.pop("application/json")["schema"]
-            if security_schemes:
-                schema.setdefault("components", {})["securitySchemes"] = dict(security_schemes)
-            for model in body_models:
-                schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-                schemas[model.__name__] = model.model_json_schema(ref_template=REF_TEMPLATE)
-                schema["components"]["schemas"] = dict(sorted(schemas.items()))
-            components = schema.get("components", {}).get("schemas", {})
-            if _FASTAPI_422 not in str(schema.get("paths")):
-                components.pop("HTTPValidationError", None)
-                components.pop("ValidationError", None)
-            app.openapi_schema = schema
-        return app.openapi_schema
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = fastapi_openapi()  # FastAPI keeps it as app.openapi_schema: shaped in place
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                for parameter in operation.get("parameters", []):
+                    _absent_not_null(parameter)
+                responses = operation.get("responses", {})
+                # FastAPI adds a 422 to any operation with parameters; ours declare theirs
+                # where a 422 can happen (a body), and it is a problem document.
+                if _FASTAPI_422 in str(responses.get("422", "")):
+                    del responses["422"]
+                for status, response in responses.items():
+                    content = response.get("content", {})
+                    if status[0] in "45" and "application/json" in content:
+                        problem = content.setdefault(PROBLEM_MEDIA_TYPE, {})
+                        problem["schema"] = content.pop("application/json")["schema"]
+        components = schema.setdefault("components", {})
+        if security_schemes:
+            components["securitySchemes"] = dict(security_schemes)
+        schemas = components.setdefault("schemas", {})
+        for model in body_models:
+            schemas[model.__name__] = model.model_json_schema(ref_template=REF_TEMPLATE)
+        if _FASTAPI_422 not in str(schema.get("paths")):
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+        components["schemas"] = dict(sorted(schemas.items()))
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
