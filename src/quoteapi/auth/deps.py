@@ -77,11 +77,6 @@ def _token_from(request: Request) -> str:
     return token
 
 
-def _error_description(detail: str) -> str:
-    # RFC 6750 limits error_description to printable ASCII without `"` and `\`.
-    return "".join(c for c in detail if " " <= c <= "~" and c not in '"\\')
-
-
 async def authenticate(request: Request, verifier: TokenVerifier) -> VerifiedUser:
     """The caller named by the request's Clerk session token, verified by `verifier`; a 401
     (or 503 when the signing keys cannot be had) problem otherwise."""
@@ -91,10 +86,9 @@ async def authenticate(request: Request, verifier: TokenVerifier) -> VerifiedUse
     except TokenRejected as exc:
         # The code only: token contents never reach the logs.
         log.info("event=token_rejected code=%s", exc.problem.code)
-        challenge = (
-            f'{_CHALLENGE}, error="invalid_token", '
-            f'error_description="{_error_description(exc.detail)}"'
-        )
+        # RFC 6750 limits error_description to printable ASCII without `"` and `\`.
+        description = "".join(c for c in exc.detail if " " <= c <= "~" and c not in '"\\')
+        challenge = f'{_CHALLENGE}, error="invalid_token", error_description="{description}"'
         raise ApiError(exc.problem, exc.detail, headers={"WWW-Authenticate": challenge}) from None
     except KeysUnavailable:
         log.warning("event=auth_unavailable code=%s", AUTH_UNAVAILABLE.code)
