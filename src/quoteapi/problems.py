@@ -79,18 +79,12 @@ class ApiError(Exception):
     """Raised anywhere in a request to answer with `problem`."""
 
     def __init__(
-        self,
-        problem: Problem,
-        detail: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        extra: Mapping[str, Any] | None = None,
+        self, problem: Problem, detail: str, *, headers: Mapping[str, str] | None = None
     ) -> None:
         super().__init__(detail)
         self.problem = problem
         self.detail = detail
         self.headers = dict(headers or {})
-        self.extra = dict(extra or {})
 
 
 def problem_response(
@@ -131,7 +125,7 @@ def problem_body(
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return problem_response(request, exc.problem, exc.detail, headers=exc.headers, extra=exc.extra)
+    return problem_response(request, exc.problem, exc.detail, headers=exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
