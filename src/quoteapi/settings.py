@@ -1,7 +1,8 @@
 """Configuration from the environment and `.env`, checked at start-up.
 
 Settings are grouped by concern (database, Clerk, HTTP server, service, dev); `Settings` is
-all of them at once, with the flat variable names the environment uses."""
+all of them at once, with the flat variable names the environment uses. What each variable
+does is documented once, for users, in `.env.example`."""
 
 from __future__ import annotations
 
@@ -94,22 +95,12 @@ class HttpSettings(BaseModel):
     """What `quoteapi serve` (uvicorn) allows a client and how it stops."""
 
     cors_allow_origins: CommaList = Field(default_factory=list)
-    # After SIGTERM, how long in-flight requests may finish; how long a client may take to send
-    # one whole request; how long an idle connection is kept.
     quoteapi_shutdown_grace_seconds: int = Field(default=20, ge=0, le=3600)
     quoteapi_request_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     quoteapi_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
-    # How long a client may leave the output waiting for it untaken before the connection is
-    # dropped; how many connections a worker holds at once (None: what its open-file limit
-    # allows, less a reserve; quoteapi.http_protocol.connection_cap).
     quoteapi_write_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     quoteapi_max_connections: int | None = Field(default=None, ge=1)
-    # The port `quoteapi serve` binds, and the one the image's HEALTHCHECK probes: one setting,
-    # so that they cannot disagree (`serve --port` must match it when both are given).
     quoteapi_port: int = Field(default=8000, ge=1, le=65535)
-    # The worker's garbage collector: once start-up is done, gc.freeze() takes what is loaded by
-    # then out of its sight, and the youngest generation is collected after this many net
-    # allocations (Python's default 700). 0: Python's defaults, no freeze (bench/README.md).
     quoteapi_gc_gen0_threshold: int = Field(default=50_000, ge=0, le=10_000_000)
 
 
@@ -118,16 +109,13 @@ class ServiceSettings(BaseModel):
 
     quoteapi_message_max_length: int = Field(default=1000, ge=1, le=10_000)
     quoteapi_docs_enabled: bool = True
-    # Prometheus metrics at GET /metrics (quoteapi.metrics). Off: no route, no per-request work.
     quoteapi_metrics_enabled: bool = False
 
 
 class DevSettings(BaseModel):
     """`quoteapi dev` only: the local token issuer, the web page, the data directory."""
 
-    # The dev issuer signs and serves its own keys; `serve` refuses it.
     quoteapi_dev_issuer: bool = False
-    # Port of the web page (web/) that `quoteapi dev` serves beside the API; 0: no page.
     quoteapi_web_port: int = Field(default=5173, ge=0, le=65535)
     quoteapi_data_dir: Path = Path(".data")
 
