@@ -128,13 +128,10 @@ def dev(args: argparse.Namespace) -> None:
         origins = [*settings.cors_allow_origins, *_page_origins(args.host, web_port)]
         settings = settings.model_copy(update={"cors_allow_origins": list(dict.fromkeys(origins))})
     configure_logging(json_lines=False)
-    # Exiting through Python (not the default kill) lets the `finally` below stop the embedded
-    # server.
+    # Exiting through Python (not the default kill) lets the `finally` below stop the database.
     for signum in _DEV_STOP_SIGNALS:
         signal.signal(signum, _exit_on_signal)
-    embedded = None
-    if settings.database is None:
-        embedded = EmbeddedPostgres(settings.quoteapi_data_dir)
+    embedded = EmbeddedPostgres(settings.quoteapi_data_dir) if settings.database is None else None
     try:
         if embedded is not None:
             asyncio.run(create_database(embedded.start(), DEV_DATABASE))
@@ -231,7 +228,7 @@ def _page_server(settings: Settings, host: str, api_port: int, web_port: int) ->
 
 
 async def _serve_then_greet(
-    server: uvicorn.Server, greeting: str, page: _PageServer | None = None
+    server: uvicorn.Server, greeting: str, page: _PageServer | None
 ) -> None:
     """Run `server` (and the page's beside it); print `greeting` once it accepts connections
     (not before: a busy port must not be greeted)."""
@@ -253,7 +250,7 @@ async def _serve_then_greet(
             await page_serving
 
 
-def _dev_greeting(settings: Settings, host: str, port: int, page_url: str | None = None) -> str:
+def _dev_greeting(settings: Settings, host: str, port: int, page_url: str | None) -> str:
     base = f"http://{host}:{port}"
     lines = [f"\nquoteapi dev is ready: {base}  (Swagger UI: {base}/docs; Ctrl-C stops it)"]
     if page_url is not None:
