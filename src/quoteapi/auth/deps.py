@@ -17,9 +17,8 @@ __all__ = ["CurrentUser", "VerifiedUser", "authenticate", "current_user"]
 
 log = logging.getLogger("quoteapi.auth")
 
-REALM = "quoteapi"
 SESSION_COOKIE = "__session"
-_CHALLENGE = f'Bearer realm="{REALM}"'
+_CHALLENGE = 'Bearer realm="quoteapi"'
 # How OpenAPI documents the session token: the scheme, and what a route that takes one declares
 # (`openapi_extra`). Documentation only: `current_user` reads the header itself.
 SECURITY_SCHEMES = {

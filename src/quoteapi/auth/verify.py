@@ -43,7 +43,7 @@ from quoteapi.auth.problems import (
     TOKEN_TYPE_NOT_SESSION,
     TOKEN_UNKNOWN_KEY,
 )
-from quoteapi.problems import Problem
+from quoteapi.problems import ApiError
 from quoteapi.settings import Settings
 
 log = logging.getLogger("quoteapi.auth")
@@ -87,13 +87,8 @@ class VerifiedUser:
     claims: Mapping[str, Any]
 
 
-class TokenRejected(Exception):
+class TokenRejected(ApiError):
     """The token fails one check; `problem` names which (its `code` is stable)."""
-
-    def __init__(self, problem: Problem, detail: str) -> None:
-        super().__init__(detail)
-        self.problem = problem
-        self.detail = detail
 
 
 class TokenCache:
