@@ -9,7 +9,6 @@ import socket
 import subprocess
 import warnings
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from quoteapi.dev.databases import kept_password
@@ -117,8 +116,8 @@ class EmbeddedPostgres:
         init_password.write_text(self.password + "\n")
         try:
             if self._run_as is not None:
-                os.chown(self.pgdata, self._run_as[0], self._run_as[1])
-                os.chown(init_password, self._run_as[0], self._run_as[1])
+                os.chown(self.pgdata, *self._run_as)
+                os.chown(init_password, *self._run_as)
             self._run(
                 self._bin / "initdb",
                 "-D",
@@ -139,16 +138,15 @@ class EmbeddedPostgres:
         return self._run(self._bin / "pg_ctl", "-D", str(self.pgdata), *args, check=check)
 
     def _run(self, *argv: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-        extra: dict[str, Any] = {}
-        if self._run_as is not None:
-            extra = {"user": self._run_as[0], "group": self._run_as[1]}
+        user, group = self._run_as or (None, None)
         result = subprocess.run(  # noqa: S603 - our own binaries, no shell
             [str(arg) for arg in argv],
             capture_output=True,
             text=True,
             check=False,
             stdin=subprocess.DEVNULL,
-            **extra,
+            user=user,
+            group=group,
         )
         if check and result.returncode != 0:
             raise RuntimeError(
