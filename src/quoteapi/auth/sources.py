@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -153,11 +152,7 @@ def _load_pem(pem: str) -> RSAPublicKey:
 
 
 def key_provider(
-    source: KeySource,
-    settings: Settings,
-    *,
-    clock: Clock = time.time,
-    on_change: Callable[[], None] = lambda: None,
+    source: KeySource, settings: Settings, *, clock: Clock, on_change: Callable[[], None]
 ) -> KeyProvider:
     """The provider for `source`, tuned by the CLERK_JWKS_* settings."""
     if source.static_key is not None:
