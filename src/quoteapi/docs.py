@@ -30,10 +30,7 @@ _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
 
 
 def use_problem_media_type(
-    app: FastAPI,
-    *,
-    security_schemes: Mapping[str, Any] | None = None,
-    body_models: Sequence[type[BaseModel]] = (),
+    app: FastAPI, *, security_schemes: Mapping[str, Any], body_models: Sequence[type[BaseModel]]
 ) -> None:
     """Document error bodies as application/problem+json (FastAPI says application/json), and
     optional parameters as plain optional values, as client generators read them;
@@ -60,8 +57,7 @@ def use_problem_media_type(
                         problem = content.setdefault(PROBLEM_MEDIA_TYPE, {})
                         problem["schema"] = content.pop("application/json")["schema"]
         components = schema.setdefault("components", {})
-        if security_schemes:
-            components["securitySchemes"] = dict(security_schemes)
+        components["securitySchemes"] = dict(security_schemes)
         schemas = components.setdefault("schemas", {})
         for model in body_models:
             schemas[model.__name__] = model.model_json_schema(ref_template=REF_TEMPLATE)
