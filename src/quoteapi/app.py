@@ -147,7 +147,11 @@ def create_app(settings: Settings) -> FastAPI:
 
         observe = metrics.install(app)  # GET /metrics; each request timed where it is logged
     app.add_middleware(RequestContextMiddleware, observe=observe)
-    use_problem_media_type(app, security_schemes=SECURITY_SCHEMES, body_models=messages.BODY_MODELS)
+    use_problem_media_type(
+        app,
+        security_schemes=SECURITY_SCHEMES,
+        body_schemas=messages.body_schemas(settings.quoteapi_message_max_length),
+    )
     return app
 
 

@@ -9,16 +9,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from importlib.resources import files
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.openapi.constants import REF_TEMPLATE
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
 
 from quoteapi.problems import PROBLEM_MEDIA_TYPE
 
@@ -30,12 +28,13 @@ _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
 
 
 def use_problem_media_type(
-    app: FastAPI, *, security_schemes: Mapping[str, Any], body_models: Sequence[type[BaseModel]]
+    app: FastAPI, *, security_schemes: Mapping[str, Any], body_schemas: Mapping[str, Any]
 ) -> None:
     """Document error bodies as application/problem+json (FastAPI says application/json), and
     optional parameters as plain optional values, as client generators read them;
-    `security_schemes` are the schemes routes name in their `security`, `body_models` the
-    schemas of bodies a route reads itself and names by reference in its `openapi_extra`."""
+    `security_schemes` are the schemes routes name in their `security`, `body_schemas` the
+    schemas, by name, of bodies a route reads itself and names by reference in its
+    `openapi_extra`."""
     fastapi_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -59,8 +58,7 @@ def use_problem_media_type(
         components = schema.setdefault("components", {})
         components["securitySchemes"] = dict(security_schemes)
         schemas = components.setdefault("schemas", {})
-        for model in body_models:
-            schemas[model.__name__] = model.model_json_schema(ref_template=REF_TEMPLATE)
+        schemas.update(body_schemas)
         if _FASTAPI_422 not in str(schema.get("paths")):
             schemas.pop("HTTPValidationError", None)
             schemas.pop("ValidationError", None)

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from quoteapi.messages.schemas import message_pattern
 from quoteapi.settings import Settings
 from tests.support.app import NO_DATABASE_URL, make_settings, running_app
 from tests.support.polling import until
@@ -267,3 +268,4 @@ async def test_openapi_states_no_raw_max_length_for_a_limit_applied_after_trimmi
     assert message["minLength"] == 1
     assert "maxLength" not in message  # "x" * 1000 + "  " is a valid quote
     assert "QUOTEAPI_MESSAGE_MAX_LENGTH, 1000 by default" in message["description"]
+    assert message["pattern"] == message_pattern(1000)  # the limit as it applies

@@ -81,7 +81,11 @@ _MESSAGE_IN_BODY = {
     "required": True,
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageIn"}}},
 }
-BODY_MODELS = (MessageIn,)
+
+
+def body_schemas(max_length: int) -> dict[str, Any]:
+    """The schemas of the bodies the handlers here read themselves, for the OpenAPI document."""
+    return {"MessageIn": MessageIn.openapi_schema(max_length)}
 
 
 def _header_parameter(name: str, description: str) -> dict[str, Any]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.constants import REF_TEMPLATE
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 # C0 and C1 control characters and DEL, except tab and line breaks (normalised to LF before).
@@ -32,17 +33,19 @@ def _normalise(value: object) -> object:
     return text
 
 
-# The same rules as a JSON Schema `pattern` (ECMA-262 and Python agree on it: explicit classes,
-# no \s), for clients and generators that read the OpenAPI document. Refused anywhere: the
-# control characters above (CR is fine: it becomes LF) and unpaired surrogates.
-_REFUSED = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\ud800-\udfff"
+# The same rules as a JSON Schema `pattern` (ECMA-262, Python and Rust regex engines agree on
+# it: explicit classes, no \s), for clients and generators that read the OpenAPI document.
+# Refused anywhere: the control characters above (CR is fine: it becomes LF). Not in it:
+# unpaired surrogates, which no Rust regex can name (the description says so).
+_REFUSED = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"
 # What str.strip() trims, less what is refused anyway.
 _SPACE = r"\t\n\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 
 
 def message_pattern(max_length: int) -> str:
-    """Acceptable quotes: allowed characters only, and between 1 and `max_length` characters
-    once surrounding white space is trimmed, CRLF counting as one (it is stored as LF)."""
+    """Acceptable quotes, unpaired surrogates aside: allowed characters only, and between 1 and
+    `max_length` characters once surrounding white space is trimmed, CRLF counting as one (it
+    is stored as LF)."""
     visible = f"[^{_REFUSED}{_SPACE}]"
     unit = rf"(?:\r\n|[^{_REFUSED}])"  # CRLF is one character once stored
     inner = "" if max_length == 1 else f"(?:{unit}{{0,{max_length - 2}}}{visible})?"
@@ -55,8 +58,8 @@ class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"additionalProperties": False})
 
     # No maxLength in the schema: the limit (QUOTEAPI_MESSAGE_MAX_LENGTH) applies after
-    # trimming, so a longer raw string with surrounding white space is acceptable, and the
-    # schema must not say otherwise.
+    # trimming, so a longer raw string with surrounding white space is acceptable; the pattern
+    # (`openapi_schema`) states the limit as it applies.
     message: Annotated[
         str,
         BeforeValidator(_normalise),
@@ -65,10 +68,18 @@ class MessageIn(BaseModel):
             description="The quote: at least 1 character once surrounding white space is "
             "trimmed, and at most the service's limit (QUOTEAPI_MESSAGE_MAX_LENGTH, 1000 by "
             "default; a longer one answers 422); tab and line breaks allowed, other control "
-            "characters not.",
+            "characters not (`pattern` says all of this), nor unpaired surrogates. Stored "
+            "trimmed, CRLF as LF. The whole request body is at most 16 KiB (413).",
             examples=["The best way to predict the future is to invent it."],
         ),
     ]
+
+    @classmethod
+    def openapi_schema(cls, max_length: int) -> dict[str, Any]:
+        """The model's JSON Schema with the service's limit in the quote's `pattern`."""
+        schema = cls.model_json_schema(ref_template=REF_TEMPLATE)
+        schema["properties"]["message"]["pattern"] = message_pattern(max_length)
+        return schema
 
     def within(self, max_length: int) -> str:
         """The trimmed quote, or a 422 (as any other field error) when it is over the limit."""
