@@ -1,6 +1,6 @@
 """The key source cannot be swapped or used against the service: CLERK_JWKS_URL is https://
-unless it is loopback, a JWKS answer is read within a size cap and one deadline, and a JWKS
-that publishes one kid twice is refused as a whole (the keys in use stay)."""
+unless it is loopback, and a JWKS answer is read within a size cap and one deadline (which of
+its entries are used: test_jwks_selection.py)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,7 @@ from quoteapi.auth.keys import JwksKeys, KeysUnavailable
 from quoteapi.auth.sources import resolve_key_source
 from quoteapi.settings import ConfigError
 from tests.support.app import NO_DATABASE_URL, make_settings
-from tests.support.jwks import JwksServer
-from tests.support.polling import until
-from tests.support.tokens import FakeClock, SigningKey
+from tests.support.tokens import SigningKey
 
 
 @pytest.mark.parametrize(
@@ -148,21 +146,3 @@ async def test_a_jwks_dribbled_slowly_is_cut_off_at_the_timeout(
             await keys.close()
     assert elapsed < 3, elapsed
     assert "error=timeout" in jwks_log.text
-
-
-async def test_a_jwks_publishing_one_kid_twice_is_refused_and_the_keys_stay(
-    jwks_server: JwksServer, signing_key: SigningKey, jwks_log: pytest.LogCaptureFixture
-) -> None:
-    clock = FakeClock()
-    keys = JwksKeys(jwks_server.url, ttl=300, clock=clock)
-    async with httpx.AsyncClient(timeout=5) as http:
-        await keys.start(http)
-        in_use = await keys.key_for(signing_key.kid)
-        impostor = SigningKey.generate(signing_key.kid)
-        jwks_server.publish(signing_key, impostor)
-        clock.advance(301)
-        await keys.key_for(signing_key.kid)  # starts the background refresh
-        await until(lambda: keys.fetches_failed == 1, within=10, what="the refused fetch")
-        assert await keys.key_for(signing_key.kid) is in_use
-        await keys.close()
-    assert "error=duplicate-kid" in jwks_log.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -20,6 +21,7 @@ class JwksServer:
     def __init__(self, *keys: SigningKey) -> None:
         self._lock = threading.Lock()
         self._keys: tuple[SigningKey, ...] = keys
+        self._other_entries: tuple[dict[str, Any], ...] = ()
         self._fetches = 0
         self._port = 0
         self._httpd: ThreadingHTTPServer | None = None
@@ -35,10 +37,11 @@ class JwksServer:
         with self._lock:
             return self._fetches
 
-    def publish(self, *keys: SigningKey) -> None:
-        """Serve these keys from now on (a rotation)."""
+    def publish(self, *keys: SigningKey, other_entries: Sequence[dict[str, Any]] = ()) -> None:
+        """Serve these keys from now on (a rotation), and after them `other_entries` as they
+        are (keys of other types or uses, malformed entries)."""
         with self._lock:
-            self._keys = keys
+            self._keys, self._other_entries = keys, tuple(other_entries)
 
     def start(self) -> None:
         """Listen (again, on the same port after a `stop`) and return once it answers."""
@@ -51,7 +54,8 @@ class JwksServer:
                 elif self.path == JwksServer.PATH:
                     with server._lock:
                         server._fetches += 1
-                        body = json.dumps({"keys": [k.jwk for k in server._keys]}).encode()
+                        entries = [*(k.jwk for k in server._keys), *server._other_entries]
+                        body = json.dumps({"keys": entries}).encode()
                 else:
                     self.send_error(404)
                     return

@@ -14,8 +14,10 @@ import contextlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -32,7 +34,7 @@ Clock = Callable[[], float]
 
 
 class JwksRefused(ValueError):
-    """A JWKS answer that is not used as a whole (the message is the reason logged)."""
+    """A JWKS answer that is not used (the message is the reason logged)."""
 
 
 class KeysUnavailable(Exception):
@@ -41,6 +43,10 @@ class KeysUnavailable(Exception):
 
 class UnknownKey(Exception):
     """The token names a `kid` the key source does not have (after any allowed refetch)."""
+
+
+class AmbiguousKey(Exception):
+    """The token names a `kid` that two different usable keys of the key set share."""
 
 
 class StaticKey:
@@ -62,37 +68,61 @@ class StaticKey:
         return None
 
 
-def parse_jwks(document: Any) -> tuple[dict[str, RSAPublicKey], frozenset[tuple[str, str, str]]]:
-    """The RS256 signing keys of a JWKS document by `kid`, and a fingerprint of their values."""
+@dataclass(frozen=True)
+class KeySet:
+    """A JWKS document as an RS256 verifier reads it: the usable keys by `kid`, the kids that
+    two different usable keys share (tokens naming one are refused: which key is meant cannot
+    be told), and a fingerprint of the usable entries to tell when the set changed."""
+
+    keys: dict[str, RSAPublicKey]
+    ambiguous: frozenset[str]
+    fingerprint: frozenset[tuple[str, str, str]]
+
+
+def parse_jwks(document: Any) -> KeySet:
+    """The keys of a JWKS document that can verify an RS256 signature. RFC 7517 lets one `kid`
+    name equivalent keys of other types or uses (an EC key, an encryption key): such entries
+    are skipped, so only usable keys can make a `kid` ambiguous."""
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise ValueError("not a JWKS document")
-    kids = [entry["kid"] for entry in entries if isinstance(entry, dict) and "kid" in entry]
-    if len(kids) != len(set(map(json.dumps, kids))):
-        # Which of two keys a kid names cannot be guessed: refuse the document as a whole.
-        raise JwksRefused("duplicate-kid")
-    keys: dict[str, RSAPublicKey] = {}
-    fingerprint: set[tuple[str, str, str]] = set()
+    by_kid: dict[str, dict[tuple[str, str], RSAPublicKey]] = {}
     for entry in entries:
-        if not (
-            isinstance(entry, dict)
-            and entry.get("kty") == "RSA"
-            and entry.get("use", "sig") == "sig"
-            and entry.get("alg", "RS256") == "RS256"
-            and isinstance(entry.get("kid"), str)
-        ):
-            continue
-        public = {name: entry[name] for name in ("kty", "n", "e") if name in entry}
-        try:
-            key = RSAAlgorithm.from_jwk(public)
-        except (PyJWTError, ValueError, TypeError, KeyError):
-            continue
-        assert isinstance(key, RSAPublicKey)  # from public fields only
-        keys[entry["kid"]] = key
-        fingerprint.add((entry["kid"], str(public["n"]), str(public["e"])))
-    if not keys:
+        key = _rs256_verification_key(entry)
+        if key is not None:
+            by_kid.setdefault(entry["kid"], {})[(str(entry["n"]), str(entry["e"]))] = key
+    if not by_kid:
         raise ValueError("no RS256 signing keys")
-    return keys, frozenset(fingerprint)
+    return KeySet(
+        keys={kid: next(iter(keys.values())) for kid, keys in by_kid.items() if len(keys) == 1},
+        ambiguous=frozenset(kid for kid, keys in by_kid.items() if len(keys) > 1),
+        fingerprint=frozenset((kid, *values) for kid, keys in by_kid.items() for values in keys),
+    )
+
+
+def _rs256_verification_key(entry: Any) -> RSAPublicKey | None:
+    """The RSA public key of a JWK that may verify RS256 signatures, or None: another key type,
+    `use` other than `sig`, `alg` other than RS256, `key_ops` without `verify`, no `kid`, or
+    no usable `n` and `e` (base64url, a modulus of at least 2048 bits: RFC 7518, 3.3)."""
+    if not (
+        isinstance(entry, dict)
+        and entry.get("kty") == "RSA"
+        and entry.get("use", "sig") == "sig"
+        and entry.get("alg", "RS256") == "RS256"
+        and isinstance(ops := entry.get("key_ops", ["verify"]), list)
+        and "verify" in ops
+        and isinstance(entry.get("kid"), str)
+        and all(_BASE64URL.fullmatch(str(entry.get(name, ""))) for name in ("n", "e"))
+    ):
+        return None
+    try:  # from the public fields only: a private member is never loaded
+        key = RSAAlgorithm.from_jwk({"kty": "RSA", "n": entry["n"], "e": entry["e"]})
+    except (PyJWTError, ValueError, TypeError):
+        return None
+    return key if isinstance(key, RSAPublicKey) and key.key_size >= 2048 else None
+
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class JwksKeys:
@@ -124,6 +154,7 @@ class JwksKeys:
         self._on_change = on_change
         self._client: httpx.AsyncClient | None = None
         self._keys: dict[str, RSAPublicKey] = {}
+        self._ambiguous: frozenset[str] = frozenset()
         self._fingerprint: frozenset[tuple[str, str, str]] = frozenset()
         self._fetched_at = -math.inf  # last successful fetch
         self._next_refresh_at = -math.inf  # after a success: +ttl; after a failure: +retry_after
@@ -138,7 +169,7 @@ class JwksKeys:
         self._client = client
         if self._warm_up:
             await asyncio.shield(self._refresh())
-            if not self._keys:
+            if math.isinf(self._fetched_at):
                 log.warning("event=jwks_warm_up_failed url=%s", self.url)
 
     async def close(self) -> None:
@@ -157,8 +188,10 @@ class JwksKeys:
         if not self._usable(self._clock()):
             raise KeysUnavailable
         key = self._keys.get(kid)
-        if key is None and await self._forced_refresh():
+        if key is None and kid not in self._ambiguous and await self._forced_refresh():
             key = self._keys.get(kid)
+        if kid in self._ambiguous:
+            raise AmbiguousKey
         if key is None:
             raise UnknownKey
         return key
@@ -171,7 +204,7 @@ class JwksKeys:
         return key if key is not None and key is not failed else None
 
     def _usable(self, now: float) -> bool:
-        return bool(self._keys) and now - self._fetched_at <= self._max_stale
+        return now - self._fetched_at <= self._max_stale
 
     async def _forced_refresh(self) -> bool:
         """Join the fetch in flight, or start one if the cooldown allows; False if neither."""
@@ -198,11 +231,12 @@ class JwksKeys:
                 # One deadline for the whole answer: httpx's own timeouts are per read.
                 async with asyncio.timeout(self._timeout):
                     document = await self._download(self._client)
-                keys, fingerprint = parse_jwks(document)
+                key_set = parse_jwks(document)
             except (httpx.HTTPError, ValueError, TimeoutError) as exc:
                 self.fetches_failed += 1
                 self._next_refresh_at = self._clock() + self._retry_after
-                stale = "none" if not self._keys else f"{self._clock() - self._fetched_at:.0f}s"
+                age = self._clock() - self._fetched_at
+                stale = "none" if math.isinf(age) else f"{age:.0f}s"
                 log.warning(
                     "event=jwks_fetch_failed url=%s error=%s cached_keys_age=%s",
                     self.url,
@@ -214,10 +248,19 @@ class JwksKeys:
             now = self._clock()
             self._fetched_at = now
             self._next_refresh_at = now + self._ttl
-            if fingerprint != self._fingerprint:
+            if key_set.fingerprint != self._fingerprint:
                 # Keep the old key objects when nothing changed, so `refreshed_key` can tell.
-                self._keys, self._fingerprint = keys, fingerprint
-                log.info("event=jwks_keys_loaded url=%s kids=%s", self.url, ",".join(sorted(keys)))
+                self._keys, self._ambiguous = key_set.keys, key_set.ambiguous
+                self._fingerprint = key_set.fingerprint
+                kids = ",".join(sorted(key_set.keys))
+                log.info("event=jwks_keys_loaded url=%s kids=%s", self.url, kids)
+                if key_set.ambiguous:
+                    log.warning(
+                        "event=jwks_ambiguous_kid url=%s kids=%s: two different RS256 keys share "
+                        "each of these kids; tokens naming them are refused",
+                        self.url,
+                        ",".join(sorted(key_set.ambiguous)),
+                    )
                 self._on_change()
         finally:
             self._inflight = None

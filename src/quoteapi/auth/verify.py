@@ -27,8 +27,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from quoteapi.auth import sources
-from quoteapi.auth.keys import Clock, KeyProvider, UnknownKey
+from quoteapi.auth.keys import AmbiguousKey, Clock, KeyProvider, UnknownKey
 from quoteapi.auth.problems import (
+    TOKEN_AMBIGUOUS_KEY,
     TOKEN_EXPIRED,
     TOKEN_IAT_IN_THE_FUTURE,
     TOKEN_INVALID_ALGORITHM,
@@ -233,6 +234,12 @@ class TokenVerifier:
         except UnknownKey:
             raise TokenRejected(
                 TOKEN_UNKNOWN_KEY, "The token is signed by a key the issuer does not publish."
+            ) from None
+        except AmbiguousKey:
+            raise TokenRejected(
+                TOKEN_AMBIGUOUS_KEY,
+                "The issuer publishes two different keys under this token's kid: which one "
+                "signed it cannot be told.",
             ) from None
         claims = self._decode(token, key)
         if claims is None:  # a bad signature, or keys rotated since they were fetched
