@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -52,10 +52,10 @@ router = APIRouter(
 )
 
 
-async def quote_text(user: CurrentUser, request: Request) -> str:
-    """The PUT body's quote, trimmed and within QUOTEAPI_MESSAGE_MAX_LENGTH. The body is read
-    here, after the caller is verified (FastAPI reads a declared body before any dependency):
-    415 when it is not sent as JSON, 400 when it is not JSON, 422 when the quote is wrong."""
+async def _quote_text(request: Request) -> str:
+    """The PUT body's quote, trimmed and within QUOTEAPI_MESSAGE_MAX_LENGTH: 415 when it is not
+    sent as JSON, 400 when it is not JSON, 422 when the quote is wrong. The handler reads it,
+    so only once the caller is verified (FastAPI reads a declared body before any dependency)."""
     content_type = request.headers.get("content-type")
     if content_type is not None and not is_json_media_type(content_type):
         raise ApiError(
@@ -73,10 +73,9 @@ async def quote_text(user: CurrentUser, request: Request) -> str:
     return quote.within(services_of(request).settings.quoteapi_message_max_length)
 
 
-Quote = Annotated[str, Depends(quote_text)]
 # The PUT body: a quote of at most a few KiB, JSON-escaped.
 BODY_LIMIT = 16 * 1024
-# The body `quote_text` reads, as FastAPI would have documented it (docs.py adds the schema).
+# The body `_quote_text` reads, as FastAPI would have documented it (docs.py adds the schema).
 _MESSAGE_IN_BODY = {
     "required": True,
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageIn"}}},
@@ -186,7 +185,8 @@ async def get_message(request: Request, user: CurrentUser) -> Response:
         422: problem_doc("The quote is not acceptable", VALIDATION_FAILED),
     },
 )
-async def put_message(request: Request, user: CurrentUser, quote: Quote) -> Response:
+async def put_message(request: Request, user: CurrentUser) -> Response:
+    quote = await _quote_text(request)
     if_match = request.headers.get("if-match")
     if_none_match = request.headers.get("if-none-match")
     database = services_of(request).database
