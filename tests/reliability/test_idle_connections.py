@@ -23,9 +23,9 @@ from tests.support.polling import until
 from tests.support.tokens import AuthHeaders
 
 POOL_SIZE = 3
-_BACKENDS = text(
-    "SELECT count(*) FROM pg_stat_activity WHERE usename = :role AND datname = current_database()"
-)
+# This test's own connections, told from other tests' on the same database by their name.
+APPLICATION = "quoteapi_idle_connections_test"
+_BACKENDS = text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name")
 REQUESTS_AFTER = 5
 
 
@@ -54,26 +54,26 @@ async def _statuses_after(api: RunningApp, method: str, headers: dict[str, str])
 async def test_connections_the_server_closed_while_idle_are_replaced_unseen(
     database_url: str, owner_engine: AsyncEngine, auth_headers: AuthHeaders, method: str
 ) -> None:
-    role = parse_database_url(database_url).connect_kwargs["user"]
-    async with running_app(make_settings(database_url, database_pool_size=POOL_SIZE)) as api:
+    separator = "&" if "?" in database_url else "?"
+    url = f"{database_url}{separator}application_name={APPLICATION}"
+    async with running_app(make_settings(url, database_pool_size=POOL_SIZE)) as api:
         headers = auth_headers("user_idle_terminated")
         await _fill_the_pool(api, headers)
         async with owner_engine.connect() as owner:
             terminated = await owner.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE usename = :role AND datname = current_database()"
+                    "WHERE application_name = :name"
                 ),
-                {"role": role},
+                {"name": APPLICATION},
             )
             assert len(terminated.all()) == POOL_SIZE
 
         async def gone() -> bool:  # a new transaction each time: pg_stat_activity is a snapshot
             async with owner_engine.connect() as owner:
-                return (await owner.execute(_BACKENDS, {"role": role})).scalar_one() == 0
+                return (await owner.execute(_BACKENDS, {"name": APPLICATION})).scalar_one() == 0
 
         # pg_terminate_backend only signals: wait until the backends have exited.
-
         await until(gone, within=5, what="the terminated backends to exit")
 
         assert await _statuses_after(api, method, headers) == [200] * REQUESTS_AFTER

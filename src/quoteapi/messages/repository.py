@@ -107,9 +107,12 @@ _REPLACE: Any = (
     .values(message=bindparam("quote"), **_NEW_VERSION)
     .returning(*_RETURNED, false().label("created"))
 )
-# Deletes the quote if both conditions hold, and says what was stored before: whether a
-# condition kept the quote or there was none.
-_stored = select(_c.version).where(_c.user_id == _CALLER).cte("stored")
+# Deletes the quote if both conditions hold, and says whether a condition kept it or there
+# was none. Both parts wait for a PUT or DELETE in flight and judge its outcome: the DELETE
+# re-checks the conditions on the row as committed, and the version is read FOR UPDATE (a
+# plain read would see the statement's snapshot, and a quote another request deleted meanwhile
+# would look kept by a condition: 412 for a DELETE without any).
+_stored = select(_c.version).where(_c.user_id == _CALLER).with_for_update().cte("stored")
 _gone = (
     delete(_table)
     .where(_c.user_id == _CALLER, _version_in("match"), ~_version_in("none_match"))
