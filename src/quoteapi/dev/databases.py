@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -68,10 +69,10 @@ def _url_as(owner_url: str, role: str, password: str) -> str:
 
 
 def kept_password(path: Path) -> str:
-    """The password kept in `path` (mode 0600), generated the first time."""
+    """The password kept in `path` (mode 0600 from its creation), generated the first time."""
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(24) + "\n")
-        path.chmod(0o600)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(secrets.token_urlsafe(24) + "\n")
     return path.read_text().strip()
 
 
