@@ -153,9 +153,7 @@ class JwksKeys:
         self._clock = clock
         self._on_change = on_change
         self._client: httpx.AsyncClient | None = None
-        self._keys: dict[str, RSAPublicKey] = {}
-        self._ambiguous: frozenset[str] = frozenset()
-        self._fingerprint: frozenset[tuple[str, str, str]] = frozenset()
+        self._key_set = KeySet(keys={}, ambiguous=frozenset(), fingerprint=frozenset())
         self._fetched_at = -math.inf  # last successful fetch
         self._next_refresh_at = -math.inf  # after a success: +ttl; after a failure: +retry_after
         self._last_forced_at = -math.inf  # last refetch for an unknown kid or a bad signature
@@ -187,10 +185,10 @@ class JwksKeys:
                 await asyncio.shield(refresh)
         if not self._usable(self._clock()):
             raise KeysUnavailable
-        key = self._keys.get(kid)
-        if key is None and kid not in self._ambiguous and await self._forced_refresh():
-            key = self._keys.get(kid)
-        if kid in self._ambiguous:
+        key = self._key_set.keys.get(kid)
+        if key is None and kid not in self._key_set.ambiguous and await self._forced_refresh():
+            key = self._key_set.keys.get(kid)
+        if kid in self._key_set.ambiguous:
             raise AmbiguousKey
         if key is None:
             raise UnknownKey
@@ -200,7 +198,7 @@ class JwksKeys:
         """After a signature failed with `failed`: refetch once (cooldown permitting) and return
         the key now published under `kid` if it differs (the keys were rotated)."""
         await self._forced_refresh()
-        key = self._keys.get(kid)
+        key = self._key_set.keys.get(kid)
         return key if key is not None and key is not failed else None
 
     def _usable(self, now: float) -> bool:
@@ -248,10 +246,9 @@ class JwksKeys:
             now = self._clock()
             self._fetched_at = now
             self._next_refresh_at = now + self._ttl
-            if key_set.fingerprint != self._fingerprint:
+            if key_set.fingerprint != self._key_set.fingerprint:
                 # Keep the old key objects when nothing changed, so `refreshed_key` can tell.
-                self._keys, self._ambiguous = key_set.keys, key_set.ambiguous
-                self._fingerprint = key_set.fingerprint
+                self._key_set = key_set
                 kids = ",".join(sorted(key_set.keys))
                 log.info("event=jwks_keys_loaded url=%s kids=%s", self.url, kids)
                 if key_set.ambiguous:

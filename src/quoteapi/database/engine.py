@@ -229,8 +229,8 @@ class Database:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        # Not `async with`: it shields every close in a task of its own, about 6% of a GET's CPU
-        # (bench/README.md); only a close that rolls back has a round trip to protect.
+        # Not `async with`: it shields every close in a task of its own, CPU on every request
+        # (bench/README.md, the levers); only a close that rolls back has a round trip to protect.
         session = self._factory()
         try:
             result = await work(session, *args, **kwargs)

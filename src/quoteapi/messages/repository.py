@@ -68,6 +68,15 @@ def _list_params(name: str, tags: TagList | None, *, absent: bool) -> dict[str, 
     return {f"{name}_any": tags.any, name: list(tags.versions)}
 
 
+def _condition_params(if_match: TagList | None, if_none_match: TagList | None) -> dict[str, Any]:
+    """Parameters for `_version_in("match")` and `~_version_in("none_match")`: an absent
+    If-Match allows any version, an absent If-None-Match excludes none."""
+    return {
+        **_list_params("match", if_match, absent=True),
+        **_list_params("none_match", if_none_match, absent=False),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
     """A user's quote as stored; `created` is true when the write that returned it inserted it."""
@@ -123,7 +132,8 @@ _DELETE: Any = select(
     select(_stored.c.version).scalar_subquery().label("stored"),
     select(_gone.c.version).scalar_subquery().label("deleted"),
 )
-_BIND_CALLER: Any = select(func.set_config(USER_SETTING, _CALLER, True))
+# The same binding run alone, for statements that cannot carry it (`bind_user`).
+_BIND_CALLER: Any = _acting
 
 
 async def read_quote(session: AsyncSession, user_id: str) -> StoredMessage | None:
@@ -157,12 +167,7 @@ async def replace_quote(
 ) -> StoredMessage | None:
     """Replace the stored quote only if its version satisfies both conditions (lost-update
     protection); None when there is no such quote."""
-    params = {
-        "caller": user_id,
-        "quote": quote,
-        **_list_params("match", if_match, absent=True),
-        **_list_params("none_match", if_none_match, absent=False),
-    }
+    params = {"caller": user_id, "quote": quote, **_condition_params(if_match, if_none_match)}
     await bind_user(session, user_id)
     row = (await session.exec(_REPLACE, params=params)).first()
     return None if row is None else StoredMessage(*row)
@@ -183,11 +188,7 @@ async def delete_quote(
 ) -> Deletion:
     """Delete the quote only if its version satisfies both conditions."""
     await bind_user(session, user_id)
-    params = {
-        "caller": user_id,
-        **_list_params("match", if_match, absent=True),
-        **_list_params("none_match", if_none_match, absent=False),
-    }
+    params = {"caller": user_id, **_condition_params(if_match, if_none_match)}
     stored, deleted = (await session.exec(_DELETE, params=params)).one()
     if deleted is not None:
         return Deletion.DELETED

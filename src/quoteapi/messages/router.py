@@ -144,11 +144,10 @@ async def get_message(request: Request, user: CurrentUser) -> Response:
     if stored is None:
         raise _not_found()
     # RFC 9110, section 13.2.2: If-Match first, then If-None-Match.
-    if_match = request.headers.get("if-match")
-    if if_match is not None and not TagList.parse(if_match, strong=True).matches(stored.version):
+    match, none_match = _conditions(request)
+    if match is not None and not match.matches(stored.version):
         raise _precondition_failed()
-    if_none_match = request.headers.get("if-none-match")
-    if if_none_match is not None and TagList.parse(if_none_match).matches(stored.version):
+    if none_match is not None and none_match.matches(stored.version):
         return Response(status_code=304, headers={"ETag": etag(stored.version)})
     return _quote_response(stored)
 
@@ -187,21 +186,15 @@ async def get_message(request: Request, user: CurrentUser) -> Response:
 )
 async def put_message(request: Request, user: CurrentUser) -> Response:
     quote = await _quote_text(request)
-    if_match = request.headers.get("if-match")
-    if_none_match = request.headers.get("if-none-match")
+    match, none_match = _conditions(request)
     database = services_of(request).database
-    none_match = None if if_none_match is None else TagList.parse(if_none_match)
-    if if_match is None:
+    if match is None:
         stored = await database.run(
             repository.save_quote, user.user_id, quote, if_none_match=none_match
         )
     else:
         stored = await database.run(
-            repository.replace_quote,
-            user.user_id,
-            quote,
-            if_match=TagList.parse(if_match, strong=True),
-            if_none_match=none_match,
+            repository.replace_quote, user.user_id, quote, if_match=match, if_none_match=none_match
         )
     if stored is None:
         raise _precondition_failed()
@@ -220,13 +213,9 @@ async def put_message(request: Request, user: CurrentUser) -> Response:
     },
 )
 async def delete_message(request: Request, user: CurrentUser) -> Response:
-    if_match = request.headers.get("if-match")
-    if_none_match = request.headers.get("if-none-match")
+    match, none_match = _conditions(request)
     deletion = await services_of(request).database.run(
-        repository.delete_quote,
-        user.user_id,
-        if_match=None if if_match is None else TagList.parse(if_match, strong=True),
-        if_none_match=None if if_none_match is None else TagList.parse(if_none_match),
+        repository.delete_quote, user.user_id, if_match=match, if_none_match=none_match
     )
     # With nothing stored the answer is 404 whatever the conditions (RFC 9110, section 13.2.1).
     if deletion is Deletion.NOTHING_STORED:
@@ -234,6 +223,17 @@ async def delete_message(request: Request, user: CurrentUser) -> Response:
     if deletion is Deletion.KEPT:
         raise _precondition_failed()
     return Response(status_code=204)
+
+
+def _conditions(request: Request) -> tuple[TagList | None, TagList | None]:
+    """The request's If-Match, compared strongly (RFC 9110, section 13.1.1), and If-None-Match,
+    compared weakly; None for a header not sent."""
+    if_match = request.headers.get("if-match")
+    if_none_match = request.headers.get("if-none-match")
+    return (
+        None if if_match is None else TagList.parse(if_match, strong=True),
+        None if if_none_match is None else TagList.parse(if_none_match),
+    )
 
 
 def _quote_response(stored: StoredMessage, status: int = 200) -> JSONResponse:
