@@ -31,7 +31,7 @@ from tests.containers.docker import (
     report,
     wait_until_healthy,
 )
-from tests.reliability.test_shutdown import _hold_row_lock_until_a_put_waits
+from tests.support.locks import hold_row_lock_until_a_put_waits
 from tests.support.polling import until
 from tests.support.processes import free_port, serve_env
 from tests.support.roles import drop_app_role
@@ -225,7 +225,7 @@ async def test_docker_stop_lets_the_request_in_flight_finish_and_exits_0(
         async with httpx.AsyncClient(base_url=container.url, timeout=30) as http:
             created = await http.put("/me/message", json={"message": "before"}, headers=headers)
             assert created.status_code in (200, 201)
-            transaction, in_flight = await _hold_row_lock_until_a_put_waits(
+            transaction, in_flight = await hold_row_lock_until_a_put_waits(
                 superuser, http, user, headers
             )
             stopped = time.monotonic()

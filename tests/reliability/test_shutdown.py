@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from quoteapi.database.url import parse_database_url
+from tests.support.locks import hold_row_lock_until_a_put_waits
 from tests.support.polling import until
 from tests.support.problems import assert_problem
 from tests.support.processes import ServerProcess
@@ -40,31 +41,6 @@ def _refuses_connections(port: int) -> bool:
     return False
 
 
-async def _hold_row_lock_until_a_put_waits(
-    superuser: asyncpg.Connection, http: httpx.AsyncClient, user: str, headers: dict[str, str]
-) -> tuple[asyncpg.transaction.Transaction, asyncio.Task[httpx.Response]]:
-    """Lock the user's row from the test's connection; start a PUT and return once it waits."""
-    transaction = superuser.transaction()
-    await transaction.start()
-    locked = await superuser.fetch(
-        "SELECT 1 FROM user_messages WHERE user_id = $1 FOR UPDATE", user
-    )
-    assert len(locked) == 1
-    in_flight = asyncio.create_task(
-        http.put("/me/message", json={"message": "during shutdown"}, headers=headers)
-    )
-
-    async def put_waits_on_the_lock() -> bool:
-        waiting = await superuser.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            " AND datname = current_database()"
-        )
-        return bool(waiting)
-
-    await until(put_waits_on_the_lock, within=20, what=f"a PUT for {user} waiting on the row lock")
-    return transaction, in_flight
-
-
 async def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
     start_server: Callable[..., ServerProcess],
     database_url: str,
@@ -77,7 +53,7 @@ async def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         created = await http.put("/me/message", json={"message": "before"}, headers=headers)
         assert created.status_code in (200, 201)
-        transaction, in_flight = await _hold_row_lock_until_a_put_waits(
+        transaction, in_flight = await hold_row_lock_until_a_put_waits(
             superuser, http, user, headers
         )
 
@@ -113,7 +89,7 @@ async def test_sigterm_cancels_a_request_still_running_after_the_grace_period(
     headers = auth_headers(user)
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         assert (await http.put("/me/message", json={"message": "x"}, headers=headers)).is_success
-        transaction, in_flight = await _hold_row_lock_until_a_put_waits(
+        transaction, in_flight = await hold_row_lock_until_a_put_waits(
             superuser, http, user, headers
         )
         server.signal(signal.SIGTERM)
