@@ -26,7 +26,7 @@ from quoteapi.dev.databases import (
 )
 from quoteapi.migrations import upgrade_async
 from quoteapi.settings import Settings
-from tests.support.app import RunningApp, make_settings, running_app
+from tests.support.app import EMPTY_USER_TABLES, RunningApp, make_settings, running_app
 from tests.support.jwks import JwksServer
 from tests.support.pgbouncer import find_pgbouncer, run_pgbouncer
 from tests.support.processes import ServerProcess, serve_env
@@ -170,7 +170,7 @@ async def api(settings: Settings, owner_engine: AsyncEngine) -> AsyncIterator[Ru
     """The app with its lifespan running, on a database emptied for this test, and a client."""
     async with running_app(settings) as running:
         async with owner_engine.begin() as connection:
-            await connection.execute(text("TRUNCATE user_messages"))
+            await connection.execute(text(EMPTY_USER_TABLES))
         yield running
 
 

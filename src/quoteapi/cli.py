@@ -19,6 +19,7 @@ from quoteapi.database.engine import DatabaseUnreachable
 from quoteapi.database.url import DatabaseTarget
 from quoteapi.logs import configure_logging
 from quoteapi.settings import ConfigError, Settings, load_settings
+from quoteapi.webhooks import EVENT_TYPES, USER_DELETED_EVENT
 
 DEV_DATABASE = "quoteapi"
 # The role `quoteapi dev` runs the API as on the embedded server: row-level security applies.
@@ -270,14 +271,17 @@ def _dev_greeting(settings: Settings, host: str, port: int, page_url: str | None
 
 
 def webhook_send(args: argparse.Namespace) -> None:
-    """Send a `user.deleted` event signed with CLERK_WEBHOOK_SIGNING_SECRET, as Clerk would."""
+    """Send a Clerk event signed with CLERK_WEBHOOK_SIGNING_SECRET, as Clerk would."""
     import httpx
 
-    from quoteapi.dev.webhook_sender import send_sample_user_deleted
+    from quoteapi.dev.webhook_sender import sample_event, send_sample_event
 
+    if args.event != USER_DELETED_EVENT and not args.session:
+        raise SystemExit(f"quoteapi: --session is required for {args.event}")
     secret = load_settings().clerk_webhook_signing_secret
+    event = sample_event(args.event, args.user, args.session)
     try:
-        response = send_sample_user_deleted(secret, args.url, args.user, msg_id=args.svix_id)
+        response = send_sample_event(secret, args.url, event, msg_id=args.svix_id)
     except httpx.HTTPError as exc:
         print(f"quoteapi: cannot send to {args.url}: {type(exc).__name__}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -299,7 +303,10 @@ def token(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
     key = issuer.load_or_create_key(settings.quoteapi_data_dir)
-    print(issuer.mint_session_token(key, args.user, ttl=args.ttl, azp=args.azp), flush=True)
+    token = issuer.mint_session_token(
+        key, args.user, ttl=args.ttl, azp=args.azp, session_id=args.session
+    )
+    print(token, flush=True)
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
@@ -357,6 +364,9 @@ def _parser() -> argparse.ArgumentParser:
         "--ttl", type=int, default=3600, help="lifetime in seconds (default 3600; Clerk's is 60)"
     )
     p.add_argument(
+        "--session", help="the session id (`sid`; default: a new one), e.g. to end it later"
+    )
+    p.add_argument(
         "--azp",
         default="http://localhost:5173",
         help="the origin that minted it, checked against CLERK_AUTHORIZED_PARTIES "
@@ -365,14 +375,23 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=token)
 
     p = commands.add_parser(
-        "webhook-send", help="send a signed sample Clerk `user.deleted` webhook (local testing)"
+        "webhook-send",
+        help="send a signed sample Clerk webhook: `user.deleted`, or a session that ended "
+        "(local testing)",
     )
     p.add_argument(
         "--url",
         default="http://127.0.0.1:8000/webhooks/clerk",
         help="endpoint (default http://127.0.0.1:8000/webhooks/clerk)",
     )
-    p.add_argument("--user", required=True, help="the Clerk user id to delete, e.g. user_123")
+    p.add_argument(
+        "--event",
+        choices=EVENT_TYPES,
+        default=USER_DELETED_EVENT,
+        help=f"the event type (default {USER_DELETED_EVENT})",
+    )
+    p.add_argument("--user", required=True, help="the Clerk user id, e.g. user_123")
+    p.add_argument("--session", help="the session id (`sid`) a session event ends, e.g. sess_123")
     p.add_argument("--svix-id", help="message id (default: a new one; repeat one to see a replay)")
     p.set_defaults(handler=webhook_send)
     return parser

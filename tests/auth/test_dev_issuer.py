@@ -93,6 +93,14 @@ def test_quoteapi_token_is_clerk_shaped(data_dir: Path, capsys: pytest.CaptureFi
     )
 
 
+def test_quoteapi_token_names_the_session_it_is_told(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = run_token_command(capsys, "--user", "user_9", "--session", "sess_to_end_later")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["sid"] == "sess_to_end_later"
+
+
 def test_the_dev_key_is_private_to_its_owner_and_kept(data_dir: Path) -> None:
     first = issuer.load_or_create_key(data_dir)
     path = data_dir / issuer.KEY_FILE

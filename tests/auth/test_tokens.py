@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from quoteapi.auth import problems as auth_problems
-from quoteapi.auth.problems import TOKEN_MISSING
+from quoteapi.auth.problems import SESSION_REVOKED, TOKEN_MISSING
 from quoteapi.problems import Problem
 from tests.support.app import NO_DATABASE_URL, RunningApp, make_settings, running_app
 from tests.support.jwks import JwksServer
@@ -207,13 +207,14 @@ BAD_TOKENS: list[tuple[str, Build, str]] = [
 
 def test_the_table_covers_every_code_a_token_is_refused_with_in_30_tokens_or_more() -> None:
     # The codes come from the service, so that a new reason to refuse a token needs its tokens
-    # here. A missing token is no bad token, and an ambiguous key needs a key set that publishes
-    # one (tests/auth/test_jwks_selection.py): each has tests of its own.
+    # here. A missing token is no bad token, an ambiguous key needs a key set that publishes
+    # one (tests/auth/test_jwks_selection.py), and a session is revoked by a Clerk webhook
+    # (tests/webhooks/test_clerk_lifecycle.py): each has tests of its own.
     refusals = {
         problem.code
         for problem in vars(auth_problems).values()
         if isinstance(problem, Problem) and problem.status == 401
-    } - {TOKEN_MISSING.code, auth_problems.TOKEN_AMBIGUOUS_KEY.code}
+    } - {TOKEN_MISSING.code, auth_problems.TOKEN_AMBIGUOUS_KEY.code, SESSION_REVOKED.code}
     assert {code for _, _, code in BAD_TOKENS} == refusals
     assert len(BAD_TOKENS) >= 30
 

@@ -1,5 +1,6 @@
 """Row-level security, the second wall: as the application's role, a query with no user filter
-sees and changes only the caller's row, and nothing without the transaction-local setting."""
+sees and changes only the caller's row, and nothing without the transaction-local setting; the
+same holds for the users deleted and sessions ended in Clerk."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quoteapi.database.url import parse_database_url
-from tests.support.app import make_settings, running_app
+from tests.support.app import EMPTY_USER_TABLES, make_settings, running_app
 from tests.support.polling import until
 
 
@@ -20,13 +21,25 @@ from tests.support.polling import until
 async def as_app_role(
     database_url: str, owner_engine: AsyncEngine
 ) -> AsyncIterator[asyncpg.Connection]:
-    """A connection as the application's least-privilege role; alice and bob have quotes."""
+    """A connection as the application's least-privilege role; alice and bob have quotes,
+    were deleted and each have an ended session; bob has one ended too long ago to matter."""
     async with owner_engine.begin() as owner:
-        await owner.execute(text("TRUNCATE user_messages"))
+        await owner.execute(text(EMPTY_USER_TABLES))
         await owner.execute(
             text(
                 "INSERT INTO user_messages (user_id, message)"
                 " VALUES ('user_alice', 'Alice''s.'), ('user_bob', 'Bob''s.')"
+            )
+        )
+        await owner.execute(
+            text("INSERT INTO erased_users (user_id) VALUES ('user_alice'), ('user_bob')")
+        )
+        await owner.execute(
+            text(
+                "INSERT INTO revoked_sessions (session_id, user_id, expires_at) VALUES"
+                " ('sess_alice', 'user_alice', now() + interval '1 hour'),"
+                " ('sess_bob', 'user_bob', now() + interval '1 hour'),"
+                " ('sess_bob_old', 'user_bob', now() - interval '1 second')"
             )
         )
     connection = await asyncpg.connect(**parse_database_url(database_url).connect_kwargs)
@@ -82,6 +95,41 @@ async def test_the_setting_ends_with_its_transaction(as_app_role: asyncpg.Connec
         await _act_as(as_app_role, "user_alice")
         assert len(await as_app_role.fetch("SELECT * FROM user_messages")) == 1
     assert await as_app_role.fetch("SELECT * FROM user_messages") == []
+
+
+async def test_of_the_lifecycle_tables_the_caller_sees_its_own_rows_and_expired_sessions(
+    as_app_role: asyncpg.Connection,
+) -> None:
+    async with as_app_role.transaction():
+        await _act_as(as_app_role, "user_alice")
+        erased = await as_app_role.fetch("SELECT user_id FROM erased_users")
+        ended = await as_app_role.fetch("SELECT session_id FROM revoked_sessions ORDER BY 1")
+    assert [r["user_id"] for r in erased] == ["user_alice"]
+    assert [r["session_id"] for r in ended] == ["sess_alice", "sess_bob_old"]
+
+
+async def test_a_deleted_user_cannot_be_undeleted_nor_another_marked_by_the_role(
+    as_app_role: asyncpg.Connection,
+) -> None:
+    async with as_app_role.transaction():
+        await _act_as(as_app_role, "user_alice")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await as_app_role.execute("DELETE FROM erased_users")
+    async with as_app_role.transaction():
+        await _act_as(as_app_role, "user_alice")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            await as_app_role.execute("INSERT INTO erased_users (user_id) VALUES ('user_carol')")
+
+
+async def test_the_role_prunes_every_users_expired_sessions_and_no_current_one(
+    as_app_role: asyncpg.Connection, owner_engine: AsyncEngine
+) -> None:
+    async with as_app_role.transaction():
+        await _act_as(as_app_role, "user_alice")
+        assert await as_app_role.execute("DELETE FROM revoked_sessions") == "DELETE 2"
+    async with owner_engine.connect() as owner:
+        kept = (await owner.scalars(text("SELECT session_id FROM revoked_sessions"))).all()
+    assert kept == ["sess_bob"]
 
 
 async def test_the_application_role_cannot_switch_rls_off(as_app_role: asyncpg.Connection) -> None:

@@ -218,7 +218,7 @@ async def test_openapi_documents_every_status_with_a_schema_and_an_example(
 ) -> None:
     expected = {
         "get": {"200", "304", "401", "404", "412", "500", "503"},
-        "put": {"200", "201", "400", "401", "412", "413", "415", "422", "500", "503"},
+        "put": {"200", "201", "400", "401", "403", "412", "413", "415", "422", "500", "503"},
         "delete": {"204", "401", "404", "412", "500", "503"},
     }
     for method, statuses in expected.items():

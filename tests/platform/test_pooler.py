@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 
+from quoteapi.auth.verify import VerifiedUser
 from quoteapi.messages import repository
 from tests.support.app import RunningApp, make_settings, running_app
 
@@ -28,10 +29,10 @@ async def test_repository_writes_and_reads_through_pgbouncer(pooled_database_url
     )
 
     async def write_then_read(api: RunningApp, n: int) -> str:
-        user_id = f"user_pool_{n % 20}"
+        caller = VerifiedUser(f"user_pool_{n % 20}", f"sess_pool_{n}")
         database = api.services.database
-        await database.run(repository.save_quote, user_id, f"quote {n}")
-        stored = await database.run(repository.read_quote, user_id)
+        await database.run(repository.save_quote, caller, f"quote {n}")
+        stored = await database.run(repository.read_quote, caller)
         assert stored is not None
         return stored.message
 

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from quoteapi.database.url import parse_database_url
-from quoteapi.dev.webhook_sender import send_sample_user_deleted
+from quoteapi.dev.webhook_sender import sample_event, send_sample_event
 from tests.support.processes import ServerProcess, free_port
 from tests.support.tokens import TEST_KEY, SigningKey, mint
 
@@ -97,7 +97,9 @@ def _drive_webhooks(http: httpx.Client, url: str) -> list[str]:
         response = http.post("/webhooks/clerk", content=body, headers=headers)
         assert 400 <= response.status_code < 500, response.text
         texts.append(f"{response.status_code} {dict(response.headers)} {response.text}")
-    delivered = send_sample_user_deleted(SecretStr(WEBHOOK_SECRET), url, "user_secret")
+    delivered = send_sample_event(
+        SecretStr(WEBHOOK_SECRET), url, sample_event("user.deleted", "user_secret")
+    )
     assert delivered.is_success, delivered.text
     texts.append(f"{delivered.status_code} {dict(delivered.headers)} {delivered.text}")
     return texts

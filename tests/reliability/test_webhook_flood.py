@@ -16,7 +16,7 @@ from collections.abc import Callable
 import httpx
 
 from tests.support.processes import ServerProcess
-from tests.webhooks.test_clerk_webhooks import TEST_SECRET
+from tests.support.webhooks import TEST_SECRET
 
 POOL_SIZE = 2
 FLOODERS = 10

@@ -28,6 +28,9 @@ from tests.support.tokens import TEST_ISSUER, TEST_KEY
 BASE_URL = "http://quoteapi.test"
 # A database URL for apps that never touch the database (auth tests): nothing listens there.
 NO_DATABASE_URL = "postgresql://nobody:secret@127.0.0.1:1/none"
+# Empties what the tests write for users: their quotes and their Clerk lifecycle (a user erased
+# by one test must not be refused by the next).
+EMPTY_USER_TABLES = "TRUNCATE user_messages, erased_users, revoked_sessions"
 _CLERK_KEY_SOURCES = (
     "clerk_jwt_key",
     "clerk_jwks_url",

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,86 +22,23 @@ from quoteapi.database.url import parse_database_url
 from quoteapi.migrations import alembic_config, upgrade_async
 from quoteapi.problems import PROBLEM_MEDIA_TYPE
 from quoteapi.settings import ConfigError
+from quoteapi.webhooks import SESSION_ENDED_EVENTS
 from quoteapi.webhooks.signatures import MAX_BODY_BYTES, TOLERANCE_SECONDS
 from tests.support.app import make_settings, running_app, served
 from tests.support.problems import assert_problem
 from tests.support.processes import clean_env
-
-TEST_SECRET = "whsec_" + base64.b64encode(b"quoteapi-webhook-test-signing-key").decode()
-OTHER_SECRET = "whsec_" + base64.b64encode(b"some-other-endpoint-signing-key!").decode()
-URL = "/webhooks/clerk"
-
-
-# --- Signing, done here from the spec (not with the library under test) -----------------------
-
-
-def signature(body: bytes, msg_id: str, timestamp: int, secret: str = TEST_SECRET) -> str:
-    """`v1,<base64 HMAC-SHA256 of id.timestamp.body>` keyed with the secret's base64 part."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
-
-
-def signed(
-    event: dict[str, Any] | bytes,
-    *,
-    msg_id: str | None = None,
-    timestamp: int | None = None,
-    secret: str = TEST_SECRET,
-) -> tuple[bytes, dict[str, str]]:
-    """A body and the svix-* headers Clerk would send with it."""
-    body = event if isinstance(event, bytes) else json.dumps(event).encode()
-    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
-    timestamp = int(time.time()) if timestamp is None else timestamp
-    return body, {
-        "content-type": "application/json",
-        "svix-id": msg_id,
-        "svix-timestamp": str(timestamp),
-        "svix-signature": signature(body, msg_id, timestamp, secret),
-    }
-
-
-def user_deleted(user_id: str) -> dict[str, Any]:
-    return {
-        "data": {"deleted": True, "id": user_id, "object": "user"},
-        "object": "event",
-        "type": "user.deleted",
-    }
-
-
-# --- Fixtures: an app with the secret configured, on the session's database -------------------
-
-
-@pytest.fixture
-async def hooks(database_url: str, owner_engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
-    """A client for the app with CLERK_WEBHOOK_SIGNING_SECRET set, on a database emptied for
-    this test. Rows are arranged and inspected as the owner (`owner_engine`): the app's own
-    role sees only one user's row per transaction (row-level security)."""
-    settings = make_settings(database_url, clerk_webhook_signing_secret=TEST_SECRET)
-    async with running_app(settings) as api:
-        async with owner_engine.begin() as connection:
-            await connection.execute(text("TRUNCATE user_messages, webhook_deliveries"))
-        yield api.http
-
-
-async def store_quotes(owner_engine: AsyncEngine, *user_ids: str) -> None:
-    async with owner_engine.begin() as connection:
-        for user_id in user_ids:
-            await connection.execute(
-                text("INSERT INTO user_messages (user_id, message) VALUES (:u, 'A quote.')"),
-                {"u": user_id},
-            )
-
-
-async def stored_users(owner_engine: AsyncEngine) -> set[str]:
-    async with owner_engine.connect() as connection:
-        return set((await connection.scalars(text("SELECT user_id FROM user_messages"))).all())
-
-
-async def recorded_deliveries(owner_engine: AsyncEngine) -> set[str]:
-    async with owner_engine.connect() as connection:
-        return set((await connection.scalars(text("SELECT svix_id FROM webhook_deliveries"))).all())
-
+from tests.support.tokens import MintToken, bearer
+from tests.support.webhooks import (
+    OTHER_SECRET,
+    TEST_SECRET,
+    URL,
+    recorded_deliveries,
+    signature,
+    signed,
+    store_quotes,
+    stored_users,
+    user_deleted,
+)
 
 # --- user.deleted -----------------------------------------------------------------------------
 
@@ -431,6 +365,40 @@ async def test_cli_webhook_send_is_accepted_and_deletes_the_user(
     assert out.startswith("200 ")
     assert json.loads(out.removeprefix("200 ")) == {"outcome": "deleted"}
     assert await stored_users(owner_engine) == {"user_other"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("event_type", SESSION_ENDED_EVENTS)
+async def test_cli_webhook_send_ends_a_session(
+    served_url: str, tmp_path: Path, mint_token: MintToken, event_type: str
+) -> None:
+    code, out, err = await run_cli(
+        *("webhook-send", "--url", served_url, "--event", event_type),
+        *("--user", "user_cli", "--session", "sess_cli"),
+        secret=TEST_SECRET,
+        cwd=tmp_path,
+    )
+
+    assert code == 0, err
+    assert json.loads(out.removeprefix("200 ")) == {"outcome": "revoked"}
+    auth = bearer(mint_token("user_cli", sid="sess_cli"))
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.get(served_url.replace(URL, "/me/message"), headers=auth)
+    assert_problem(response, 401, "session-revoked")
+
+
+async def test_cli_webhook_send_of_a_session_event_needs_the_session(tmp_path: Path) -> None:
+    code, _, err = await run_cli(
+        "webhook-send",
+        "--event",
+        "session.revoked",
+        "--user",
+        "user_cli",
+        secret=TEST_SECRET,
+        cwd=tmp_path,
+    )
+    assert code != 0
+    assert "--session is required for session.revoked" in err
 
 
 @pytest.mark.slow

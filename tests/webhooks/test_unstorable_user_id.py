@@ -10,8 +10,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.webhooks import test_clerk_webhooks as test_webhooks
-from tests.webhooks.test_clerk_webhooks import (
+from tests.support.webhooks import (
     URL,
     recorded_deliveries,
     signed,
@@ -19,9 +18,6 @@ from tests.webhooks.test_clerk_webhooks import (
     stored_users,
     user_deleted,
 )
-
-# The webhook test module's fixture: a client for the app with the signing secret.
-hooks = test_webhooks.hooks
 
 MARKER = "leaked-marker-4711"
 
@@ -50,7 +46,7 @@ async def test_a_user_id_that_cannot_exist_is_acknowledged_recorded_and_erases_n
     assert redelivered.json() == {"outcome": "duplicate"}
     assert await recorded_deliveries(owner_engine) == {"msg_unstorable"}
     assert await stored_users(owner_engine) == {"user_a"}
-    unstorable = [r for r in caplog.records if "webhook_user_id_unstorable" in r.getMessage()]
+    unstorable = [r for r in caplog.records if "webhook_id_unstorable" in r.getMessage()]
     assert unstorable, "the refusal is logged"
     assert {r.levelno for r in unstorable} == {logging.INFO}
     assert MARKER not in caplog.text

@@ -10,10 +10,10 @@ from fastapi import Depends, Request
 from quoteapi.auth.keys import KeysUnavailable
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_MALFORMED, TOKEN_MISSING
 from quoteapi.auth.verify import TokenRejected, TokenVerifier, VerifiedUser
-from quoteapi.problems import RETRY_AFTER_SECONDS, ApiError
+from quoteapi.problems import RETRY_AFTER_SECONDS, ApiError, Problem
 from quoteapi.services import services_of
 
-__all__ = ["CurrentUser", "VerifiedUser", "authenticate", "current_user"]
+__all__ = ["CurrentUser", "VerifiedUser", "authenticate", "current_user", "rejection"]
 
 log = logging.getLogger("quoteapi.auth")
 
@@ -83,12 +83,7 @@ async def authenticate(request: Request, verifier: TokenVerifier) -> VerifiedUse
         _one_credential(request)
         return await verifier.verify(_token_from(request))
     except TokenRejected as exc:
-        # The code only: token contents never reach the logs.
-        log.info("event=token_rejected code=%s", exc.problem.code)
-        # RFC 6750 limits error_description to printable ASCII without `"` and `\`.
-        description = "".join(c for c in exc.detail if " " <= c <= "~" and c not in '"\\')
-        challenge = f'{_CHALLENGE}, error="invalid_token", error_description="{description}"'
-        raise ApiError(exc.problem, exc.detail, headers={"WWW-Authenticate": challenge}) from None
+        raise rejection(exc.problem, exc.detail) from None
     except KeysUnavailable:
         log.warning("event=auth_unavailable code=%s", AUTH_UNAVAILABLE.code)
         raise ApiError(
@@ -96,6 +91,16 @@ async def authenticate(request: Request, verifier: TokenVerifier) -> VerifiedUse
             "The Clerk signing keys cannot be fetched right now; retry shortly.",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from None
+
+
+def rejection(problem: Problem, detail: str) -> ApiError:
+    """The 401 for a token refused for `problem`, with RFC 6750's challenge, logged by its code
+    only: token contents never reach the logs."""
+    log.info("event=token_rejected code=%s", problem.code)
+    # RFC 6750 limits error_description to printable ASCII without `"` and `\`.
+    description = "".join(c for c in detail if " " <= c <= "~" and c not in '"\\')
+    challenge = f'{_CHALLENGE}, error="invalid_token", error_description="{description}"'
+    return ApiError(problem, detail, headers={"WWW-Authenticate": challenge})
 
 
 async def current_user(request: Request) -> VerifiedUser:

@@ -19,4 +19,6 @@ TOKEN_INVALID_AUTHORIZED_PARTY = Problem(
     401, "token-invalid-authorized-party", "Session token minted for another origin"
 )
 TOKEN_SESSION_PENDING = Problem(401, "token-session-pending", "Session not active yet")
+# The token verifies, but its session ended in Clerk: the database says so (messages.repository).
+SESSION_REVOKED = Problem(401, "session-revoked", "Session ended")
 AUTH_UNAVAILABLE = Problem(503, "auth-unavailable", "Authentication temporarily unavailable")

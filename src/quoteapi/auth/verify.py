@@ -19,7 +19,6 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from hashlib import sha256
-from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -85,7 +84,6 @@ class VerifiedUser:
 
     user_id: str  # the token's `sub`
     session_id: str  # `sid`
-    claims: Mapping[str, Any]
 
 
 class TokenRejected(ApiError):
@@ -323,7 +321,7 @@ class TokenVerifier:
             raise TokenRejected(
                 TOKEN_SESSION_PENDING, "The session has pending tasks; finish signing in first."
             )
-        return VerifiedUser(user_id, session_id, MappingProxyType(claims)), expires_at
+        return VerifiedUser(user_id, session_id), expires_at
 
 
 def storable_text(text: str) -> bool:

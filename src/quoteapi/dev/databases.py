@@ -51,6 +51,9 @@ def app_role_statements(role: str, password: str, database: str) -> list[str]:
         f"GRANT CONNECT ON DATABASE {_quote_ident(database)} TO {name}",
         f"GRANT USAGE ON SCHEMA public TO {name}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON user_messages, webhook_deliveries TO {name}",
+        f"GRANT SELECT, INSERT ON erased_users TO {name}",
+        f"GRANT SELECT, INSERT, DELETE ON revoked_sessions TO {name}",
+        f"GRANT EXECUTE ON FUNCTION act_as(text, text, boolean) TO {name}",
         f"GRANT USAGE ON SEQUENCE user_messages_version_seq TO {name}",
         f"GRANT SELECT ON alembic_version TO {name}",
     ]

@@ -74,13 +74,15 @@ def mint_session_token(
     *,
     ttl: int = 3600,
     azp: str = "http://localhost:5173",
+    session_id: str | None = None,
     now: float | None = None,
 ) -> str:
-    """A Clerk-shaped session token for `user_id`, signed by the dev key."""
+    """A Clerk-shaped session token for `user_id`, signed by the dev key, of session
+    `session_id` (default: a new one)."""
     issued_at = int(time.time() if now is None else now)
     claims = {
         "sub": user_id,
-        "sid": f"sess_dev_{secrets.token_hex(12)}",
+        "sid": session_id or f"sess_dev_{secrets.token_hex(12)}",
         "iat": issued_at,
         "nbf": issued_at - 5,  # as Clerk does: a little slack for clock skew
         "exp": issued_at + ttl,

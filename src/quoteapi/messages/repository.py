@@ -1,11 +1,12 @@
-"""Every statement on user_messages, and the row-level-security binding that goes with each.
+"""Every statement on user_messages, and the binding of the caller that goes with each.
 
-The table's policy (migration 0003) admits only the row whose user_id equals the transaction's
-`app.user_id` setting, so each function takes the caller's user id and binds it before the
-table is touched: reads and upserts in the same statement (one round trip), conditional writes
-in a transaction that sets it first. Each runs inside a unit of work (`Database.run`), which
-commits. Statements are built once, at import, and run with parameters: building SQL per
-request costs more CPU than running it.
+Each statement reads the caller through `act_as` (migration 0004), which binds the transaction
+to the caller for row-level security (the table's policy admits only the row whose user_id is
+the transaction's `app.user_id` setting), refuses a session that ended and, for a write, a user
+whose deletion was processed: reads and upserts in the same statement (one round trip),
+conditional writes in a transaction that binds first. Each runs inside a unit of work
+(`Database.run`), which commits. Statements are built once, at import, and run with
+parameters: building SQL per request costs more CPU than running it.
 """
 
 from __future__ import annotations
@@ -31,15 +32,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from quoteapi.auth.verify import VerifiedUser
 from quoteapi.database.engine import transaction
 from quoteapi.messages.etags import TagList
 from quoteapi.messages.models import UserMessage, version_seq
-
-# The row-level-security policy on user_messages admits the row whose user_id equals this
-# transaction-local setting (migration 0003).
-USER_SETTING = "app.user_id"
 
 _table = UserMessage.__table__  # type: ignore[attr-defined]
 _c = _table.c
@@ -53,6 +52,7 @@ _NEW_VERSION = {"update_ts": literal_column("now()"), "version": version_seq.nex
 # xmax is 0 on a row version the statement inserted, not on one it updated.
 _CREATED: Any = literal_column("xmax = 0").label("created")
 _CALLER = bindparam("caller", type_=Text)
+_SESSION = bindparam("caller_session", type_=Text)
 
 
 def _version_in(name: str) -> Any:
@@ -88,17 +88,23 @@ class StoredMessage:
     created: bool = False
 
 
-# The caller as a one-row subquery `acting(user_id)` that also binds the running statement's
-# transaction to it for row-level security, so a single statement needs no set_config round
-# trip. Statements reach user_messages only through it (JOIN LATERAL, or INSERT ... SELECT), so
-# PostgreSQL evaluates set_config before it touches the table and the policy sees the setting;
-# OFFSET 0 keeps the planner from inlining the call elsewhere.
-_acting = select(func.set_config(USER_SETTING, _CALLER, True).label("user_id")).offset(0)
-_ACTING = _acting.subquery("acting")
+# The caller as a one-row subquery `acting(user_id)`, whose `act_as` call binds the running
+# statement's transaction to the caller and checks them (the module's docstring), so a single
+# statement needs no round trip of its own for either. Statements reach user_messages only
+# through it (JOIN LATERAL, or INSERT ... SELECT), so PostgreSQL evaluates it before it touches
+# the table; OFFSET 0 keeps the planner from inlining the call elsewhere.
+def _acting(*, writes: bool) -> Any:
+    return select(
+        func.act_as(_CALLER, _SESSION, true() if writes else false()).label("user_id")
+    ).offset(0)
+
+
+_ACTING = _acting(writes=False).subquery("acting")
+_WRITER = _acting(writes=True).subquery("acting")
 _mine = select(*_RETURNED).where(_c.user_id == _ACTING.c.user_id).lateral("mine")
 _READ: Any = select(*_mine.c).select_from(_ACTING).join(_mine, true())
 _upsert = insert(_table).from_select(
-    ["user_id", "message"], select(_ACTING.c.user_id, bindparam("quote", type_=Text))
+    ["user_id", "message"], select(_WRITER.c.user_id, bindparam("quote", type_=Text))
 )
 _replacement = {"message": _upsert.excluded.message, **_NEW_VERSION}
 _SAVE: Any = _upsert.on_conflict_do_update(
@@ -109,7 +115,7 @@ _CREATE_ONLY: Any = _upsert.on_conflict_do_nothing().returning(*_RETURNED, _CREA
 _SAVE_UNLESS: Any = _upsert.on_conflict_do_update(
     index_elements=[_c.user_id], set_=_replacement, where=~_version_in("none_match")
 ).returning(*_RETURNED, _CREATED)
-# Conditional writes run in a transaction bound to the caller first (`bind_user`).
+# Conditional writes run in a transaction bound to the caller first (`_bind`).
 _REPLACE: Any = (
     update(_table)
     .where(_c.user_id == _CALLER, _version_in("match"), ~_version_in("none_match"))
@@ -132,34 +138,67 @@ _DELETE: Any = select(
     select(_stored.c.version).scalar_subquery().label("stored"),
     select(_gone.c.version).scalar_subquery().label("deleted"),
 )
-# The same binding run alone, for statements that cannot carry it (`bind_user`).
-_BIND_CALLER: Any = _acting
+# The same binding run alone, for statements that cannot carry it (`_bind`).
+_BIND_READER: Any = _acting(writes=False)
+_BIND_WRITER: Any = _acting(writes=True)
 
 
-async def read_quote(session: AsyncSession, user_id: str) -> StoredMessage | None:
-    row = (await session.exec(_READ, params={"caller": user_id})).first()
+class SessionRevoked(Exception):
+    """The caller's session ended in Clerk (revoked, signed out or removed): its tokens, however
+    fresh, no longer act."""
+
+
+class UserDeleted(Exception):
+    """The caller's Clerk user was deleted, and their data erased: nothing can be stored."""
+
+
+# What `act_as` raises (SQLSTATE, migration 0004), as the exception each means here.
+_REFUSALS: dict[str, type[Exception]] = {"QA401": SessionRevoked, "QA403": UserDeleted}
+
+
+async def _exec(session: AsyncSession, statement: Any, params: dict[str, Any]) -> Any:
+    """`session.exec`, with `act_as`'s refusals raised as SessionRevoked or UserDeleted."""
+    try:
+        return await session.exec(statement, params=params)
+    except DBAPIError as exc:
+        refusal = _REFUSALS.get(getattr(exc.orig, "sqlstate", None) or "")
+        if refusal is None:
+            raise
+        raise refusal() from None
+
+
+def _caller(caller: VerifiedUser) -> dict[str, Any]:
+    return {"caller": caller.user_id, "caller_session": caller.session_id}
+
+
+async def read_quote(session: AsyncSession, caller: VerifiedUser) -> StoredMessage | None:
+    row = (await _exec(session, _READ, _caller(caller))).first()
     return None if row is None else StoredMessage(*row)
 
 
 async def save_quote(
-    session: AsyncSession, user_id: str, quote: str, *, if_none_match: TagList | None = None
+    session: AsyncSession,
+    caller: VerifiedUser,
+    quote: str,
+    *,
+    if_none_match: TagList | None = None,
 ) -> StoredMessage | None:
     """Create the quote, or replace it unless `if_none_match` names its version (`*`: create
     only); None when the condition kept the stored quote."""
-    params = {"caller": user_id, "quote": quote}
+    params = {**_caller(caller), "quote": quote}
     statement = _SAVE
     if if_none_match is not None and if_none_match.any:
         statement = _CREATE_ONLY
     elif if_none_match is not None:
         statement = _SAVE_UNLESS
         params |= _list_params("none_match", if_none_match, absent=False)
-    row = (await session.exec(statement, params=params)).first()
+    row = (await _exec(session, statement, params)).first()
     return None if row is None else StoredMessage(*row)
 
 
 async def replace_quote(
     session: AsyncSession,
-    user_id: str,
+    caller: VerifiedUser,
     quote: str,
     *,
     if_match: TagList,
@@ -167,8 +206,9 @@ async def replace_quote(
 ) -> StoredMessage | None:
     """Replace the stored quote only if its version satisfies both conditions (lost-update
     protection); None when there is no such quote."""
-    params = {"caller": user_id, "quote": quote, **_condition_params(if_match, if_none_match)}
-    await bind_user(session, user_id)
+    await _bind(session, caller, writes=True)
+    params = {"caller": caller.user_id, "quote": quote}
+    params |= _condition_params(if_match, if_none_match)
     row = (await session.exec(_REPLACE, params=params)).first()
     return None if row is None else StoredMessage(*row)
 
@@ -181,23 +221,22 @@ class Deletion(enum.Enum):
 
 async def delete_quote(
     session: AsyncSession,
-    user_id: str,
+    caller: VerifiedUser,
     *,
     if_match: TagList | None = None,
     if_none_match: TagList | None = None,
 ) -> Deletion:
     """Delete the quote only if its version satisfies both conditions."""
-    await bind_user(session, user_id)
-    params = {"caller": user_id, **_condition_params(if_match, if_none_match)}
+    await _bind(session, caller, writes=False)
+    params = {"caller": caller.user_id, **_condition_params(if_match, if_none_match)}
     stored, deleted = (await session.exec(_DELETE, params=params)).one()
     if deleted is not None:
         return Deletion.DELETED
     return Deletion.NOTHING_STORED if stored is None else Deletion.KEPT
 
 
-async def bind_user(session: AsyncSession, user_id: str) -> None:
-    """Make the rest of the unit of work one transaction bound to `user_id` for row-level
-    security, for statements that cannot carry the binding themselves; the webhook's erasure
-    uses it too."""
+async def _bind(session: AsyncSession, caller: VerifiedUser, *, writes: bool) -> None:
+    """Make the rest of the unit of work one transaction bound to the caller, for statements
+    that cannot carry the binding themselves. A writer holds the user's lock until it commits."""
     await transaction(session)
-    await session.exec(_BIND_CALLER, params={"caller": user_id})
+    await _exec(session, _BIND_WRITER if writes else _BIND_READER, _caller(caller))

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from quoteapi.auth.deps import SESSION_TOKEN_REQUIRED, CurrentUser
-from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_EXPIRED, TOKEN_MISSING
+from quoteapi.auth.deps import SESSION_TOKEN_REQUIRED, CurrentUser, rejection
+from quoteapi.auth.problems import AUTH_UNAVAILABLE, SESSION_REVOKED, TOKEN_EXPIRED, TOKEN_MISSING
 from quoteapi.bodies import read_body
 from quoteapi.database.problems import DATABASE_UNAVAILABLE
 from quoteapi.messages import repository
@@ -32,10 +34,16 @@ from quoteapi.services import services_of
 
 MESSAGE_NOT_FOUND = Problem(404, "message-not-found", "No quote stored")
 PRECONDITION_FAILED = Problem(412, "precondition-failed", "Precondition failed")
+USER_DELETED = Problem(403, "user-deleted", "User deleted")
 
 # Errors every route here can answer, documented once for all of them.
 _AUTHENTICATED_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: problem_doc("Missing or invalid session token", TOKEN_MISSING, TOKEN_EXPIRED),
+    401: problem_doc(
+        "Missing or invalid session token, or its session ended",
+        TOKEN_MISSING,
+        TOKEN_EXPIRED,
+        SESSION_REVOKED,
+    ),
     500: problem_doc("Unexpected error (no internals disclosed)", INTERNAL_ERROR),
     503: problem_doc(
         "The database or Clerk's signing keys cannot be reached; see Retry-After",
@@ -140,7 +148,7 @@ _QUOTE_RESPONSE = {
     },
 )
 async def get_message(request: Request, user: CurrentUser) -> Response:
-    stored = await services_of(request).database.run(repository.read_quote, user.user_id)
+    stored = await _run(request, repository.read_quote, user)
     if stored is None:
         raise _not_found()
     # RFC 9110, section 13.2.2: If-Match first, then If-None-Match.
@@ -178,6 +186,7 @@ async def get_message(request: Request, user: CurrentUser) -> Response:
             },
         },
         400: problem_doc("The body is not JSON", INVALID_JSON),
+        403: problem_doc("The user was deleted in Clerk: nothing can be stored", USER_DELETED),
         412: problem_doc("If-Match or If-None-Match did not hold", PRECONDITION_FAILED),
         413: problem_doc("The body is over the size limit", PAYLOAD_TOO_LARGE),
         415: problem_doc("The body is not sent as JSON", UNSUPPORTED_MEDIA_TYPE),
@@ -187,14 +196,11 @@ async def get_message(request: Request, user: CurrentUser) -> Response:
 async def put_message(request: Request, user: CurrentUser) -> Response:
     quote = await _quote_text(request)
     match, none_match = _conditions(request)
-    database = services_of(request).database
     if match is None:
-        stored = await database.run(
-            repository.save_quote, user.user_id, quote, if_none_match=none_match
-        )
+        stored = await _run(request, repository.save_quote, user, quote, if_none_match=none_match)
     else:
-        stored = await database.run(
-            repository.replace_quote, user.user_id, quote, if_match=match, if_none_match=none_match
+        stored = await _run(
+            request, repository.replace_quote, user, quote, if_match=match, if_none_match=none_match
         )
     if stored is None:
         raise _precondition_failed()
@@ -214,8 +220,8 @@ async def put_message(request: Request, user: CurrentUser) -> Response:
 )
 async def delete_message(request: Request, user: CurrentUser) -> Response:
     match, none_match = _conditions(request)
-    deletion = await services_of(request).database.run(
-        repository.delete_quote, user.user_id, if_match=match, if_none_match=none_match
+    deletion = await _run(
+        request, repository.delete_quote, user, if_match=match, if_none_match=none_match
     )
     # With nothing stored the answer is 404 whatever the conditions (RFC 9110, section 13.2.1).
     if deletion is Deletion.NOTHING_STORED:
@@ -223,6 +229,30 @@ async def delete_message(request: Request, user: CurrentUser) -> Response:
     if deletion is Deletion.KEPT:
         raise _precondition_failed()
     return Response(status_code=204)
+
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+async def _run(
+    request: Request,
+    work: Callable[Concatenate[AsyncSession, P], Awaitable[T]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """`work` as a unit of work; a caller the database refuses gets its problem."""
+    try:
+        return await services_of(request).database.run(work, *args, **kwargs)
+    except repository.SessionRevoked:
+        raise rejection(
+            SESSION_REVOKED,
+            "This session ended in Clerk (signed out, revoked or removed); sign in again.",
+        ) from None
+    except repository.UserDeleted:
+        raise ApiError(
+            USER_DELETED, "This user was deleted in Clerk and their data erased; nothing is stored."
+        ) from None
 
 
 def _conditions(request: Request) -> tuple[TagList | None, TagList | None]:

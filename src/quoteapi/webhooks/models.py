@@ -1,4 +1,4 @@
-"""The table of Clerk (Svix) deliveries already processed."""
+"""The tables Clerk's webhooks keep: deliveries processed, users deleted, sessions ended."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Column, DateTime, Text, func
 from sqlmodel import Field, SQLModel
 
-import quoteapi.database  # noqa: F401 - its naming convention applies to this table
+import quoteapi.database  # noqa: F401 - its naming convention applies to these tables
 
 
 class WebhookDelivery(SQLModel, table=True):
@@ -22,4 +22,32 @@ class WebhookDelivery(SQLModel, table=True):
         sa_column=Column(
             DateTime(timezone=True), nullable=False, server_default=func.now(), index=True
         )
+    )
+
+
+class ErasedUser(SQLModel, table=True):
+    """A Clerk user whose `user.deleted` was processed: kept for good (Clerk never reuses a
+    user id), so that no write for them succeeds afterwards."""
+
+    __tablename__ = "erased_users"
+
+    user_id: str = Field(sa_column=Column(Text, primary_key=True))
+    erased_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+
+
+class RevokedSession(SQLModel, table=True):
+    """A Clerk session that ended (revoked, ended or removed), kept until no token issued before
+    then can still be valid (`expires_at`)."""
+
+    __tablename__ = "revoked_sessions"
+
+    session_id: str = Field(sa_column=Column(Text, primary_key=True))
+    user_id: str = Field(sa_column=Column(Text, nullable=False))
+    revoked_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+    expires_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
     )

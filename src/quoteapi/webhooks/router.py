@@ -1,4 +1,5 @@
-"""POST /webhooks/clerk: Clerk's signed events; `user.deleted` erases that user's data.
+"""POST /webhooks/clerk: Clerk's signed events. `user.deleted` erases that user's data for good;
+`session.revoked`, `session.ended` and `session.removed` stop that session's tokens at once.
 
 A delivery is authenticated (headers, then the signature over the whole, size-capped body)
 before it takes a database session: an unsigned or dribbling client holds no shared slot."""
@@ -6,8 +7,9 @@ before it takes a database session: an unsigned or dribbling client holds no sha
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, Field
@@ -16,7 +18,7 @@ from quoteapi.auth.verify import storable_text
 from quoteapi.bodies import read_body
 from quoteapi.problems import PAYLOAD_TOO_LARGE, ApiError, problem_doc
 from quoteapi.services import services_of
-from quoteapi.webhooks import repository
+from quoteapi.webhooks import SESSION_ENDED_EVENTS, USER_DELETED_EVENT, repository
 from quoteapi.webhooks.signatures import MAX_BODY_BYTES, WebhookVerifier, parse_headers
 
 log = logging.getLogger("quoteapi.webhooks")
@@ -28,8 +30,9 @@ class WebhookAck(BaseModel):
     """The answer to a verified webhook delivery (Svix shows it in the Clerk dashboard)."""
 
     outcome: str = Field(
-        description="`deleted` (the user's data is erased), `duplicate` (this svix-id was "
-        "already processed), or `ignored` (an event this service does not act on)",
+        description="`deleted` (the user's data is erased and nothing more can be stored for "
+        "them), `revoked` (the session's tokens are refused from now on), `duplicate` (this "
+        "svix-id was already processed), or `ignored` (an event this service does not act on)",
         examples=["deleted"],
     )
 
@@ -64,9 +67,27 @@ async def signed_event(request: Request) -> SignedEvent:
 SignedEventDep = Annotated[SignedEvent, Depends(signed_event)]
 
 
+class Action(NamedTuple):
+    """What an event does: the ids it needs from `data`, the work given them, its outcome."""
+
+    ids: tuple[str, ...]
+    work: Callable[..., Awaitable[bool]]
+    outcome: str
+
+
+_ACTIONS = {
+    USER_DELETED_EVENT: Action(("id",), repository.erase_user, "deleted"),
+    **{
+        event: Action(("user_id", "id"), repository.revoke_session, "revoked")
+        for event in SESSION_ENDED_EVENTS
+    },
+}
+
+
 @router.post(
     "/clerk",
-    summary="Receive a Clerk webhook (Svix-signed); `user.deleted` erases the user's quote",
+    summary="Receive a Clerk webhook (Svix-signed): `user.deleted` erases the user's quote, "
+    "`session.revoked`, `session.ended` and `session.removed` end the session here",
     responses={
         400: {"description": "Missing, malformed, stale or unsigned delivery (see `code`)"},
         413: problem_doc(f"Body larger than {MAX_BODY_BYTES} bytes", PAYLOAD_TOO_LARGE),
@@ -77,7 +98,8 @@ SignedEventDep = Annotated[SignedEvent, Depends(signed_event)]
             "required": True,
             "content": {"application/json": {"schema": {"type": "object"}}},
             "description": 'A Clerk event, e.g. `{"type": "user.deleted", '
-            '"data": {"id": "user_..."}}`, with svix-id, svix-timestamp and '
+            '"data": {"id": "user_..."}}` or `{"type": "session.revoked", "data": {"id": '
+            '"sess_...", "user_id": "user_..."}}`, with svix-id, svix-timestamp and '
             "svix-signature headers",
         },
         # No bearer token: the Svix signature authenticates a delivery.
@@ -85,24 +107,37 @@ SignedEventDep = Annotated[SignedEvent, Depends(signed_event)]
     },
 )
 async def clerk_webhook(request: Request, delivery: SignedEventDep) -> WebhookAck:
-    database = services_of(request).database
     event_type: str = delivery.event["type"]
-    if event_type != "user.deleted":
+    action = _ACTIONS.get(event_type)
+    if action is None:
         log.debug("event=webhook_ignored svix_id=%s type=%r", delivery.msg_id, event_type[:64])
         return WebhookAck(outcome="ignored")
-    data = delivery.event.get("data")
-    user_id = data.get("id") if isinstance(data, dict) else None
-    if not isinstance(user_id, str) or not user_id:
+    ids = _ids(delivery, action.ids)
+    if ids is None:
         # Acknowledged: a retry would carry the same body, and nothing could be done with it.
-        log.warning("event=webhook_user_deleted_without_id svix_id=%s", delivery.msg_id)
         return WebhookAck(outcome="ignored")
-    if not storable_text(user_id):
-        # No such user can exist (PostgreSQL stores no NUL or lone surrogate): erase nothing,
-        # but record the delivery and answer 2xx, so Svix stops retrying it.
-        log.info("event=webhook_user_id_unstorable svix_id=%s", delivery.msg_id)
+    database = services_of(request).database
+    if not all(storable_text(value) for value in ids):
+        # No such user or session can be in an accepted token (PostgreSQL stores no NUL or lone
+        # surrogate, and the verifier refuses them): act on nothing, but record the delivery and
+        # answer 2xx, so Svix stops retrying it.
+        log.info("event=webhook_id_unstorable svix_id=%s", delivery.msg_id)
         recorded = await database.run(repository.record_delivery, delivery.msg_id, event_type)
         return WebhookAck(outcome="ignored" if recorded else "duplicate")
-    if not await database.run(repository.erase_user, delivery.msg_id, event_type, user_id):
+    if not await database.run(action.work, delivery.msg_id, event_type, *ids):
         log.info("event=webhook_duplicate svix_id=%s", delivery.msg_id)
         return WebhookAck(outcome="duplicate")
-    return WebhookAck(outcome="deleted")
+    return WebhookAck(outcome=action.outcome)
+
+
+def _ids(delivery: SignedEvent, keys: tuple[str, ...]) -> list[str] | None:
+    """The event's `data` ids named by `keys`, each a non-empty string; None (logged) if not."""
+    data = delivery.event.get("data")
+    data = data if isinstance(data, dict) else {}
+    ids = [value for key in keys if isinstance(value := data.get(key), str) and value]
+    if len(ids) == len(keys):
+        return ids
+    log.warning(
+        "event=webhook_without_id svix_id=%s type=%s", delivery.msg_id, delivery.event["type"]
+    )
+    return None
