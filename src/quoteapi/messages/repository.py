@@ -2,11 +2,11 @@
 
 Each statement reads the caller through `act_as` (migration 0004), which binds the transaction
 to the caller for row-level security (the table's policy admits only the row whose user_id is
-the transaction's `app.user_id` setting), refuses a session that ended and, for a write, a user
-whose deletion was processed: reads and upserts in the same statement (one round trip),
-conditional writes in a transaction that binds first. Each runs inside a unit of work
-(`Database.run`), which commits. Statements are built once, at import, and run with
-parameters: building SQL per request costs more CPU than running it.
+the transaction's `app.user_id` setting), refuses a session that ended and, for a statement
+that stores a quote, a user whose deletion was processed: reads and upserts in the same
+statement (one round trip), conditional writes in a transaction that binds first. Each runs
+inside a unit of work (`Database.run`), which commits. Statements are built once, at import,
+and run with parameters: building SQL per request costs more CPU than running it.
 """
 
 from __future__ import annotations
