@@ -26,10 +26,7 @@ replica_b = serve_fixture(database="pooled_database_url", **POOLED)
 def replicas(
     replica_a: ServerProcess, replica_b: ServerProcess
 ) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    with (
-        httpx.Client(base_url=replica_a.url, timeout=10) as a,
-        httpx.Client(base_url=replica_b.url, timeout=10) as b,
-    ):
+    with replica_a.client() as a, replica_b.client() as b:
         yield a, b
 
 

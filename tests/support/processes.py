@@ -212,6 +212,10 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def client(self, timeout: float = 10.0) -> httpx.Client:
+        """A client for this server (close it, or use it in `with`)."""
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
     def start(self, ready_within: float = 30.0) -> None:
         """Start the process; return once GET /healthz answers 200."""
         argv = [sys.executable, "-m", "quoteapi", "serve", "--port", str(self.port), *self.args]

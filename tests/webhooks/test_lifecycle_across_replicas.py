@@ -31,10 +31,7 @@ QUOTE = {"message": "Saved through B."}
 def replicas(
     replica_a: ServerProcess, replica_b: ServerProcess
 ) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    with (
-        httpx.Client(base_url=replica_a.url, timeout=10) as a,
-        httpx.Client(base_url=replica_b.url, timeout=10) as b,
-    ):
+    with replica_a.client() as a, replica_b.client() as b:
         yield a, b
 
 
