@@ -28,11 +28,10 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _OWN_ROW = "user_id = current_setting('app.user_id', true)"
-# The advisory-lock class of per-user locks ("quot"); the object is hashtext(user id). The
-# webhook's erasure takes the same key (quoteapi.webhooks.repository.USER_LOCK_CLASS).
-_USER_LOCK_CLASS = 0x71756F74
-
-_ACT_AS = f"""
+# 1903521652 (0x71756F74, "quot") is the advisory-lock class of the per-user lock, whose object
+# is hashtext(user id); the webhook's erasure takes the same key exclusively
+# (quoteapi.webhooks.repository.USER_LOCK_CLASS).
+_ACT_AS = """
 CREATE FUNCTION act_as(caller text, caller_session text, writes boolean) RETURNS text
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
@@ -41,7 +40,7 @@ BEGIN
         RAISE EXCEPTION 'session ended' USING ERRCODE = 'QA401';
     END IF;
     IF writes THEN
-        PERFORM pg_advisory_xact_lock_shared({_USER_LOCK_CLASS}, hashtext(caller));
+        PERFORM pg_advisory_xact_lock_shared(1903521652, hashtext(caller));
         IF EXISTS (SELECT FROM erased_users WHERE user_id = caller) THEN
             RAISE EXCEPTION 'user deleted' USING ERRCODE = 'QA403';
         END IF;

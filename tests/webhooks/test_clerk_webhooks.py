@@ -22,7 +22,6 @@ from quoteapi.database.url import parse_database_url
 from quoteapi.migrations import alembic_config, upgrade_async
 from quoteapi.problems import PROBLEM_MEDIA_TYPE
 from quoteapi.settings import ConfigError
-from quoteapi.webhooks import SESSION_ENDED_EVENTS
 from quoteapi.webhooks.signatures import MAX_BODY_BYTES, TOLERANCE_SECONDS
 from tests.support.app import make_settings, running_app, served
 from tests.support.problems import assert_problem
@@ -368,12 +367,12 @@ async def test_cli_webhook_send_is_accepted_and_deletes_the_user(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("event_type", SESSION_ENDED_EVENTS)
 async def test_cli_webhook_send_ends_a_session(
-    served_url: str, tmp_path: Path, mint_token: MintToken, event_type: str
+    served_url: str, tmp_path: Path, mint_token: MintToken
 ) -> None:
+    # One event type: the three act alike (tests/webhooks/test_clerk_lifecycle.py).
     code, out, err = await run_cli(
-        *("webhook-send", "--url", served_url, "--event", event_type),
+        *("webhook-send", "--url", served_url, "--event", "session.ended"),
         *("--user", "user_cli", "--session", "sess_cli"),
         secret=TEST_SECRET,
         cwd=tmp_path,
