@@ -32,10 +32,10 @@ USER_LOCK_CLASS = 0x71756F74
 
 _USER = bindparam("user_id", type_=Text)
 # Binds the transaction to the user for row-level security, as `act_as` does for a request.
-_BIND: Any = select(func.set_config("app.user_id", _USER, True))
+_binding = func.set_config("app.user_id", _USER, True)
+_BIND: Any = select(_binding)
 _BIND_AND_LOCK: Any = select(
-    func.set_config("app.user_id", _USER, True),
-    func.pg_advisory_xact_lock(USER_LOCK_CLASS, func.hashtext(_USER)),
+    _binding, func.pg_advisory_xact_lock(USER_LOCK_CLASS, func.hashtext(_USER))
 )
 _RECORD: Any = (
     insert(WebhookDelivery)
