@@ -75,15 +75,30 @@ async def test_a_deleted_users_still_valid_token_cannot_store_anything(
     assert await stored_users(owner_engine) == set()
 
 
-async def test_a_deletion_that_arrives_before_the_first_write_refuses_it(
-    hooks: httpx.AsyncClient, owner_engine: AsyncEngine, mint_token: MintToken
+# Out of order: the event reaches the service before the first request (a queued offline save).
+@pytest.mark.parametrize(
+    ("event", "outcome", "status", "code"),
+    [
+        (user_deleted("user_early"), "deleted", 403, "user-deleted"),
+        (session_ended("user_early", "sess_early"), "revoked", 401, "session-revoked"),
+    ],
+    ids=["user-deleted", "session-ended"],
+)
+async def test_an_event_that_arrives_before_the_first_write_refuses_it(
+    hooks: httpx.AsyncClient,
+    owner_engine: AsyncEngine,
+    mint_token: MintToken,
+    event: dict[str, object],
+    outcome: str,
+    status: int,
+    code: str,
 ) -> None:
-    auth = bearer(mint_token("user_offline"))
-    assert await deliver(hooks, user_deleted("user_offline")) == "deleted"
+    assert await deliver(hooks, event) == outcome
 
+    auth = bearer(mint_token("user_early", sid="sess_early"))
     response = await hooks.put("/me/message", json=QUOTE, headers=auth)
 
-    assert_problem(response, 403, "user-deleted")
+    assert_problem(response, status, code)
     assert await stored_users(owner_engine) == set()
 
 
@@ -197,18 +212,6 @@ async def test_an_ended_session_is_refused_on_its_next_request_while_another_ses
     still_in = await hooks.get("/me/message", headers=other)
     assert still_in.status_code == 200
     assert still_in.json()["message"] == QUOTE["message"]
-
-
-async def test_a_session_that_ended_before_its_first_request_is_refused_from_the_first(
-    hooks: httpx.AsyncClient, owner_engine: AsyncEngine, mint_token: MintToken
-) -> None:
-    assert await deliver(hooks, session_ended("user_early", "sess_early")) == "revoked"
-
-    auth = bearer(mint_token("user_early", sid="sess_early"))
-    response = await hooks.put("/me/message", json=QUOTE, headers=auth)
-
-    assert_problem(response, 401, "session-revoked")
-    assert await stored_users(owner_engine) == set()
 
 
 async def test_redelivered_and_repeated_session_events_are_acknowledged(

@@ -99,8 +99,11 @@ def _acting(*, writes: bool) -> Any:
     ).offset(0)
 
 
-_ACTING = _acting(writes=False).subquery("acting")
-_WRITER = _acting(writes=True).subquery("acting")
+# Run alone, too, for statements that cannot carry the binding (`_bind`).
+_BIND_READER: Any = _acting(writes=False)
+_BIND_WRITER: Any = _acting(writes=True)
+_ACTING = _BIND_READER.subquery("acting")
+_WRITER = _BIND_WRITER.subquery("acting")
 _mine = select(*_RETURNED).where(_c.user_id == _ACTING.c.user_id).lateral("mine")
 _READ: Any = select(*_mine.c).select_from(_ACTING).join(_mine, true())
 _upsert = insert(_table).from_select(
@@ -138,9 +141,6 @@ _DELETE: Any = select(
     select(_stored.c.version).scalar_subquery().label("stored"),
     select(_gone.c.version).scalar_subquery().label("deleted"),
 )
-# The same binding run alone, for statements that cannot carry it (`_bind`).
-_BIND_READER: Any = _acting(writes=False)
-_BIND_WRITER: Any = _acting(writes=True)
 
 
 class SessionRevoked(Exception):
