@@ -58,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
             pool_size=settings.database_pool_size,
             pool_timeout=settings.database_pool_timeout,
             connect_timeout=settings.database_connect_timeout,
+            statement_timeout=settings.database_statement_timeout,
         )
         engine = make_engine(pooler=settings.transaction_pooler)
         app.state.services = Services(
@@ -67,6 +68,10 @@ def create_app(settings: Settings) -> FastAPI:
                 pool_size=settings.database_pool_size,
                 wait=settings.database_pool_timeout,
                 pooler=settings.transaction_pooler,
+                role=target.role,
+                lock_timeout=settings.database_lock_timeout,
+                # A transaction idle that long mid-unit was left by a client that vanished.
+                idle_timeout=settings.database_statement_timeout,
                 # Unset: a pooler that shows itself switches the database to this engine.
                 pooler_safe_engine=(
                     functools.partial(make_engine, pooler=True)
@@ -75,7 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
                 ),
             ),
             verifier=verifier,
-            schema_head=migrations.head_revision(),
+            schema_revisions=migrations.known_revisions(),
         )
         # In the background: start-up must not wait on a database that is still waking.
         role_check = asyncio.create_task(warn_if_rls_bypassed(engine))

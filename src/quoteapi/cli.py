@@ -15,7 +15,7 @@ from types import FrameType
 import uvicorn
 
 from quoteapi import migrations
-from quoteapi.database.engine import DatabaseUnreachable
+from quoteapi.database.failures import DatabaseUnreachable
 from quoteapi.database.url import DatabaseTarget
 from quoteapi.logs import configure_logging
 from quoteapi.settings import ConfigError, Settings, load_settings

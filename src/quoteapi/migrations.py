@@ -38,6 +38,13 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+def known_revisions() -> tuple[str, ...]:
+    """Every revision this release ships, head first: a database at a revision not among them
+    was migrated by a later release."""
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return tuple(script.revision for script in scripts.walk_revisions())
+
+
 def upgrade(target: DatabaseTarget, revision: str = "head") -> None:
     """Apply migrations up to `revision` (blocking; env.py runs its own event loop)."""
     command.upgrade(alembic_config(target), revision)

@@ -21,7 +21,7 @@ class Services:
     settings: Settings
     database: Database
     verifier: TokenVerifier
-    schema_head: str | None  # the migration revision this code expects
+    schema_revisions: tuple[str, ...]  # the migrations this release ships, head first
 
 
 def services_of(request: Request) -> Services:

@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.functional_validators import BeforeValidator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -38,12 +46,30 @@ class DatabaseSettings(BaseModel):
 
     database_url: str | None = None
     database_pool_size: int = Field(default=10, ge=1, le=1000)
-    database_pool_timeout: float = Field(default=5.0, gt=0)
-    database_connect_timeout: float = Field(default=10.0, gt=0)
+    # Every wait on the database has a bound (docs/deploying.md, the table of waits): a free
+    # pooled connection; a new connection, retries included (a Neon compute wakes in a few
+    # hundred milliseconds); each statement, in the client, which holds where the server cannot
+    # answer (a frozen backend, a half-open link, a pooler's queue); each lock, on the server,
+    # shorter than a statement's bound so that a lock wait is told apart.
+    database_pool_timeout: float = Field(default=5.0, gt=0, le=300)
+    database_connect_timeout: float = Field(default=5.0, gt=0, le=300)
+    database_statement_timeout: float = Field(default=5.0, gt=0, le=300)
+    database_lock_timeout: float = Field(default=2.0, gt=0, le=300)
     # Behind a transaction-mode pooler (Neon's -pooler endpoints, PgBouncer) prepared statements
     # cannot outlive a transaction. None: recognise Neon's pooled host names, and switch when any
     # other pooler breaks a statement (database.pooler); False: never switch.
     database_transaction_pooler: bool | None = None
+
+    @field_validator("database_lock_timeout", mode="after")
+    @classmethod
+    def _lock_wait_ends_before_the_statement(cls, value: float, info: ValidationInfo) -> float:
+        statement = info.data.get("database_statement_timeout")
+        if statement is not None and value >= statement:
+            raise ValueError(
+                f"is {value:g} s, not below DATABASE_STATEMENT_TIMEOUT ({statement:g} s), so a "
+                "lock wait would never be told apart from a slow statement"
+            )
+        return value
 
     @field_validator("database_url", mode="after")
     @classmethod

@@ -97,15 +97,18 @@ async def test_the_setting_ends_with_its_transaction(as_app_role: asyncpg.Connec
     assert await as_app_role.fetch("SELECT * FROM user_messages") == []
 
 
-async def test_of_the_lifecycle_tables_the_caller_sees_its_own_rows_and_expired_sessions(
+async def test_of_the_lifecycle_tables_the_caller_sees_only_its_own_rows_expired_or_not(
     as_app_role: asyncpg.Connection,
 ) -> None:
     async with as_app_role.transaction():
-        await _act_as(as_app_role, "user_alice")
+        await _act_as(as_app_role, "user_bob")
         erased = await as_app_role.fetch("SELECT user_id FROM erased_users")
         ended = await as_app_role.fetch("SELECT session_id FROM revoked_sessions ORDER BY 1")
-    assert [r["user_id"] for r in erased] == ["user_alice"]
-    assert [r["session_id"] for r in ended] == ["sess_alice", "sess_bob_old"]
+        await _act_as(as_app_role, "user_alice")
+        ended_of_alice = await as_app_role.fetch("SELECT session_id FROM revoked_sessions")
+    assert [r["user_id"] for r in erased] == ["user_bob"]
+    assert [r["session_id"] for r in ended] == ["sess_bob", "sess_bob_old"]
+    assert [r["session_id"] for r in ended_of_alice] == ["sess_alice"]
 
 
 async def test_a_deleted_user_cannot_be_undeleted_nor_another_marked_by_the_role(
@@ -121,15 +124,86 @@ async def test_a_deleted_user_cannot_be_undeleted_nor_another_marked_by_the_role
             await as_app_role.execute("INSERT INTO erased_users (user_id) VALUES ('user_carol')")
 
 
-async def test_the_role_prunes_every_users_expired_sessions_and_no_current_one(
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM revoked_sessions WHERE session_id = 'sess_alice'",
+        "UPDATE revoked_sessions SET expires_at = now() - interval '1 day'",
+    ],
+)
+async def test_the_role_cannot_un_revoke_a_session_of_the_user_it_is_bound_to(
+    as_app_role: asyncpg.Connection, statement: str
+) -> None:
+    async with as_app_role.transaction():
+        await _act_as(as_app_role, "user_alice")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await as_app_role.execute(statement)
+
+
+@pytest.mark.parametrize(
+    ("table", "statement", "done"),
+    [
+        ("revoked_sessions", "DELETE FROM revoked_sessions", "DELETE 0"),
+        ("revoked_sessions", "UPDATE revoked_sessions SET expires_at = now()", "UPDATE 0"),
+        ("erased_users", "DELETE FROM erased_users", "DELETE 0"),
+    ],
+)
+async def test_even_granted_by_mistake_no_policy_lets_the_role_undo_a_lifecycle_row(
+    as_app_role: asyncpg.Connection,
+    owner_engine: AsyncEngine,
+    table: str,
+    statement: str,
+    done: str,
+) -> None:
+    role = await as_app_role.fetchval("SELECT current_user")
+    async with owner_engine.begin() as owner:
+        await owner.execute(text(f'GRANT UPDATE, DELETE ON {table} TO "{role}"'))
+    try:
+        async with as_app_role.transaction():
+            await _act_as(as_app_role, "user_alice")
+            assert await as_app_role.execute(statement) == done
+    finally:
+        async with owner_engine.begin() as owner:
+            await owner.execute(text(f'REVOKE UPDATE, DELETE ON {table} FROM "{role}"'))
+
+
+async def test_pruning_deletes_every_users_expired_sessions_and_no_current_one(
     as_app_role: asyncpg.Connection, owner_engine: AsyncEngine
 ) -> None:
     async with as_app_role.transaction():
         await _act_as(as_app_role, "user_alice")
-        assert await as_app_role.execute("DELETE FROM revoked_sessions") == "DELETE 2"
+        assert await as_app_role.fetchval("SELECT prune_revoked_sessions()") == 1
     async with owner_engine.connect() as owner:
-        kept = (await owner.scalars(text("SELECT session_id FROM revoked_sessions"))).all()
-    assert kept == ["sess_bob"]
+        kept = await owner.scalars(text("SELECT session_id FROM revoked_sessions ORDER BY 1"))
+    assert kept.all() == ["sess_alice", "sess_bob"]
+
+
+async def test_the_role_cannot_make_a_temporary_table(as_app_role: asyncpg.Connection) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="temporary"):
+        await as_app_role.execute("CREATE TEMPORARY TABLE erased_users (user_id text)")
+
+
+async def test_a_temporary_table_cannot_stand_in_for_the_deleted_users(
+    as_app_role: asyncpg.Connection, database_url: str, owner_engine: AsyncEngine
+) -> None:
+    # As if the role had kept the TEMPORARY privilege every role has by default.
+    role = await as_app_role.fetchval("SELECT current_user")
+    database = parse_database_url(database_url).connect_kwargs["database"]
+    async with owner_engine.begin() as owner:
+        await owner.execute(text(f'GRANT TEMPORARY ON DATABASE "{database}" TO "{role}"'))
+    try:
+        await as_app_role.execute("CREATE TEMPORARY TABLE erased_users (user_id text)")
+        await as_app_role.execute("CREATE TEMPORARY TABLE revoked_sessions (session_id text)")
+        async with as_app_role.transaction():
+            with pytest.raises(asyncpg.PostgresError, match="user deleted"):
+                await as_app_role.fetchval("SELECT act_as('user_alice', 'sess_new', true)")
+        async with as_app_role.transaction():
+            with pytest.raises(asyncpg.PostgresError, match="session ended"):
+                await as_app_role.fetchval("SELECT act_as('user_alice', 'sess_alice', false)")
+    finally:
+        await as_app_role.execute("DISCARD TEMP")
+        async with owner_engine.begin() as owner:
+            await owner.execute(text(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM "{role}"'))
 
 
 async def test_the_application_role_cannot_switch_rls_off(as_app_role: asyncpg.Connection) -> None:

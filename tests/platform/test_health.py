@@ -37,7 +37,7 @@ async def test_readyz_is_503_when_migrations_are_missing(empty_database_url: str
     assert response.json() == {
         "status": "not-ready",
         "database": "ok",
-        "schema": "behind",
+        "schema": "missing",
         "current": None,
         "head": head_revision(),
     }

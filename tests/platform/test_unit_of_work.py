@@ -25,7 +25,17 @@ async def make_database(owner_database_url: str) -> AsyncIterator[DatabaseFactor
 
     def make(*, pooler: bool = False) -> Database:
         engine = create_engine(parse_database_url(owner_database_url), pooler=pooler, pool_size=1)
-        made.append(Database(engine, pool_size=1, wait=5, pooler=pooler))
+        made.append(
+            Database(
+                engine,
+                pool_size=1,
+                wait=5,
+                pooler=pooler,
+                role="postgres",
+                lock_timeout=2,
+                idle_timeout=5,
+            )
+        )
         return made[-1]
 
     yield make

@@ -1,4 +1,4 @@
-"""The one check of a problem+json answer (RFC 9457), as every error in the API is written."""
+"""The checks of a problem+json answer (RFC 9457), as every error in the API is written."""
 
 from __future__ import annotations
 
@@ -20,4 +20,11 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
     assert body["title"], body
     assert body["detail"], body
     assert body["request_id"] == response.headers["x-request-id"], body
+    return body
+
+
+def assert_retry_later(response: httpx.Response, code: str) -> dict[str, Any]:
+    """`response` is a 503 problem with this code and a Retry-After in seconds; its body."""
+    body = assert_problem(response, 503, code)
+    assert response.headers["retry-after"].isdigit(), response.headers
     return body

@@ -6,24 +6,30 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
-from sqlalchemy import event, text
+from sqlalchemy import Text, bindparam, event, func, select, text, true
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from quoteapi.database.failures import (
+    DatabaseConnectTimeout,
+    DatabaseUnreachable,
+    failure_of,
+)
 from quoteapi.database.pooler import POOLER_SAFE_STATEMENTS, PoolerSwitch
 from quoteapi.database.url import DatabaseTarget
 
 log = logging.getLogger("quoteapi.db")
 
-# A Neon compute that scaled to zero takes a moment to wake; these pauses cover it without
-# holding a request much longer than the connect timeout itself.
+# A Neon compute that scaled to zero takes a moment to wake; these pauses cover it, within the
+# connect timeout (DATABASE_CONNECT_TIMEOUT bounds the attempts and the pauses together).
 _CONNECT_BACKOFF_SECONDS = (0.25, 0.5, 1.0)
 _RETRYABLE_CONNECT_ERRORS = (
     OSError,
@@ -31,6 +37,12 @@ _RETRYABLE_CONNECT_ERRORS = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
 )
+# TCP keepalives on database connections: a peer that vanished without a word (a NAT or proxy
+# that forgot the link, a host gone) is noticed within about a minute while the connection sits
+# idle in the pool, which then replaces it at checkout instead of failing a request on it.
+KEEPALIVE_IDLE_SECONDS = 30
+KEEPALIVE_INTERVAL_SECONDS = 10
+KEEPALIVE_PROBES = 3
 
 
 # Failures that retrying cannot fix: what to change, by the failure.
@@ -43,33 +55,58 @@ _PERMANENT_CONNECT_ERRORS: dict[type[BaseException], str] = {
 }
 
 
-class DatabaseUnreachable(ConnectionError):
-    """No connection could be opened, retries included: the database is down or unreachable,
-    or refuses us. The message is one line: where, what failed, and the fix."""
-
-
 def _cannot_connect(kwargs: dict[str, Any], exc: BaseException, fix: str) -> DatabaseUnreachable:
-    where = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 5432)}"
     what = getattr(exc, "verify_message", None) or str(exc) or type(exc).__name__
     if isinstance(exc, ssl.SSLCertVerificationError):
         what = f"its TLS certificate did not verify ({what})"
-    return DatabaseUnreachable(f"cannot connect to the database at {where}: {what}. Fix: {fix}")
+    return DatabaseUnreachable(
+        f"cannot connect to the database at {_where(kwargs)}: {what}. Fix: {fix}"
+    )
 
 
-async def _connect_with_retry(**kwargs: Any) -> asyncpg.Connection:
+def _where(kwargs: dict[str, Any]) -> str:
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 5432)}"
+
+
+async def _connect_with_retry(*, timeout: float, **kwargs: Any) -> asyncpg.Connection:  # noqa: ASYNC109
+    """A new connection within `timeout` seconds (asyncpg's argument, from connect_args),
+    attempts and pauses together."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     for pause in (*_CONNECT_BACKOFF_SECONDS, None):
         try:
-            return await asyncpg.connect(**kwargs)
+            connection = await asyncpg.connect(**kwargs, timeout=deadline - loop.time())
         except tuple(_PERMANENT_CONNECT_ERRORS) as exc:
             fix = next(f for t, f in _PERMANENT_CONNECT_ERRORS.items() if isinstance(exc, t))
             raise _cannot_connect(kwargs, exc, fix) from exc
         except _RETRYABLE_CONNECT_ERRORS as exc:
-            if pause is None:
+            if pause is None or deadline - loop.time() <= pause:
+                if isinstance(exc, asyncio.TimeoutError):
+                    raise DatabaseConnectTimeout(
+                        f"cannot connect to the database at {_where(kwargs)}: no answer within "
+                        f"{timeout:g} s. Fix: check the host and port in DATABASE_URL and that "
+                        "the server is up (DATABASE_CONNECT_TIMEOUT sets the wait)"
+                    ) from exc
                 fix = "check the host and port in DATABASE_URL, and that the server is up"
                 raise _cannot_connect(kwargs, exc, fix) from exc
             log.warning("event=db_connect_retry error=%s pause_s=%s", type(exc).__name__, pause)
             await asyncio.sleep(pause)
+        else:
+            _keep_alive(connection)
+            return connection
     raise AssertionError("unreachable")
+
+
+def _keep_alive(connection: asyncpg.Connection) -> None:
+    # asyncpg has no keepalive option, and no public handle on its socket.
+    sock = connection._transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket: nothing between us and the server to vanish
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; elsewhere the system's timings apply
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_SECONDS)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_SECONDS)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
 
 
 def create_engine(
@@ -78,17 +115,21 @@ def create_engine(
     pooler: bool = True,
     pool_size: int = 10,
     pool_timeout: float = 5.0,
-    connect_timeout: float = 10.0,
+    connect_timeout: float = 5.0,
+    statement_timeout: float = 5.0,
 ) -> AsyncEngine:
     """Build the engine for one database target; nothing connects until first use.
 
     `pooler`: the database is behind a transaction-mode pooler, where a prepared statement must
     not outlive its transaction: statements are prepared under unique names and never cached.
     Otherwise each connection keeps its prepared statements, saving a round trip per query.
+    `statement_timeout`: asyncpg's command_timeout, each statement's bound in the client; past it
+    asyncpg cancels the statement on the server and the connection is discarded.
     """
     statements: dict[str, Any] = POOLER_SAFE_STATEMENTS if pooler else {}
     connect_args: dict[str, Any] = {
         "timeout": connect_timeout,
+        "command_timeout": statement_timeout,
         **target.connect_kwargs,
         **statements,
         "async_creator_fn": _connect_with_retry,
@@ -190,17 +231,28 @@ class Database:
         pool_size: int,
         wait: float,
         pooler: bool,
+        role: str,
+        lock_timeout: float,
+        idle_timeout: float,
         pooler_safe_engine: Callable[[], AsyncEngine] | None = None,
     ) -> None:
+        self._waits = {
+            _LOCK_TIMEOUT.key: f"{round(lock_timeout * 1000)}ms",
+            _IDLE_TIMEOUT.key: f"{round(idle_timeout * 1000)}ms",
+        }
         self._use(engine, pooler=pooler)
         self._pooler = PoolerSwitch(None if pooler else pooler_safe_engine)
         self._slots = FifoSlots(pool_size, wait)
+        self.role = role  # the connected role, for the GRANT a missing privilege names
+        self._noted: set[str] = set()  # missing grants and objects, each logged once
 
     def _use(self, engine: AsyncEngine, *, pooler: bool) -> None:
         self.engine = engine
         self._transactional = pooler
         # Loaded values stay usable after commit: responses are built after it.
-        self._factory = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        self._factory = async_sessionmaker(
+            engine, class_=AsyncSession, expire_on_commit=False, info={_WAITS: self._waits}
+        )
 
     async def run(
         self,
@@ -208,7 +260,8 @@ class Database:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """`work(session, *args, **kwargs)` as one unit of work (see the class): its result."""
+        """`work(session, *args, **kwargs)` as one unit of work (see the class): its result. A
+        failure of the database is raised as one of `database.failures`."""
         await self._slots.acquire()
         try:
             try:
@@ -220,6 +273,11 @@ class Database:
                 if engine is not self.engine:
                     self._use(engine, pooler=True)
             return await self._run_once(work, *args, **kwargs)
+        except (sa_exc.DBAPIError, TimeoutError) as exc:
+            failure = failure_of(exc, self.role, self._noted)
+            if failure is None:
+                raise
+            raise failure from exc
         finally:
             self._slots.release()
 
@@ -250,6 +308,28 @@ class Database:
 
 # Set in a session's `info` by `transaction`: the unit of work commits it.
 _TRANSACTION = "quoteapi.transaction"
+# In every session's `info`: the parameters of SERVER_WAITS.
+_WAITS = "quoteapi.server_waits"
+
+# The waits the server bounds itself, for the transaction of the statement that reads this
+# subquery: each lock wait (DATABASE_LOCK_TIMEOUT), and a transaction left idle by a client
+# that vanished (then ended, its locks released). A unit's first statement reads it in its FROM,
+# evaluated before anything else the statement does (a volatile subquery is never merged into
+# its statement); transaction-local, so that it holds behind a transaction pooler too, and no
+# round trip of its own. Locks taken while that first statement is planned (a table lock held
+# by a migration) wait under the statement's own bound instead.
+_LOCK_TIMEOUT = bindparam("lock_timeout", type_=Text)
+_IDLE_TIMEOUT = bindparam("idle_timeout", type_=Text)
+SERVER_WAITS = select(
+    func.set_config("lock_timeout", _LOCK_TIMEOUT, true()),
+    func.set_config("idle_in_transaction_session_timeout", _IDLE_TIMEOUT, true()),
+).subquery("server_waits")
+
+
+def server_waits(session: AsyncSession) -> dict[str, str]:
+    """SERVER_WAITS's parameters for a unit of work on `session`."""
+    waits: dict[str, str] = session.info[_WAITS]
+    return waits
 
 
 async def transaction(session: AsyncSession) -> None:

@@ -1,5 +1,6 @@
-"""The problems a request meets when the database cannot serve it, and the handler that maps
-the database's failures to them (installed by create_app)."""
+"""The problems a request meets when the database cannot serve it, one per wait that ran out or
+failure (`database.failures`), and the handler that answers them (installed by create_app).
+Each is a 503 with Retry-After: the request may succeed later, unchanged."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from quoteapi.database.engine import DatabaseUnreachable
+from quoteapi.database.failures import (
+    DatabaseConnectTimeout,
+    DatabaseFailure,
+    DatabaseUnreachable,
+    LockTimeout,
+    PrivilegeMissing,
+    SchemaBehind,
+    StatementTimeout,
+)
 from quoteapi.problems import (
     INTERNAL_ERROR,
     RETRY_AFTER_SECONDS,
@@ -22,36 +31,64 @@ from quoteapi.problems import (
 
 log = logging.getLogger("quoteapi.db")
 
-DATABASE_UNAVAILABLE = Problem(503, "database-unavailable", "Database unavailable")
 # Every pool slot stayed busy past DATABASE_POOL_TIMEOUT: overload, not an outage.
 SERVER_BUSY = Problem(503, "server-busy", "Server busy")
+DATABASE_UNAVAILABLE = Problem(503, "database-unavailable", "Database unavailable")
+DATABASE_CONNECT_TIMEOUT = Problem(503, "database-connect-timeout", "Database connection timed out")
+DATABASE_STATEMENT_TIMEOUT = Problem(
+    503, "database-statement-timeout", "Database statement timed out"
+)
+DATABASE_LOCK_TIMEOUT = Problem(503, "database-lock-timeout", "Database lock wait timed out")
+DATABASE_PRIVILEGE_MISSING = Problem(
+    503, "database-privilege-missing", "Database privilege missing"
+)
+DATABASE_SCHEMA_BEHIND = Problem(503, "database-schema-behind", "Database schema behind")
+
+# Each failure's problem and what the client is told; the most specific class first.
+_ANSWERS: tuple[tuple[type[Exception], Problem, str], ...] = (
+    (PoolTimeout, SERVER_BUSY, "Every database connection is busy"),
+    (
+        DatabaseConnectTimeout,
+        DATABASE_CONNECT_TIMEOUT,
+        "The database did not answer a new connection in time",
+    ),
+    (DatabaseUnreachable, DATABASE_UNAVAILABLE, "The database cannot be reached right now"),
+    (StatementTimeout, DATABASE_STATEMENT_TIMEOUT, "The database did not answer in time"),
+    (LockTimeout, DATABASE_LOCK_TIMEOUT, "Your data is locked by another change right now"),
+    (
+        PrivilegeMissing,
+        DATABASE_PRIVILEGE_MISSING,
+        "The service lacks a database privilege; its operator has been told",
+    ),
+    (
+        SchemaBehind,
+        DATABASE_SCHEMA_BEHIND,
+        "The database schema is older than this service; its operator has been told",
+    ),
+)
+
+# Every problem above, for the OpenAPI document of the routes that use the database.
+DATABASE_PROBLEMS = tuple(problem for _, problem, _ in _ANSWERS)
 
 # What a request may raise when the database fails it; create_app maps each to a problem.
 DATABASE_FAILURES: tuple[type[Exception], ...] = (
     sa_exc.DBAPIError,
-    sa_exc.TimeoutError,
-    DatabaseUnreachable,
+    PoolTimeout,
+    DatabaseFailure,
 )
 
 
-def is_database_unavailable(exc: BaseException) -> bool:
-    """True for failures that mean "the database cannot be reached now", not a bug."""
-    if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, sa_exc.OperationalError | sa_exc.InterfaceError
-        )
-    return isinstance(exc, DatabaseUnreachable | sa_exc.TimeoutError)
-
-
 async def database_error(request: Request, exc: Exception) -> JSONResponse:
-    """503 server-busy when no pool slot came free in time, 503 database-unavailable for an
-    outage; anything else is a bug (500)."""
-    if isinstance(exc, PoolTimeout):
-        return _retry_later(request, exc, SERVER_BUSY, "Every database connection is busy")
-    if is_database_unavailable(exc):
-        return _retry_later(
-            request, exc, DATABASE_UNAVAILABLE, "The database cannot be reached right now"
-        )
+    """A 503 naming the wait that ran out or the failure; anything else is a bug (500)."""
+    for failure, problem, why in _ANSWERS:
+        if isinstance(exc, failure):
+            log.warning("event=%s error=%s", problem.code.replace("-", "_"), type(exc).__name__)
+            return problem_response(
+                request,
+                problem,
+                f"{why}; retry shortly.",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
     if isinstance(exc, sa_exc.DBAPIError):
         # The driver's message quotes the offending parameter value (asyncpg: "invalid input
         # for query argument $1: '...'"), whatever hide_parameters says: log the error class,
@@ -66,13 +103,3 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
             request, INTERNAL_ERROR, "Something went wrong on our side; it has been logged."
         )
     return await unexpected_error(request, exc)
-
-
-def _retry_later(request: Request, exc: Exception, problem: Problem, why: str) -> JSONResponse:
-    log.warning("event=%s error=%s", problem.code.replace("-", "_"), type(exc).__name__)
-    return problem_response(
-        request,
-        problem,
-        f"{why}; retry shortly.",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,11 @@ class DatabaseTarget:
 
     connect_kwargs: dict[str, Any]
     notes: tuple[str, ...] = field(default=())
+
+    @property
+    def role(self) -> str:
+        """The role connected as: the URL's user, else what libpq takes (PGUSER, the OS user)."""
+        return str(self.connect_kwargs.get("user") or os.environ.get("PGUSER") or getpass.getuser())
 
     @property
     def redacted(self) -> str:

@@ -9,6 +9,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
+from quoteapi.database.privileges import NEEDED, quote_role
 from quoteapi.database.url import parse_database_url
 
 
@@ -43,19 +44,18 @@ def url_for_database(server_url: str, name: str) -> str:
 
 def app_role_statements(role: str, password: str, database: str) -> list[str]:
     """SQL that creates the least-privilege role the service connects as: it can read and
-    write rows (row-level security decides which) but owns nothing, cannot change the schema
-    and does not bypass RLS. Run as the database owner; docs/security.md shows the same SQL."""
-    name = _quote_ident(role)
+    write rows (row-level security decides which) but owns nothing, cannot change the schema,
+    make temporary tables or bypass RLS. Run as the database owner; docs/security.md shows the
+    same SQL."""
+    name = quote_role(role)
     return [
         f"CREATE ROLE {name} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD {_quote_literal(password)}",
+        # What every role has by default and this one must not: temporary tables (behind a
+        # pooler one outlives its client) and, before PostgreSQL 15, objects in `public`.
+        f"REVOKE TEMPORARY ON DATABASE {_quote_ident(database)} FROM PUBLIC",
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
         f"GRANT CONNECT ON DATABASE {_quote_ident(database)} TO {name}",
-        f"GRANT USAGE ON SCHEMA public TO {name}",
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON user_messages, webhook_deliveries TO {name}",
-        f"GRANT SELECT, INSERT ON erased_users TO {name}",
-        f"GRANT SELECT, INSERT, DELETE ON revoked_sessions TO {name}",
-        f"GRANT EXECUTE ON FUNCTION act_as(text, text, boolean) TO {name}",
-        f"GRANT USAGE ON SEQUENCE user_messages_version_seq TO {name}",
-        f"GRANT SELECT ON alembic_version TO {name}",
+        *(grant.sql(role) for grant in NEEDED),
     ]
 
 

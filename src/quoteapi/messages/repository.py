@@ -36,7 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from quoteapi.auth.verify import VerifiedUser
-from quoteapi.database.engine import transaction
+from quoteapi.database.engine import SERVER_WAITS, server_waits, transaction
 from quoteapi.messages.etags import TagList
 from quoteapi.messages.models import UserMessage, version_seq
 
@@ -89,14 +89,17 @@ class StoredMessage:
 
 
 # The caller as a one-row subquery `acting(user_id)`, whose `act_as` call binds the running
-# statement's transaction to the caller and checks them (the module's docstring), so a single
-# statement needs no round trip of its own for either. Statements reach user_messages only
-# through it (JOIN LATERAL, or INSERT ... SELECT), so PostgreSQL evaluates it before it touches
-# the table; OFFSET 0 keeps the planner from inlining the call elsewhere.
+# statement's transaction to the caller and checks them (the module's docstring), once the
+# server's bounds on lock waits are set (SERVER_WAITS, read first), so a single statement needs
+# no round trip of its own for any of it. Statements reach user_messages only through it (JOIN
+# LATERAL, or INSERT ... SELECT), so PostgreSQL evaluates it before it touches the table;
+# OFFSET 0 keeps the planner from inlining the call elsewhere.
 def _acting(*, writes: bool) -> Any:
-    return select(
-        func.act_as(_CALLER, _SESSION, true() if writes else false()).label("user_id")
-    ).offset(0)
+    return (
+        select(func.act_as(_CALLER, _SESSION, true() if writes else false()).label("user_id"))
+        .select_from(SERVER_WAITS)
+        .offset(0)
+    )
 
 
 # Run alone, too, for statements that cannot carry the binding (`_bind`).
@@ -167,12 +170,17 @@ async def _exec(session: AsyncSession, statement: Any, params: dict[str, Any]) -
         raise refusal() from None
 
 
-def _caller(caller: VerifiedUser) -> dict[str, Any]:
-    return {"caller": caller.user_id, "caller_session": caller.session_id}
+def _caller(session: AsyncSession, caller: VerifiedUser) -> dict[str, Any]:
+    """The parameters of `_acting`."""
+    return {
+        "caller": caller.user_id,
+        "caller_session": caller.session_id,
+        **server_waits(session),
+    }
 
 
 async def read_quote(session: AsyncSession, caller: VerifiedUser) -> StoredMessage | None:
-    row = (await _exec(session, _READ, _caller(caller))).first()
+    row = (await _exec(session, _READ, _caller(session, caller))).first()
     return None if row is None else StoredMessage(*row)
 
 
@@ -185,7 +193,7 @@ async def save_quote(
 ) -> StoredMessage | None:
     """Create the quote, or replace it unless `if_none_match` names its version (`*`: create
     only); None when the condition kept the stored quote."""
-    params = {**_caller(caller), "quote": quote}
+    params = {**_caller(session, caller), "quote": quote}
     statement = _SAVE
     if if_none_match is not None and if_none_match.any:
         statement = _CREATE_ONLY
@@ -239,4 +247,4 @@ async def _bind(session: AsyncSession, caller: VerifiedUser, *, writes: bool) ->
     """Make the rest of the unit of work one transaction bound to the caller, for statements
     that cannot carry the binding themselves. A writer holds the user's lock until it commits."""
     await transaction(session)
-    await _exec(session, _BIND_WRITER if writes else _BIND_READER, _caller(caller))
+    await _exec(session, _BIND_WRITER if writes else _BIND_READER, _caller(session, caller))

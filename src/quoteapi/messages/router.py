@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from quoteapi.auth.deps import SESSION_TOKEN_REQUIRED, CurrentUser, rejection
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, SESSION_REVOKED, TOKEN_EXPIRED, TOKEN_MISSING
 from quoteapi.bodies import read_body
-from quoteapi.database.problems import DATABASE_UNAVAILABLE
+from quoteapi.database.problems import DATABASE_PROBLEMS
 from quoteapi.messages import repository
 from quoteapi.messages.etags import TagList, etag
 from quoteapi.messages.repository import Deletion, StoredMessage
@@ -46,8 +46,9 @@ _AUTHENTICATED_RESPONSES: dict[int | str, dict[str, Any]] = {
     ),
     500: problem_doc("Unexpected error (no internals disclosed)", INTERNAL_ERROR),
     503: problem_doc(
-        "The database or Clerk's signing keys cannot be reached; see Retry-After",
-        DATABASE_UNAVAILABLE,
+        "The database or Clerk's signing keys cannot serve the request now (`code` says which "
+        "wait ran out); retry after Retry-After",
+        *DATABASE_PROBLEMS,
         AUTH_UNAVAILABLE,
         headers={"Retry-After": {"schema": {"type": "integer"}}},
     ),

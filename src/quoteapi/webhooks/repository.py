@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from quoteapi.database.engine import transaction
+from quoteapi.database.engine import SERVER_WAITS, server_waits, transaction
 from quoteapi.messages.models import UserMessage
 from quoteapi.webhooks.models import ErasedUser, RevokedSession, WebhookDelivery
 
@@ -31,12 +31,14 @@ REVOCATION_RETENTION = timedelta(days=1)
 USER_LOCK_CLASS = 0x71756F74
 
 _USER = bindparam("user_id", type_=Text)
-# Binds the transaction to the user for row-level security, as `act_as` does for a request.
+# Binds the transaction to the user for row-level security, as `act_as` does for a request,
+# once the server's bounds on lock waits are set (SERVER_WAITS, read first): the erasure's wait
+# for the user's lock is one of them.
 _binding = func.set_config("app.user_id", _USER, True)
-_BIND: Any = select(_binding)
+_BIND: Any = select(_binding).select_from(SERVER_WAITS)
 _BIND_AND_LOCK: Any = select(
     _binding, func.pg_advisory_xact_lock(USER_LOCK_CLASS, func.hashtext(_USER))
-)
+).select_from(SERVER_WAITS)
 _RECORD: Any = (
     insert(WebhookDelivery)
     .values(svix_id=bindparam("svix_id", type_=Text), event_type=bindparam("type", type_=Text))
@@ -64,8 +66,10 @@ _EXPIRED = (
     .with_for_update(skip_locked=True)
 )
 _PRUNE_DELIVERIES: Any = delete(WebhookDelivery).where(col(WebhookDelivery.svix_id).in_(_EXPIRED))
-# Every user's: a policy of migration 0004 lets any transaction see and delete expired rows.
-_PRUNE_REVOCATIONS: Any = delete(RevokedSession).where(col(RevokedSession.expires_at) <= func.now())
+# Every user's expired revocations, a batch at a time: the function runs with the table owner's
+# rights (migration 0005), so that this role itself can neither see other users' revocations
+# nor delete any.
+_PRUNE_REVOCATIONS: Any = select(func.prune_revoked_sessions())
 
 
 async def record_delivery(session: AsyncSession, svix_id: str, event_type: str) -> bool:
@@ -80,7 +84,7 @@ async def erase_user(session: AsyncSession, svix_id: str, event_type: str, user_
     holds the user's lock (no write of theirs overlaps it); False (and nothing changed) when
     this svix-id was already recorded."""
     await transaction(session)
-    await session.exec(_BIND_AND_LOCK, params={"user_id": user_id})
+    await session.exec(_BIND_AND_LOCK, params={"user_id": user_id, **server_waits(session)})
     if not await record_delivery(session, svix_id, event_type):
         return False
     await session.exec(_MARK_ERASED, params={"user_id": user_id})
@@ -101,7 +105,7 @@ async def revoke_session(
     """Record the delivery and the session as ended, in one transaction; False (and nothing
     changed) when this svix-id was already recorded."""
     await transaction(session)
-    await session.exec(_BIND, params={"user_id": user_id})
+    await session.exec(_BIND, params={"user_id": user_id, **server_waits(session)})
     if not await record_delivery(session, svix_id, event_type):
         return False
     await session.exec(_REVOKE, params={"user_id": user_id, "session_id": session_id})
