@@ -34,6 +34,7 @@ import asyncio
 import collections
 import json
 import logging
+import socket
 import sys
 import uuid
 from collections.abc import Callable
@@ -49,6 +50,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from quoteapi.middleware import CLIENT_GONE
 from quoteapi.problems import (
     BAD_REQUEST,
     HEADERS_TOO_LARGE,
@@ -88,6 +90,15 @@ RESERVED_DESCRIPTORS = 64
 # queued one at once, before any reaches the cap's check: the queue's length is reserved too,
 # or a burst of connections past the descriptor limit is dropped unanswered by the loop.
 LISTEN_BACKLOG = 128
+
+# A client's FIN cannot tell "I send no more" (a half-close: it still reads) from "I left" (its
+# socket is closed): only bytes sent to it can, which a closed socket answers with a reset. So
+# while the answer to its request has not begun, it is sent an interim 100 (Continue), which
+# every HTTP/1.1 client reads past (RFC 9110, section 15.2), and the connection's TCP state is
+# then checked this often: reset, the client left, and its request is cancelled.
+CLIENT_CHECK_SECONDS = 0.1
+_INTERIM_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_TCP_CLOSE = 7  # TCP_INFO's state once the peer reset the connection (Linux)
 
 # The connection cap's warning is written at most this often, with the count since the last.
 CAP_WARNING_INTERVAL_SECONDS = 10.0
@@ -199,8 +210,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._read_deadline: asyncio.TimerHandle | None = None
         self._write_deadline: asyncio.TimerHandle | None = None
         self._linger: asyncio.TimerHandle | None = None
+        self._client_check: asyncio.TimerHandle | None = None
         self._unparsed: bytes | memoryview = b""  # read, not parsed while the queue is full
         self._running: RequestResponseCycle | None = None  # the request the app is answering
+        self._running_task: asyncio.Task[None] | None = None  # the app answering it
         self._request_started = False  # bytes of a request arrived; it is not complete yet
         self._in_head = True  # the next bytes belong to a request head
         # A field section is a head or what follows a chunk header (where trailers come). Its
@@ -226,13 +239,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._make_room()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._read_deadline, self._write_deadline, self._linger):
+        for timer in (self._read_deadline, self._write_deadline, self._linger, self._client_check):
             if timer is not None:
                 timer.cancel()
-        self._read_deadline = self._write_deadline = self._linger = None
+        self._read_deadline = self._write_deadline = self._linger = self._client_check = None
         self.idle_since = None
         if self in _lingering:
             _lingering.remove(self)
+        running, task = self._running, self._running_task
+        if running is not None and task is not None and not running.response_started:
+            # The client left before its answer began: give up what the request waits for
+            # (a database slot, a lock, a statement) rather than hold it for nobody.
+            running.scope[CLIENT_GONE] = True  # type: ignore[literal-required]
+            task.cancel()
         super().connection_lost(exc)
 
     def eof_received(self) -> bool:  # type: ignore[override]  # asyncio.Protocol allows it
@@ -242,7 +261,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return False
         if self.cycle is not None:
             self.cycle.keep_alive = False  # the last request's answer closes the connection
+        running = self._running
+        if (
+            running is not None
+            and not running.response_started
+            and running.scope["http_version"] == "1.1"
+            and hasattr(socket, "TCP_INFO")  # Linux
+        ):
+            self.transport.write(_INTERIM_CONTINUE)
+            self._client_check = self.loop.call_later(CLIENT_CHECK_SECONDS, self._check_client)
         return True
+
+    def _check_client(self) -> None:
+        """Until the answer begins: a client that reset the connection has left; closing it
+        cancels its request (`connection_lost`)."""
+        self._client_check = None
+        running = self._running
+        if running is None or running.response_started or self.transport.is_closing():
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE:
+            self.transport.abort()
+        else:
+            self._client_check = self.loop.call_later(CLIENT_CHECK_SECONDS, self._check_client)
 
     def _make_room(self) -> None:
         """Over the cap: close the longest-idle connection for this one, or refuse this one."""
@@ -442,8 +483,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # --- answering ---------------------------------------------------------------------------
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # As uvicorn's, but the task is kept: a client that leaves cancels it.
         self._running = cycle
-        super()._start_asgi_task(cycle, app)
+        self._running_task = self.loop.create_task(cycle.run_asgi(app))
+        self._running_task.add_done_callback(self.tasks.discard)
+        self.tasks.add(self._running_task)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # starts the next pipelined request, if one waits

@@ -33,6 +33,11 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 # nginx's status for a request whose client left before the answer: a client abort, not a 5xx.
 CLIENT_CLOSED_REQUEST = 499
+# Set in a request's scope by the HTTP protocol (quoteapi.http_protocol) when its client closed
+# the connection before the answer began: the protocol then cancels the request's task, so that
+# whatever it waits for (a database slot, a lock, a statement, which asyncpg then cancels on the
+# server) is given up at once.
+CLIENT_GONE = "quoteapi.client_gone"
 
 # Told of each finished request: method, route template (None: no route matched), status and
 # seconds. The metrics module provides one when metrics are on.
@@ -85,6 +90,14 @@ class RequestContextMiddleware:
             # and it is no server error. The access-log line below is its one record.
             abandoned = True
         except asyncio.CancelledError:
+            if scope.get(CLIENT_GONE):
+                # Cancelled because its client left: nobody to answer, and no error (uvicorn
+                # logs a cancelled request as one). The access-log line below is its record.
+                abandoned = True
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                return
             # The shutdown grace period ran out under this request: answer it plainly (uvicorn
             # would send a text/plain 500), then let the cancellation go on.
             if not started:
