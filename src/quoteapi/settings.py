@@ -21,7 +21,7 @@ from pydantic import (
 from pydantic.functional_validators import BeforeValidator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from quoteapi.database.url import DatabaseTarget, parse_database_url
+from quoteapi.database.url import DatabaseTarget, UnencodedUserInfo, parse_database_url
 
 
 class ConfigError(Exception):
@@ -170,6 +170,8 @@ def load_settings(**overrides: Any) -> Settings:
         variable = str(error["loc"][0]).upper() if error["loc"] else "configuration"
         problem = str(error["msg"]).removeprefix("Value error, ")
         fix = f"correct or unset {variable} (see .env.example)"
-        if variable == "DATABASE_URL":
+        if isinstance(error.get("ctx", {}).get("error"), UnencodedUserInfo):
+            fix = UnencodedUserInfo.fix
+        elif variable == "DATABASE_URL":
             fix = "set it to a PostgreSQL URL such as postgresql://user:password@host/dbname"
         raise ConfigError(variable, problem, fix) from None

@@ -1,6 +1,8 @@
 """DATABASE_URL in every form a user pastes, and the settings a guide user already has."""
 
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ from pydantic import AliasChoices
 
 from quoteapi.database.url import parse_database_url
 from quoteapi.settings import ConfigError, Settings, load_settings
+from tests.support.processes import clean_env
 
 BASE = {"user": "alex", "password": "s3cret", "database": "neondb"}
 NEON_HOST = "ep-cool-rain-123456-pooler.eu-central-1.aws.neon.tech"
@@ -118,6 +121,55 @@ def test_bad_database_url_is_one_line_config_error(
     assert problem in message
     assert "Fix:" in message
     assert "\n" not in message
+
+
+# Passwords with a character a URL reserves, pasted without percent-encoding.
+UNENCODED_PASSWORDS = [
+    pytest.param("s3cr/etPW", id="slash"),
+    pytest.param("Zp9?mK4w", id="question-mark"),
+    pytest.param("Xq7#vR2k", id="hash"),
+    pytest.param("ab+c/d=e", id="base64"),  # its alphabet has `/`, `+` and `=`
+    pytest.param("Kp@3/xZ9", id="at-and-slash"),  # urlsplit reads `3` as the host
+]
+
+
+def password_fragments(password: str) -> list[str]:
+    """Every 3-character stretch of `password`: none may appear in an error message."""
+    return [password[i : i + 3] for i in range(len(password) - 2)]
+
+
+@pytest.mark.parametrize("password", UNENCODED_PASSWORDS)
+def test_unencoded_password_in_database_url_is_named_never_repeated(password: str) -> None:
+    url = f"postgresql://app:{password}@db.example.com/quoteapi"
+    with pytest.raises(ConfigError) as raised:
+        load_settings(_env_file=None, database_url=url)
+    message = str(raised.value)
+    assert message.startswith("configuration error: DATABASE_URL: ")
+    assert "percent-encode" in message
+    assert "\n" not in message
+    assert [part for part in password_fragments(password) if part in message] == []
+
+
+@pytest.mark.parametrize("password", UNENCODED_PASSWORDS)
+def test_serve_with_an_unencoded_password_exits_with_one_line_that_never_repeats_it(
+    password: str, tmp_path: Path
+) -> None:
+    url = f"postgresql://app:{password}@db.example.com/quoteapi"
+    result = subprocess.run(
+        [sys.executable, "-m", "quoteapi", "serve"],
+        env=clean_env({"database_url": url}),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("quoteapi: configuration error: DATABASE_URL: ")
+    output = result.stdout + result.stderr
+    assert [part for part in password_fragments(password) if part in output] == []
 
 
 def test_the_nextjs_guides_env_file_is_read_as_is(

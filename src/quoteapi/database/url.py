@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+_SCHEMES = ("postgres", "postgresql", "postgresql+asyncpg")
+# The authority (user name, password, host, port) ends at the first `/`, `?` or `#` after
+# `scheme://`. An `@` after that is the user-info's own `@`, pushed there by one of these
+# characters in the user name or password (not percent-encoded): urlsplit would take part of
+# the password for the host and port, or for the database name.
+_AT_AFTER_AUTHORITY = re.compile(r"[/?#].*@", re.DOTALL)
 # libpq's sslmode values and what each asks of the TLS handshake.
 _SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # Query parameters we translate; everything else is dropped (never forwarded as a server setting,
@@ -25,6 +32,19 @@ _KNOWN_PARAMS = {
     "password",
     "dbname",
 }
+
+
+class UnencodedUserInfo(ValueError):
+    """A user name or password with a character the URL syntax reserves: where it ends cannot
+    be told, so no part of the URL is repeated back (it could be part of the password)."""
+
+    fix = (
+        "percent-encode it (/ as %2F, ? as %3F, # as %23, @ as %40, and : as %3A in the user "
+        "name), or leave the password out of the URL and set PGPASSWORD"
+    )
+
+    def __init__(self) -> None:
+        super().__init__("the user name or password has a character that must be percent-encoded")
 
 
 @dataclass(frozen=True)
@@ -51,13 +71,18 @@ class DatabaseTarget:
 def parse_database_url(url: str) -> DatabaseTarget:
     """Accept every form a user pastes (postgres://, postgresql+asyncpg://, Neon's sslmode and
     channel_binding parameters, Unix-socket hosts) and translate it for asyncpg."""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    if scheme not in ("postgres", "postgresql", "postgresql+asyncpg"):
+    url = url.strip()
+    # Until the URL is known to split right, no error repeats any of it: any part could be the
+    # password's.
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in _SCHEMES:
         raise ValueError(
-            f"unsupported scheme {parts.scheme!r} (expected postgresql://, postgres:// or "
-            "postgresql+asyncpg://)"
+            "unsupported scheme: it must start with postgresql://, postgres:// or "
+            "postgresql+asyncpg://"
         )
+    if _AT_AFTER_AUTHORITY.search(rest):
+        raise UnencodedUserInfo
+    parts = urlsplit(url)
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
     kwargs: dict[str, Any] = {}
     notes: list[str] = []
@@ -69,7 +94,8 @@ def parse_database_url(url: str) -> DatabaseTarget:
     port = params.get("port") or url_port
     if port:
         if not port.isdigit():
-            raise ValueError(f"port {port!r} is not a number")
+            where = "the port= parameter" if params.get("port") else "the port after the host"
+            raise ValueError(f"{where} is not a number")
         kwargs["port"] = int(port)
     user = unquote(parts.username) if parts.username else params.get("user")
     if user:
