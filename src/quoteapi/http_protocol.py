@@ -118,26 +118,41 @@ class EdgeLimits:
 def connection_cap(settings: Settings) -> int:
     """QUOTEAPI_MAX_CONNECTIONS, or by default what the worker's open-file soft limit allows
     beside the database pool, RESERVED_DESCRIPTORS and LISTEN_BACKLOG. A worker that runs out
-    of descriptors can accept nobody, silently: a cap above that is a configuration error."""
-    reserved = settings.database_pool_size + RESERVED_DESCRIPTORS + LISTEN_BACKLOG
-    if sys.platform == "win32":  # no descriptor limit of this kind
-        allowed = None
-    else:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        allowed = None if soft == resource.RLIM_INFINITY else soft - reserved
+    of descriptors can accept nobody, silently: a limit that leaves no room for connections, or
+    a cap above the room it leaves, is a configuration error."""
     cap = settings.quoteapi_max_connections
-    if allowed is not None and (cap or allowed) > allowed:
+    limit = _open_file_limit()
+    if limit is None:
+        return cap or 65536  # nothing to derive a cap from
+    reserved = settings.database_pool_size + RESERVED_DESCRIPTORS + LISTEN_BACKLOG
+    allowed = limit - reserved
+    if allowed < 1:
         raise ConfigError(
-            "QUOTEAPI_MAX_CONNECTIONS" if cap else "ulimit -n",
-            f"the open-file limit is {allowed + reserved}, of which {reserved} are kept for "
-            f"the database pool (DATABASE_POOL_SIZE) and files, leaving {max(allowed, 0)} for "
-            f"{cap or 'the'} connections",
-            "raise the open-file limit (ulimit -n, or the container's nofile ulimit)"
-            + (f", or set QUOTEAPI_MAX_CONNECTIONS to at most {allowed}" if cap else ""),
+            "ulimit -n",
+            f"the open-file limit is {limit}, and {reserved} descriptors are kept for the "
+            "database pool (DATABASE_POOL_SIZE) and files, leaving none for connections",
+            "raise the open-file limit (e.g. `ulimit -n 1024`, or the container's nofile "
+            "ulimit), or lower DATABASE_POOL_SIZE",
         )
-    return cap or allowed or 65536
+    if cap is not None and cap > allowed:
+        raise ConfigError(
+            "QUOTEAPI_MAX_CONNECTIONS",
+            f"the open-file limit is {limit}, of which {reserved} are kept for the database pool "
+            f"(DATABASE_POOL_SIZE) and files, leaving {allowed} for {cap} connections",
+            "raise the open-file limit (ulimit -n, or the container's nofile ulimit), or set "
+            f"QUOTEAPI_MAX_CONNECTIONS to at most {allowed}",
+        )
+    return cap or allowed
+
+
+def _open_file_limit() -> int | None:
+    """The process's soft limit on open files; None when there is none (Windows, unlimited)."""
+    if sys.platform == "win32":
+        return None
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def edge_limits(settings: Settings) -> EdgeLimits:

@@ -3,7 +3,8 @@ limit allows after a reserve for the database pool and files), against a real `q
 started with a low descriptor limit: when idle connections fill it, a user's request is still
 answered, either served (the longest-idle connection was closed to make room) or refused with a
 503 problem it can act on, never a reset, an EOF or a hang; reaching the cap is logged. A cap the
-limit cannot allow stops start-up with one line."""
+limit cannot allow, or a limit that leaves no room for connections at all, stops start-up with
+one line."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from quoteapi.http_protocol import LISTEN_BACKLOG, RESERVED_DESCRIPTORS
 from tests.support.polling import until, wait_until
 from tests.support.problems import PROBLEM_CONTENT_TYPE
 from tests.support.processes import (
     ServerProcess,
     answers_200,
     free_port,
+    running_server,
     serve_env,
     serve_fixture,
     spawn,
@@ -36,6 +39,8 @@ IDLE_CONNECTIONS = 300  # more than that limit allows
 ATTACK_S = 3.0
 USER_ATTEMPTS = 5
 USER_TIMEOUT_S = 5.0
+# Descriptors a worker keeps beside its client connections with the default pool of 10: 202.
+RESERVE = 10 + RESERVED_DESCRIPTORS + LISTEN_BACKLOG
 
 
 def open_files_limit(soft: int) -> Callable[[], None]:
@@ -142,17 +147,19 @@ async def test_at_the_connection_cap_a_user_gets_an_answer_never_a_reset(
     assert server.logged_event("connection_cap_reached")
 
 
-def test_max_connections_above_what_the_open_file_limit_allows_stops_start_up(
-    database_url: str, tmp_path: Path
-) -> None:
+def serve_stopping_at_start_up(
+    database_url: str, workdir: Path, soft_open_files: int, **settings: object
+) -> tuple[int, list[str]]:
+    """Start `quoteapi serve` with `settings` and that soft open-file limit, expecting it to exit
+    before it answers; its exit status and the lines of its stdout and stderr."""
     port = free_port()
-    log = tmp_path / "serve.log"  # its stdout and stderr: nothing but the one line expected
+    log = workdir / "serve.log"
     process = spawn(
         [sys.executable, "-m", "quoteapi", "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=serve_env(database_url, quoteapi_max_connections=5000),
+        cwd=workdir,
+        env=serve_env(database_url, **settings),
         log=log,
-        preexec_fn=open_files_limit(SOFT_OPEN_FILES),
+        preexec_fn=open_files_limit(soft_open_files),
     )
     try:
         wait_until(
@@ -160,10 +167,42 @@ def test_max_connections_above_what_the_open_file_limit_allows_stops_start_up(
             within=30,
             what="quoteapi serve exiting (or answering)",
         )
-        assert process.poll() is not None, "it started with QUOTEAPI_MAX_CONNECTIONS=5000"
+        assert process.poll() is not None, f"it started ({soft_open_files} open files, {settings})"
     finally:
         stop_process(process)
-    assert process.returncode == 2
-    lines = log.read_text().strip().splitlines()
+    return process.returncode, log.read_text().strip().splitlines()
+
+
+def test_max_connections_above_what_the_open_file_limit_allows_stops_start_up(
+    database_url: str, tmp_path: Path
+) -> None:
+    status, lines = serve_stopping_at_start_up(
+        database_url, tmp_path, SOFT_OPEN_FILES, quoteapi_max_connections=5000
+    )
+    assert status == 2
     assert len(lines) == 1, lines
     assert lines[0].startswith("quoteapi: configuration error: QUOTEAPI_MAX_CONNECTIONS")
+
+
+@pytest.mark.parametrize("soft_open_files", [RESERVE - 2, RESERVE])
+def test_an_open_file_limit_that_leaves_no_room_for_connections_stops_start_up(
+    soft_open_files: int, database_url: str, tmp_path: Path
+) -> None:
+    status, lines = serve_stopping_at_start_up(database_url, tmp_path, soft_open_files)
+    assert status == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("quoteapi: configuration error: ulimit -n: ")
+    assert f"limit is {soft_open_files}" in lines[0]
+    assert f"{RESERVE} descriptors are kept" in lines[0]
+
+
+def test_an_open_file_limit_one_above_the_reserve_starts_and_serves(
+    database_url: str, tmp_path: Path
+) -> None:
+    with (
+        running_server(
+            tmp_path, serve_env(database_url), preexec_fn=open_files_limit(RESERVE + 1)
+        ) as server,
+        server.client() as http,
+    ):
+        assert http.get("/healthz").status_code == 200
