@@ -2,8 +2,9 @@
 same token corpus at the same instant, with the same key, authorized parties and clock skew.
 
 Every token Clerk accepts that is a real session token for this instance (exact `iss`, a `sid`,
-a session or ignored or no `cat`, not pending) must pass the service too. Where they still
-disagree, the service is stricter by design; `STRICTER_BY_DESIGN` lists each case and why."""
+a session or ignored or no `cat`, not pending, living at most 12 hours) must pass the service
+too. Where they still disagree, the service is stricter by design; `STRICTER_BY_DESIGN` lists
+each case and why."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ STRICTER_BY_DESIGN = {
     "sts-pending": "pending sessions are refused (Clerk's authenticateRequest does so too)",
     "kid-missing": "the header must name its key (Clerk's PEM path ignores kid)",
     "too-large-9-kib": "tokens over 8 KiB are refused before decoding (Clerk mints ~1 KiB)",
+    "lifetime-over-12-hours": "no token may outlive its session's revocation record (a day)",
 }
 
 

@@ -17,7 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from quoteapi.auth import problems as auth_problems
 from quoteapi.auth.problems import SESSION_REVOKED, TOKEN_MISSING
+from quoteapi.auth.verify import MAX_TOKEN_LIFETIME_SECONDS
 from quoteapi.problems import Problem
+from quoteapi.settings import Settings
+from quoteapi.webhooks.repository import REVOCATION_RETENTION
 from tests.support.app import NO_DATABASE_URL, RunningApp, make_settings, running_app
 from tests.support.jwks import JwksServer
 from tests.support.problems import assert_problem
@@ -32,6 +35,9 @@ from tests.support.tokens import (
 
 OTHER_ORIGIN = "https://app.example.com"
 LEEWAY = 5
+# Written out rather than imported: the tests pin the longest lifetime a token may have.
+TWELVE_HOURS = 12 * 60 * 60
+LARGEST_LEEWAY = 300  # the most CLERK_LEEWAY_SECONDS may be
 INVALID_TOKEN_CHALLENGE = 'Bearer realm="quoteapi", error="invalid_token", error_description="'
 
 
@@ -170,6 +176,11 @@ BAD_TOKENS: list[tuple[str, Build, str]] = [
     ),
     ("expired-long-ago", lambda k, n: valid(k, n - 3600), "token-expired"),
     (
+        "lifetime-over-12-hours",
+        lambda k, n: valid(k, n, exp=int(n) + TWELVE_HOURS + 1),
+        "token-lifetime-too-long",
+    ),
+    (
         "nbf-in-the-future",
         lambda k, n: valid(k, n, nbf=int(n) + LEEWAY + 1),
         "token-not-active-yet",
@@ -301,6 +312,34 @@ async def test_a_token_expired_exactly_the_leeway_ago_is_rejected(
     clock.now = float(int(clock.now))
     token = mint(signing_key, now=clock.now - 60, exp=int(clock.now) - LEEWAY)
     assert_problem(await api.whoami(token), 401, "token-expired")
+
+
+@pytest.mark.parametrize(
+    "lifetime", [TWELVE_HOURS + 1, 2 * 24 * 60 * 60], ids=["twelve-hours-and-a-second", "two-days"]
+)
+async def test_a_token_living_longer_than_twelve_hours_is_refused(
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock, lifetime: int
+) -> None:
+    token = mint(signing_key, now=clock.now, exp=int(clock.now) + lifetime)
+    assert_problem(await api.whoami(token), 401, "token-lifetime-too-long")
+
+
+async def test_a_token_may_live_twelve_hours_and_not_a_second_longer(
+    api: RunningApp, signing_key: SigningKey, clock: FakeClock
+) -> None:
+    longest = mint(signing_key, now=clock.now, exp=int(clock.now) + TWELVE_HOURS)
+    too_long = mint(signing_key, now=clock.now, exp=int(clock.now) + TWELVE_HOURS + 1)
+    assert (await api.whoami(longest)).status_code == 200
+    assert_problem(await api.whoami(too_long), 401, "token-lifetime-too-long")
+
+
+def test_no_accepted_token_outlives_the_record_of_its_ended_session() -> None:
+    # A token is issued before its session ends and accepted until its exp plus
+    # CLERK_LEEWAY_SECONDS at the latest: the ended session must be remembered that long.
+    leeway = Settings.model_fields["clerk_leeway_seconds"]
+    largest_leeway = [bound.le for bound in leeway.metadata if hasattr(bound, "le")]
+    assert largest_leeway == [LARGEST_LEEWAY]
+    assert REVOCATION_RETENTION.total_seconds() >= MAX_TOKEN_LIFETIME_SECONDS + LARGEST_LEEWAY
 
 
 @pytest.mark.parametrize(

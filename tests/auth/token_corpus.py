@@ -8,12 +8,13 @@ left out, each authorized party)."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
-from quoteapi.auth.verify import MAX_TOKEN_BYTES
+from quoteapi.auth.verify import MAX_TOKEN_BYTES, MAX_TOKEN_LIFETIME_SECONDS
 from tests.auth.test_tokens import BAD_TOKENS, LEEWAY, OTHER_ORIGIN, Build, valid
 from tests.support.tokens import TEST_ISSUER, SigningKey
 
@@ -85,9 +86,11 @@ def token_corpus(key: SigningKey, now: float) -> list[CorpusToken]:
 
 def is_session_token_for_this_instance(token: str) -> bool:
     """What the service requires beyond Clerk's `verifyToken`, by design: `iss` exactly this
-    instance, a session (or ignored, or no) `cat`, a session that is not pending, and what every
-    token Clerk mints has (a `kid`, an `iat`, `sub` and `sid` as non-empty strings, well under
-    8 KiB). Read without verifying: the caller has a verifier's word for the signature."""
+    instance, a session (or ignored, or no) `cat`, a session that is not pending, a lifetime
+    (`exp - iat`) of at most 12 hours so that no token outlives its session's revocation, and
+    what every token Clerk mints has (a `kid`, an `iat`, `sub` and `sid` as non-empty strings,
+    well under 8 KiB). Read without verifying: the caller has a verifier's word for the
+    signature."""
     try:
         header = jwt.get_unverified_header(token)
         claims: Any = jwt.decode(token, options={"verify_signature": False})
@@ -101,5 +104,13 @@ def is_session_token_for_this_instance(token: str) -> bool:
         and claims.get("iss") == TEST_ISSUER
         and all(isinstance(claims.get(name), str) and claims[name] for name in ("sub", "sid"))
         and "iat" in claims
+        and _lifetime(claims) <= MAX_TOKEN_LIFETIME_SECONDS
         and claims.get("sts") != "pending"
     )
+
+
+def _lifetime(claims: dict[str, Any]) -> float:
+    """`exp - iat` in seconds; infinite unless both are numbers."""
+    if not all(type(claims.get(name)) in (int, float) for name in ("exp", "iat")):
+        return math.inf
+    return float(claims["exp"] - claims["iat"])

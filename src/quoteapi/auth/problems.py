@@ -12,6 +12,7 @@ TOKEN_AMBIGUOUS_KEY = Problem(401, "token-ambiguous-key", "Token names an ambigu
 TOKEN_INVALID_SIGNATURE = Problem(401, "token-invalid-signature", "Invalid token signature")
 TOKEN_MISSING_CLAIM = Problem(401, "token-missing-claim", "Session token lacks a claim")
 TOKEN_EXPIRED = Problem(401, "token-expired", "Session token expired")
+TOKEN_LIFETIME_TOO_LONG = Problem(401, "token-lifetime-too-long", "Session token lives too long")
 TOKEN_NOT_ACTIVE_YET = Problem(401, "token-not-active-yet", "Session token not valid yet")
 TOKEN_IAT_IN_THE_FUTURE = Problem(401, "token-iat-in-the-future", "Session token issued later")
 TOKEN_INVALID_ISSUER = Problem(401, "token-invalid-issuer", "Session token from another issuer")

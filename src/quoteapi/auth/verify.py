@@ -35,6 +35,7 @@ from quoteapi.auth.problems import (
     TOKEN_INVALID_AUTHORIZED_PARTY,
     TOKEN_INVALID_ISSUER,
     TOKEN_INVALID_SIGNATURE,
+    TOKEN_LIFETIME_TOO_LONG,
     TOKEN_MALFORMED,
     TOKEN_MISSING_CLAIM,
     TOKEN_NOT_ACTIVE_YET,
@@ -56,6 +57,11 @@ IGNORED_TOKEN_CATEGORY = "cl_I7d4PD111III"  # noqa: S105 - a category, not a sec
 # A tuple, not a set: `cat` may be any JSON value, a list included (unhashable).
 _ACCEPTED_CATEGORIES = (SESSION_TOKEN_CATEGORY, IGNORED_TOKEN_CATEGORY)
 MAX_TOKEN_BYTES = 8 * 1024
+# The longest `exp - iat` accepted. An ended session is remembered for REVOCATION_RETENTION (a
+# day, quoteapi.webhooks.repository), then pruned: a token living at most 12 h, accepted up to
+# CLERK_LEEWAY_SECONDS (at most 300 s) past its exp, can never outlive its session's record.
+# Clerk's session tokens live 60 s, the dev issuer's 1 h by default.
+MAX_TOKEN_LIFETIME_SECONDS = 12 * 60 * 60
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid"]
 _ALGORITHMS = ["RS256"]
 # Three base64url segments: anything else is refused before PyJWT decodes a byte. The signature
@@ -304,6 +310,13 @@ class TokenVerifier:
         now = self.clock()
         if now >= expires_at + self.leeway:
             raise TokenRejected(TOKEN_EXPIRED, "The token has expired; send a fresh one.")
+        if expires_at - issued_at > MAX_TOKEN_LIFETIME_SECONDS:
+            raise TokenRejected(
+                TOKEN_LIFETIME_TOO_LONG,
+                f"The token lives longer than {MAX_TOKEN_LIFETIME_SECONDS // 3600} hours "
+                "(exp - iat); Clerk's session tokens live 60 s: send the session token from "
+                "getToken(), not a long-lived JWT template.",
+            )
         if "nbf" in claims and _seconds(claims, "nbf") > now + self.leeway:
             raise TokenRejected(TOKEN_NOT_ACTIVE_YET, "The token is not valid yet (nbf).")
         if issued_at > now + self.leeway:

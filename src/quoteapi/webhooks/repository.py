@@ -24,7 +24,8 @@ DELIVERY_RETENTION = timedelta(days=7)
 _PRUNE_BATCH = 100
 # A session that ended matters while a token issued before it ended can still be accepted:
 # Clerk's session tokens live 60 s, accepted up to CLERK_LEEWAY_SECONDS (at most 300 s) past
-# their expiry. A day covers that many times over, and any longer lifetime an instance sets.
+# their expiry. A day covers that many times over, and the verifier refuses any token living
+# longer than auth.verify.MAX_TOKEN_LIFETIME_SECONDS (12 h), so no token outlives this record.
 REVOCATION_RETENTION = timedelta(days=1)
 # The advisory-lock class of the per-user lock (its object is hashtext(user id)), fixed by
 # migration 0004: `act_as` takes the lock shared for a write, the erasure exclusively.
