@@ -309,6 +309,22 @@ def token(args: argparse.Namespace) -> None:
     print(token, flush=True)
 
 
+def _token_ttl(text: str) -> int:
+    """`quoteapi token --ttl`: whole seconds, no more than the verifier accepts."""
+    from quoteapi.auth.verify import MAX_TOKEN_LIFETIME_SECONDS
+
+    try:
+        ttl = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if ttl > MAX_TOKEN_LIFETIME_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{ttl} is over {MAX_TOKEN_LIFETIME_SECONDS} seconds (12 hours): the verifier "
+            "refuses a token living longer, so that none outlives its session's revocation"
+        )
+    return ttl
+
+
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
@@ -361,7 +377,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--user", required=True, help="the user id (`sub`), e.g. user_123")
     p.add_argument(
-        "--ttl", type=int, default=3600, help="lifetime in seconds (default 3600; Clerk's is 60)"
+        "--ttl",
+        type=_token_ttl,
+        default=3600,
+        help="lifetime in seconds, up to 43200 (12 hours), the longest the verifier accepts "
+        "(default 3600; Clerk's is 60)",
     )
     p.add_argument(
         "--session", help="the session id (`sid`; default: a new one), e.g. to end it later"

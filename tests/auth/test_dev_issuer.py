@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from quoteapi.app import create_app
+from quoteapi.auth.verify import MAX_TOKEN_LIFETIME_SECONDS
 from quoteapi.cli import main
 from quoteapi.dev import issuer
 from tests.support.app import (
@@ -101,6 +102,24 @@ def test_quoteapi_token_names_the_session_it_is_told(
     assert claims["sid"] == "sess_to_end_later"
 
 
+def test_quoteapi_token_refuses_a_ttl_longer_than_the_verifier_accepts(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    longest = run_token_command(
+        capsys, "--user", "user_9", "--ttl", str(MAX_TOKEN_LIFETIME_SECONDS)
+    )
+    claims = jwt.decode(longest, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == MAX_TOKEN_LIFETIME_SECONDS
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "--user", "user_9", "--ttl", str(MAX_TOKEN_LIFETIME_SECONDS + 1)])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(
+        f"quoteapi token: error: argument --ttl: {MAX_TOKEN_LIFETIME_SECONDS + 1} is over "
+        f"{MAX_TOKEN_LIFETIME_SECONDS} seconds (12 hours)"
+    )
+
+
 def test_the_dev_key_is_private_to_its_owner_and_kept(data_dir: Path) -> None:
     first = issuer.load_or_create_key(data_dir)
     path = data_dir / issuer.KEY_FILE
@@ -122,4 +141,5 @@ def test_quoteapi_token_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "--user" in out
     assert "--ttl" in out
+    assert f"up to {MAX_TOKEN_LIFETIME_SECONDS} " in " ".join(out.split())  # however it wraps
     assert "--azp" in out
