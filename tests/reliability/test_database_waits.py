@@ -137,6 +137,7 @@ async def test_a_table_lock_held_by_a_migration_is_503_in_bounded_time_and_not_r
             )
         finally:
             await migration.rollback()
+        print(f"\ntable lock: GET answered in {read_s:.2f} s, PUT in {write_s:.2f} s")
         assert_retry_later(read, "database-statement-timeout")
         assert_retry_later(write, "database-statement-timeout")
         assert STATEMENT_TIMEOUT_S <= max(read_s, write_s) < STATEMENT_TIMEOUT_S + 1
@@ -178,6 +179,7 @@ async def test_a_client_that_leaves_while_its_request_waits_frees_its_slot_and_i
         await until_a_session_waits(owner, "transactionid", "the PUT waiting on the row lock")
         writer.close()  # the client gives up
         await writer.wait_closed()
+        left = time.monotonic()
 
         async def nobody_waits() -> bool:
             await owner.execute("SELECT pg_stat_clear_snapshot()")
@@ -188,6 +190,7 @@ async def test_a_client_that_leaves_while_its_request_waits_frees_its_slot_and_i
             return waiting == 0
 
         await until(nobody_waits, within=3, what="the abandoned statement cancelled")
+        print(f"\nclient left: its statement cancelled {time.monotonic() - left:.2f} s later")
         # The only pooled slot is free again while the row is still locked.
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
             other = await http.get("/me/message", headers=auth_headers("user_who_stays"))

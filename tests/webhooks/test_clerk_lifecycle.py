@@ -265,3 +265,35 @@ async def test_ended_sessions_are_kept_a_day_and_pruned_by_a_later_webhook(
         )
     assert set(rows) == {"sess_current", "sess_new"}
     assert rows["sess_new"] == REVOCATION_RETENTION
+
+
+BACKLOG = 300_000
+
+
+async def test_a_backlog_of_expired_sessions_is_pruned_a_batch_per_delivery_none_waiting(
+    hooks: httpx.AsyncClient, owner_engine: AsyncEngine
+) -> None:
+    async with owner_engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO revoked_sessions (session_id, user_id, expires_at)"
+                " SELECT 'sess_old_' || n, 'user_old', now() - interval '1 day'"
+                " FROM generate_series(1, :rows) AS n"
+            ),
+            {"rows": BACKLOG},
+        )
+
+    async def timed_delivery(n: int) -> float:
+        started = time.monotonic()
+        assert await deliver(hooks, session_ended("user_a", f"sess_backlog_{n}")) == "revoked"
+        return time.monotonic() - started
+
+    # Two deliveries at once: each prunes a batch, skipping what the other is pruning.
+    durations = await asyncio.gather(timed_delivery(1), timed_delivery(2))
+    async with owner_engine.connect() as connection:
+        left = await connection.scalar(
+            text("SELECT count(*) FROM revoked_sessions WHERE user_id = 'user_old'")
+        )
+    print(f"\nbacklog of {BACKLOG}: deliveries took {[f'{d:.3f}' for d in durations]} s")
+    assert left == BACKLOG - 2 * 500
+    assert max(durations) < 0.5, durations

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from quoteapi.auth.verify import storable_text
 from quoteapi.bodies import read_body
+from quoteapi.database.problems import DATABASE_PROBLEMS
 from quoteapi.problems import PAYLOAD_TOO_LARGE, ApiError, problem_doc
 from quoteapi.services import services_of
 from quoteapi.webhooks import SESSION_ENDED_EVENTS, USER_DELETED_EVENT, repository
@@ -91,6 +92,12 @@ _ACTIONS = {
     responses={
         400: {"description": "Missing, malformed, stale or unsigned delivery (see `code`)"},
         413: problem_doc(f"Body larger than {MAX_BODY_BYTES} bytes", PAYLOAD_TOO_LARGE),
+        503: problem_doc(
+            "The database cannot process the delivery now (`code` says which wait ran out); "
+            "Svix retries it",
+            *DATABASE_PROBLEMS,
+            headers={"Retry-After": {"schema": {"type": "integer"}}},
+        ),
     },
     # The body is read raw (the signature covers its exact bytes), so FastAPI cannot infer it.
     openapi_extra={
