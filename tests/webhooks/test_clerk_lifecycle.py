@@ -267,6 +267,24 @@ async def test_ended_sessions_are_kept_a_day_and_pruned_by_a_later_webhook(
     assert rows["sess_new"] == REVOCATION_RETENTION
 
 
+async def test_a_two_day_token_of_a_revoked_session_stays_refused_after_pruning(
+    hooks: httpx.AsyncClient, owner_engine: AsyncEngine, mint_token: MintToken
+) -> None:
+    # Revocations are kept a day; a token that lived longer would be accepted again once its
+    # revocation is pruned, so it is never accepted (tests/auth: longer than 12 hours).
+    now = int(time.time())
+    token = mint_token("user_a", sid="sess_long", iat=now, exp=now + 2 * 86400)
+    assert await deliver(hooks, session_ended("user_a", "sess_long")) == "revoked"
+    async with owner_engine.begin() as connection:  # a day passes
+        await connection.execute(text("UPDATE revoked_sessions SET expires_at = now()"))
+    assert await deliver(hooks, session_ended("user_a", "sess_other")) == "revoked"  # prunes
+    async with owner_engine.connect() as connection:
+        kept = (await connection.scalars(text("SELECT session_id FROM revoked_sessions"))).all()
+    assert kept == ["sess_other"]
+    response = await hooks.get("/me/message", headers=bearer(token))
+    assert_problem(response, 401, "token-lifetime-too-long")
+
+
 BACKLOG = 300_000
 
 
