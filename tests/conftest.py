@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -91,6 +92,15 @@ async def owner_engine(owner_database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(parse_database_url(owner_database_url), pool_size=2)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+async def owner(owner_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of its own as the owner, beside the app's pool: to hold locks and watch who
+    waits on them."""
+    connection = await asyncpg.connect(**parse_database_url(owner_database_url).connect_kwargs)
+    yield connection
+    await connection.close()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quoteapi.database.url import parse_database_url
 from quoteapi.webhooks.repository import USER_LOCK_CLASS
 from tests.support.app import EMPTY_USER_TABLES, RunningApp, make_settings, running_app
 from tests.support.locks import lock_row
@@ -40,13 +39,6 @@ async def bounded(database_url: str, owner_engine: AsyncEngine) -> AsyncIterator
         async with owner_engine.begin() as connection:
             await connection.execute(text(EMPTY_USER_TABLES))
         yield api
-
-
-@pytest.fixture
-async def owner(owner_database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(**parse_database_url(owner_database_url).connect_kwargs)
-    yield connection
-    await connection.close()
 
 
 async def hold_users_lock(owner: asyncpg.Connection, user: str) -> asyncpg.transaction.Transaction:

@@ -13,7 +13,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -48,14 +48,6 @@ BOUNDS = {
     "database_statement_timeout": STATEMENT_TIMEOUT_S,
     "database_lock_timeout": LOCK_TIMEOUT_S,
 }
-
-
-@pytest.fixture
-async def owner(owner_database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection as the owner, beside the server's pool: it locks and watches."""
-    connection = await asyncpg.connect(**parse_database_url(owner_database_url).connect_kwargs)
-    yield connection
-    await connection.close()
 
 
 @pytest.fixture

@@ -9,13 +9,12 @@ import asyncio
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import asyncpg
 import httpx
 import pytest
 
-from quoteapi.database.url import parse_database_url
 from tests.support.locks import hold_row_lock_until_a_put_waits
 from tests.support.polling import until
 from tests.support.problems import assert_problem
@@ -23,14 +22,6 @@ from tests.support.processes import ServerProcess
 from tests.support.tokens import AuthHeaders
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def superuser(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection of the test's own to the session database, beside the server's pool."""
-    connection = await asyncpg.connect(**parse_database_url(fresh_database).connect_kwargs)
-    yield connection
-    await connection.close()
 
 
 def _refuses_connections(port: int) -> bool:
@@ -44,7 +35,7 @@ def _refuses_connections(port: int) -> bool:
 async def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
     start_server: Callable[..., ServerProcess],
     database_url: str,
-    superuser: asyncpg.Connection,
+    owner: asyncpg.Connection,
     auth_headers: AuthHeaders,
 ) -> None:
     server = start_server(database_url, quoteapi_shutdown_grace_seconds=15)
@@ -53,9 +44,7 @@ async def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         created = await http.put("/me/message", json={"message": "before"}, headers=headers)
         assert created.status_code in (200, 201)
-        transaction, in_flight = await hold_row_lock_until_a_put_waits(
-            superuser, http, user, headers
-        )
+        transaction, in_flight = await hold_row_lock_until_a_put_waits(owner, http, user, headers)
 
         server.signal(signal.SIGTERM)
         signalled = time.monotonic()
@@ -70,7 +59,7 @@ async def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
     assert response.json()["message"] == "during shutdown"
     assert await asyncio.to_thread(server.wait, 15) == 0
     print(f"\nexited 0, {time.monotonic() - signalled:.2f} s after SIGTERM")
-    stored = await superuser.fetchval("SELECT message FROM user_messages WHERE user_id = $1", user)
+    stored = await owner.fetchval("SELECT message FROM user_messages WHERE user_id = $1", user)
     assert stored == "during shutdown"
     messages = [r.get("message", "") for r in server.log_records()]
     assert "Application shutdown complete." in messages  # lifespan ran: the pool is disposed
@@ -80,7 +69,7 @@ async def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
 async def test_sigterm_cancels_a_request_still_running_after_the_grace_period(
     start_server: Callable[..., ServerProcess],
     database_url: str,
-    superuser: asyncpg.Connection,
+    owner: asyncpg.Connection,
     auth_headers: AuthHeaders,
 ) -> None:
     grace = 1
@@ -89,9 +78,7 @@ async def test_sigterm_cancels_a_request_still_running_after_the_grace_period(
     headers = auth_headers(user)
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         assert (await http.put("/me/message", json={"message": "x"}, headers=headers)).is_success
-        transaction, in_flight = await hold_row_lock_until_a_put_waits(
-            superuser, http, user, headers
-        )
+        transaction, in_flight = await hold_row_lock_until_a_put_waits(owner, http, user, headers)
         server.signal(signal.SIGTERM)
         signalled = time.monotonic()
         try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -15,7 +14,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quoteapi.database.url import parse_database_url
 from quoteapi.webhooks import SESSION_ENDED_EVENTS
 from quoteapi.webhooks.repository import REVOCATION_RETENTION
 from tests.support.app import RunningApp
@@ -41,14 +39,6 @@ async def deliver(hooks: httpx.AsyncClient, event: dict[str, object], **signing:
     assert response.status_code == 200, response.text
     outcome: str = response.json()["outcome"]
     return outcome
-
-
-@pytest.fixture
-async def owner(owner_database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection as the owner, to hold locks and watch who waits on them."""
-    connection = await asyncpg.connect(**parse_database_url(owner_database_url).connect_kwargs)
-    yield connection
-    await connection.close()
 
 
 # --- A deleted user stays deleted -----------------------------------------------------------

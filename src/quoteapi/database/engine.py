@@ -116,7 +116,7 @@ def create_engine(
     pool_size: int = 10,
     pool_timeout: float = 5.0,
     connect_timeout: float = 5.0,
-    statement_timeout: float = 5.0,
+    statement_timeout: float | None = None,
 ) -> AsyncEngine:
     """Build the engine for one database target; nothing connects until first use.
 
@@ -124,7 +124,8 @@ def create_engine(
     not outlive its transaction: statements are prepared under unique names and never cached.
     Otherwise each connection keeps its prepared statements, saving a round trip per query.
     `statement_timeout`: asyncpg's command_timeout, each statement's bound in the client; past it
-    asyncpg cancels the statement on the server and the connection is discarded.
+    asyncpg cancels the statement on the server and the connection is discarded. None (as for
+    migrations, whose statements may rightly take long): no bound.
     """
     statements: dict[str, Any] = POOLER_SAFE_STATEMENTS if pooler else {}
     connect_args: dict[str, Any] = {
