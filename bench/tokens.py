@@ -3,8 +3,8 @@
 Tokens are minted with `quoteapi.dev.issuer.mint_session_token` (the header and claims of a
 Clerk v2 session token) and written one per line for wrk's Lua script. Signing is the slow part
 (about 0.3 ms a token), so files are minted in parallel and cached in `bench/.cache/`, keyed by
-the key, the issuer, the users and the count; a file is re-minted when its tokens get within a
-day of their expiry.
+the key, the issuer, the users and the count; a file is re-minted when its tokens get within
+two hours of their expiry.
 """
 
 from __future__ import annotations
@@ -18,16 +18,17 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from quoteapi.auth.verify import MAX_TOKEN_LIFETIME_SECONDS
 from quoteapi.dev import issuer
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 ISSUER = issuer.DEV_ISSUER
 AZP = "http://localhost:5173"
-# Clerk's tokens live 60 s; these live a week so that a cached file serves many runs. The
-# verifier's work does not depend on the lifetime.
-TTL_SECONDS = 7 * 24 * 3600
-_REMINT_MARGIN_SECONDS = 24 * 3600
-_FORMAT = "v1"  # bump when the token layout changes, to invalidate cached files
+# Clerk's tokens live 60 s; these live as long as the verifier accepts (12 hours) so that a
+# cached file serves a day's runs. The verifier's work does not depend on the lifetime.
+TTL_SECONDS = MAX_TOKEN_LIFETIME_SECONDS
+_REMINT_MARGIN_SECONDS = 2 * 3600
+_FORMAT = "v2"  # bump when the token layout changes, to invalidate cached files
 _CHUNK = 2000
 
 _worker_key: rsa.RSAPrivateKey | None = None
