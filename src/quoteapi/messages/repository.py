@@ -89,23 +89,22 @@ class StoredMessage:
 
 
 # The caller as a one-row subquery `acting(user_id)`, whose `act_as` call binds the running
-# statement's transaction to the caller and checks them (the module's docstring), once the
-# server's bounds on lock waits are set (SERVER_WAITS, read first), so a single statement needs
-# no round trip of its own for any of it. Statements reach user_messages only through it (JOIN
-# LATERAL, or INSERT ... SELECT), so PostgreSQL evaluates it before it touches the table;
-# OFFSET 0 keeps the planner from inlining the call elsewhere.
-def _acting(*, writes: bool) -> Any:
-    return (
-        select(func.act_as(_CALLER, _SESSION, true() if writes else false()).label("user_id"))
-        .select_from(SERVER_WAITS)
-        .offset(0)
-    )
+# statement's transaction to the caller and checks them (the module's docstring), so a single
+# statement needs no round trip of its own for either. Statements reach user_messages only
+# through it (JOIN LATERAL, or INSERT ... SELECT), so PostgreSQL evaluates it before it touches
+# the table; OFFSET 0 keeps the planner from inlining the call elsewhere. A statement that may
+# wait for a lock reads the server's bounds on lock waits first (`waits`: SERVER_WAITS, in its
+# FROM); a read takes none they could end (its table's lock is taken while it is planned, under
+# the statement's own bound), so it reads the caller alone.
+def _acting(*, writes: bool, waits: bool = True) -> Any:
+    acting = select(func.act_as(_CALLER, _SESSION, true() if writes else false()).label("user_id"))
+    return (acting.select_from(SERVER_WAITS) if waits else acting).offset(0)
 
 
 # Run alone, too, for statements that cannot carry the binding (`_bind`).
 _BIND_READER: Any = _acting(writes=False)
 _BIND_WRITER: Any = _acting(writes=True)
-_ACTING = _BIND_READER.subquery("acting")
+_ACTING = _acting(writes=False, waits=False).subquery("acting")
 _WRITER = _BIND_WRITER.subquery("acting")
 _mine = select(*_RETURNED).where(_c.user_id == _ACTING.c.user_id).lateral("mine")
 _READ: Any = select(*_mine.c).select_from(_ACTING).join(_mine, true())
@@ -170,17 +169,17 @@ async def _exec(session: AsyncSession, statement: Any, params: dict[str, Any]) -
         raise refusal() from None
 
 
-def _caller(session: AsyncSession, caller: VerifiedUser) -> dict[str, Any]:
-    """The parameters of `_acting`."""
-    return {
-        "caller": caller.user_id,
-        "caller_session": caller.session_id,
-        **server_waits(session),
-    }
+def _caller(caller: VerifiedUser) -> dict[str, Any]:
+    return {"caller": caller.user_id, "caller_session": caller.session_id}
+
+
+def _bounded_caller(session: AsyncSession, caller: VerifiedUser) -> dict[str, Any]:
+    """The parameters of `_acting` with the server's bounds on lock waits."""
+    return {**_caller(caller), **server_waits(session)}
 
 
 async def read_quote(session: AsyncSession, caller: VerifiedUser) -> StoredMessage | None:
-    row = (await _exec(session, _READ, _caller(session, caller))).first()
+    row = (await _exec(session, _READ, _caller(caller))).first()
     return None if row is None else StoredMessage(*row)
 
 
@@ -193,7 +192,7 @@ async def save_quote(
 ) -> StoredMessage | None:
     """Create the quote, or replace it unless `if_none_match` names its version (`*`: create
     only); None when the condition kept the stored quote."""
-    params = {**_caller(session, caller), "quote": quote}
+    params = {**_bounded_caller(session, caller), "quote": quote}
     statement = _SAVE
     if if_none_match is not None and if_none_match.any:
         statement = _CREATE_ONLY
@@ -247,4 +246,5 @@ async def _bind(session: AsyncSession, caller: VerifiedUser, *, writes: bool) ->
     """Make the rest of the unit of work one transaction bound to the caller, for statements
     that cannot carry the binding themselves. A writer holds the user's lock until it commits."""
     await transaction(session)
-    await _exec(session, _BIND_WRITER if writes else _BIND_READER, _caller(session, caller))
+    statement = _BIND_WRITER if writes else _BIND_READER
+    await _exec(session, statement, _bounded_caller(session, caller))
