@@ -34,6 +34,7 @@ import asyncio
 import collections
 import json
 import logging
+import re
 import socket
 import sys
 import uuid
@@ -58,6 +59,8 @@ from quoteapi.problems import (
     REQUEST_TIMEOUT,
     RETRY_AFTER_SECONDS,
     TOO_MANY_CONNECTIONS,
+    TRANSFER_CODING_NOT_IMPLEMENTED,
+    URI_TOO_LONG,
     Problem,
     problem_body,
 )
@@ -68,11 +71,18 @@ log = logging.getLogger("quoteapi.http")
 # Request line plus headers (and, apart, a trailer section). A Clerk session token is at most
 # 8 KiB (auth refuses larger), and a browser's cookies a few KiB more; nginx allows 32 KiB too.
 MAX_HEAD_BYTES = 32 * 1024
+# Within that: the request target (this API's are a few bytes; 414 past it, as nginx and Apache
+# at 8 KiB) and the field lines of a section (browsers send about 20; Apache allows 100: 431).
+MAX_TARGET_BYTES = 8 * 1024
+MAX_FIELDS = 100
 
 # How long a refused connection keeps reading (and dropping) what its client still sends, after
 # the answer: long enough for a client to finish writing a body of the largest accepted size
-# (1 MiB) on loopback or a LAN and read the answer; short, as it holds no shared resource.
+# (1 MiB) on loopback or a LAN and read the answer; short, as it holds no shared resource. Past
+# that much dropped it stops reading (closing would reset the connection and destroy the
+# answer): a client still uploading is held by TCP's own flow control until the linger ends.
 LINGER_SECONDS = 2.0
+LINGER_MAX_BYTES = 1024 * 1024
 
 # Pipelined requests parsed ahead of the one being answered. Browsers do not pipeline; clients
 # that do send a few. Parsing in slices keeps one read from queueing thousands at once.
@@ -104,7 +114,9 @@ _TCP_CLOSE = 7  # TCP_INFO's state once the peer reset the connection (Linux)
 CAP_WARNING_INTERVAL_SECONDS = 10.0
 # At the cap, a connection idle for less than this is not closed for a newcomer: one just
 # accepted has had no time to send its request, and a client opening connections fast would
-# otherwise close every user's before its request is read. The newcomer is refused instead.
+# otherwise close every user's before its request is read. The newcomer is refused instead. A
+# connection still sending a head it began that long ago counts as idle: a real client's head
+# arrives at once, and one sent a byte at a time would otherwise hold its place for good.
 IDLE_BEFORE_EVICTION_SECONDS = 1.0
 
 
@@ -171,14 +183,101 @@ def _worker_limits() -> EdgeLimits:
     return edge_limits(load_settings())
 
 
+# RFC 3986's host [ ":" port ]: an IP literal in brackets, or a reg-name (unreserved,
+# percent-encoded and sub-delims characters; an IPv4 address is one too), then digits.
+_HOST = re.compile(
+    rb"(\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(:[0-9]*)?"
+)
+
+
 def _host_problem(http_version: str, headers: list[tuple[bytes, bytes]]) -> str | None:
     """Why the request's Host header breaks RFC 9112 section 3.2, or None: an HTTP/1.1 request
-    carries exactly one, any request at most one (two could route it two ways)."""
-    hosts = sum(1 for name, _ in headers if name == b"host")  # uvicorn lower-cases the names
-    if hosts > 1:
-        return f"Send one Host header; this request has {hosts} (RFC 9112, section 3.2)."
-    if hosts == 0 and http_version == "1.1":
+    carries exactly one, any request at most one (two could route it two ways), and its value is
+    a host and port (RFC 3986), nothing else."""
+    hosts = [value for name, value in headers if name == b"host"]  # uvicorn lower-cases names
+    if len(hosts) > 1:
+        return f"Send one Host header; this request has {len(hosts)} (RFC 9112, section 3.2)."
+    if not hosts and http_version == "1.1":
         return "An HTTP/1.1 request must carry a Host header (RFC 9112, section 3.2)."
+    if hosts and _HOST.fullmatch(hosts[0]) is None:
+        return "The Host header must be a host name or address and a port (RFC 9112, 3.2)."
+    return None
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        (name == b"content-length" and value.strip() not in (b"0", b""))
+        or name == b"transfer-encoding"
+        for name, value in headers
+    )
+
+
+def _framing(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The field that frames the body of a request with `headers`, as its head gave it."""
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            return b"transfer-encoding: " + value
+        if name == b"content-length":
+            return b"content-length: " + value
+    return b"content-length: 0"
+
+
+class _LingeringClose:
+    """The transport as the cycle of a request with a body sees it: uvicorn closes it after an
+    answer that began before the body arrived whole, and closing a socket the client still
+    writes to would reset it, destroying the answer: the close lingers instead."""
+
+    def __init__(self, protocol: GuardedHttpToolsProtocol) -> None:
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._protocol.transport, name)
+
+    def close(self) -> None:
+        self._protocol._close_after_answer()
+
+
+class _BodyPastUpgrade:
+    """Parser callbacks for the rest of a request that asked to upgrade, which httptools does not
+    read: the head that frames it for a parser of its own is dropped, its body and trailers go
+    to the protocol, and nothing after it is read (its answer closes the connection)."""
+
+    def __init__(self, protocol: GuardedHttpToolsProtocol) -> None:
+        self.protocol = protocol
+        self.head_done = False
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:  # a trailer field
+            self.protocol.on_header(name, value)
+
+    def on_body(self, body: bytes) -> None:
+        self.protocol.on_body(body)
+
+    def on_chunk_header(self) -> None:
+        self.protocol.on_chunk_header()
+
+    def on_chunk_complete(self) -> None:
+        self.protocol.on_chunk_complete()
+
+    def on_message_complete(self) -> None:
+        self.protocol.on_message_complete()
+        self.protocol._stop_reading()
+
+
+def _coding_problem(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why the request's Transfer-Encoding asks for what this server does not do, or None: it
+    decodes `chunked` only (RFC 9112, section 6.1: any other coding is 501)."""
+    codings = [
+        coding.strip().lower()
+        for name, value in headers
+        if name == b"transfer-encoding"
+        for coding in value.split(b",")
+    ]
+    if any(coding != b"chunked" for coding in codings):
+        return "Only the chunked transfer coding is accepted; send the body without others."
     return None
 
 
@@ -238,10 +337,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._sections_begun = 0
         self._field_bytes = 0
         self._field_slices = 0
+        self._fields = 0  # field lines of the section, counted apart: many tiny ones cost too
+        self._keep_alive_after_body: bool | None = None  # the request's own, once its body ends
+        self._body_events = 0  # body callbacks so far, and body bytes since the last one
+        self._unheard = 0
+        self._dropped = 0  # bytes read and dropped once nothing more is parsed
+        self._target_bytes = 0
         self._done_reading = False  # refused or upgraded: nothing more is parsed
         self._held_answer: bytes | None = None  # a refusal waiting for earlier answers
         self._writes_resumed = 0
-        self.idle_since: float | None = None  # for the connection cap: None while busy
+        # For the connection cap: since when the connection has given the app no request (idle,
+        # or still sending a head: a client dribbling one never counts as busy); None while busy.
+        self.idle_since: float | None = None
 
     # --- the connection ----------------------------------------------------------------------
 
@@ -356,6 +463,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._done_reading:  # the rest of a refused or upgraded connection is dropped
+            self._dropped += len(data)
+            if self._dropped > LINGER_MAX_BYTES and self.transport.is_reading():
+                self.transport.pause_reading()
             return
         self._unset_keepalive_if_required()
         self._unparsed = bytes(self._unparsed) + data if self._unparsed else data
@@ -365,6 +475,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         idle = not self._request_started and not self._busy()
         if idle and self._read_deadline is None and not self.transport.is_closing():
             self._arm_read_deadline()
+
+    def _close_after_answer(self) -> None:
+        """Close after an answer: at once when its request arrived whole, else once the client
+        read it (its body, still coming, is dropped meanwhile, within the linger's bounds)."""
+        if not self._request_started:
+            self.transport.close()
+            return
+        self._stop_reading()
+        self._request_started = False
+        self._answer_and_close(b"")
+
+    def _stop_reading(self) -> None:
+        """Parse nothing more: what follows is dropped (the connection closes after its answer)."""
+        self._done_reading = True
+        self._unparsed = b""
 
     def _holding_reads(self) -> bool:
         return bool(self._unparsed) or bool(self.pipeline)
@@ -385,13 +510,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _feed(self, data: bytes | memoryview) -> None:
         section = self._sections_begun if self._in_fields else None
+        heard = self._body_events
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # The request is answered as plain HTTP (no WebSocket here); what follows its head
-            # speaks another protocol. Its answer closes the connection (on_headers_complete).
-            self._done_reading = True
+        except httptools.HttpParserUpgrade as upgrade:
+            # The request is answered as plain HTTP, its Upgrade ignored (RFC 9110, section 7.8:
+            # there is no other protocol here), and its answer closes the connection. httptools
+            # stops at the head of such a request: a parser of its own reads the body on.
+            rest = bytes(data[upgrade.args[0] :]) + bytes(self._unparsed)
             self._unparsed = b""
+            if self.cycle.scope["method"] == "CONNECT":  # nothing to read on: a tunnel asked
+                self._done_reading = True
+                return
+            self.parser = httptools.HttpRequestParser(_BodyPastUpgrade(self))
+            self.parser.feed_data(b"POST / HTTP/1.1\r\n%s\r\n\r\n" % _framing(self.headers))
+            self._unparsed = rest
             return
         except httptools.HttpParserError as exc:
             self._refuse(BAD_REQUEST, f"The request is not valid HTTP/1.1 ({exc}).")
@@ -402,6 +535,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._field_slices += len(data)
             if self._field_slices > MAX_HEAD_BYTES:
                 self._refuse_fields()
+        elif not self._in_fields and self._request_started:
+            # Body bytes the parser took without a word: a chunk's size line and its extensions,
+            # which httptools skips unseen (a stream of them would never end).
+            self._unheard = 0 if self._body_events != heard else self._unheard + len(data)
+            if self._unheard > MAX_HEAD_BYTES:
+                why = f"Send chunk size lines (extensions too) of at most {MAX_HEAD_BYTES} bytes."
+                self._refuse(BAD_REQUEST, why)
 
     # Parser callbacks. Once refused, the rest of a slice still runs through the parser: every
     # callback then does nothing, so no app starts and no body reaches one.
@@ -412,21 +552,32 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._request_started = True
+        self._target_bytes = self._unheard = 0
         self._begin_section()
-        self.idle_since = None
         if self._read_deadline is None:  # the first request's deadline runs from the connect
             self._arm_read_deadline()
 
     def on_url(self, url: bytes) -> None:
-        if not self._done_reading:
-            super().on_url(url)
-            self._count_fields(len(url))
+        if self._done_reading:
+            return
+        super().on_url(url)
+        self._target_bytes += len(url)  # httptools may report a long target in pieces
+        if self._target_bytes > MAX_TARGET_BYTES:
+            self._refuse(
+                URI_TOO_LONG, f"Send a request target of at most {MAX_TARGET_BYTES} bytes."
+            )
+            return
+        self._count_fields(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._done_reading:
             return
         if self._in_head:  # a trailer field is counted, and never becomes a header
             super().on_header(name, value)
+        self._fields += 1
+        if self._fields > MAX_FIELDS:
+            self._refuse_fields(f"at most {MAX_FIELDS} fields")
+            return
         self._count_fields(len(name) + len(value) + 3)  # "name:value\r\n" at the least
 
     def on_headers_complete(self) -> None:
@@ -435,45 +586,62 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if (wrong := _host_problem(self.parser.get_http_version(), self.headers)) is not None:
             self._refuse(BAD_REQUEST, wrong)
             return
+        if (wrong := _coding_problem(self.headers)) is not None:
+            self._refuse(TRANSFER_CODING_NOT_IMPLEMENTED, wrong)
+            return
         self._in_head = self._in_fields = False
+        self.idle_since = None  # a whole head: the connection is the app's now
         super().on_headers_complete()
         if self.parser.should_upgrade():
             self.cycle.keep_alive = False
+        elif _has_body(self.headers):
+            # An answer that begins before the body has arrived whole closes the connection (its
+            # head says so): what the client still sends, if it sends it at all (a refused
+            # `Expect: 100-continue`), is never taken for the next request, nor read for nothing.
+            self._keep_alive_after_body = self.cycle.keep_alive
+            self.cycle.keep_alive = False
+            self.cycle.transport = _LingeringClose(self)  # type: ignore[assignment]
 
     def on_chunk_header(self) -> None:
         if not self._done_reading:
+            self._body_events += 1
             self._begin_section()  # a chunk's size line; after the last chunk, the trailers
 
     def on_body(self, body: bytes) -> None:
         if not self._done_reading:
+            self._body_events += 1
             self._in_fields = False
             super().on_body(body)
 
     def on_chunk_complete(self) -> None:
+        self._body_events += 1
         self._in_fields = False
 
     def on_message_complete(self) -> None:
-        if self._done_reading:
+        if self._done_reading or self.parser.should_upgrade():  # the body is still to come
             return
         self._disarm_read_deadline()
         self._request_started = False
         self._in_head = self._in_fields = True
         self._field_bytes = self._field_slices = 0
+        if self._keep_alive_after_body is not None and not self.cycle.response_started:
+            self.cycle.keep_alive = self._keep_alive_after_body
+        self._keep_alive_after_body = None
         super().on_message_complete()
 
     def _begin_section(self) -> None:
         self._in_fields = True
         self._sections_begun += 1
-        self._field_bytes = self._field_slices = 0
+        self._field_bytes = self._field_slices = self._fields = 0
 
     def _count_fields(self, size: int) -> None:
         self._field_bytes += size
         if self._field_bytes > MAX_HEAD_BYTES:
             self._refuse_fields()
 
-    def _refuse_fields(self) -> None:
+    def _refuse_fields(self, limit: str = f"{MAX_HEAD_BYTES} bytes") -> None:
         what = "head" if self._in_head else "trailer section"
-        self._refuse(HEADERS_TOO_LARGE, f"Send a request {what} of at most {MAX_HEAD_BYTES} bytes.")
+        self._refuse(HEADERS_TOO_LARGE, f"Send a request {what} of at most {limit}.")
 
     def _arm_read_deadline(self) -> None:
         self._disarm_read_deadline()

@@ -50,6 +50,10 @@ INTERNAL_ERROR = Problem(500, "internal-error", "Internal server error")
 # Answered by the HTTP protocol itself (quoteapi.http_protocol), before any app sees the request.
 REQUEST_TIMEOUT = Problem(408, "request-timeout", "Request not received in time")
 HEADERS_TOO_LARGE = Problem(431, "headers-too-large", "Request headers too large")
+URI_TOO_LONG = Problem(414, "uri-too-long", "Request target too long")
+TRANSFER_CODING_NOT_IMPLEMENTED = Problem(
+    501, "transfer-coding-not-implemented", "Transfer coding not implemented"
+)
 SHUTTING_DOWN = Problem(503, "shutting-down", "Server shutting down")
 TOO_MANY_CONNECTIONS = Problem(503, "too-many-connections", "Too many connections")
 

@@ -18,7 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from quoteapi.http_protocol import LISTEN_BACKLOG, RESERVED_DESCRIPTORS
+from quoteapi.http_protocol import (
+    IDLE_BEFORE_EVICTION_SECONDS,
+    LISTEN_BACKLOG,
+    RESERVED_DESCRIPTORS,
+)
 from tests.support.polling import until, wait_until
 from tests.support.problems import PROBLEM_CONTENT_TYPE
 from tests.support.processes import (
@@ -145,6 +149,54 @@ async def test_at_the_connection_cap_a_user_gets_an_answer_never_a_reset(
     print(f"\n{attack.opened} idle connections opened; the user got {outcomes}")
     assert not failures, failures
     assert server.logged_event("connection_cap_reached")
+
+
+class DribblingConnections:
+    """Connections that send a request head one byte every half second, never finishing it,
+    each re-opened as soon as the server closes it."""
+
+    HEAD = b"GET /healthz HTTP/1.1\r\nHost: quoteapi.test\r\nX-Pad: " + b"a" * 200
+
+    def __init__(self, port: int, ends: float) -> None:
+        self.port, self.ends = port, ends
+        self.opened = 0
+
+    async def keep_one(self) -> None:
+        while time.monotonic() < self.ends:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                continue
+            self.opened += 1
+            try:
+                for byte in self.HEAD:
+                    if time.monotonic() >= self.ends:
+                        break
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(0.5)  # the dribble itself
+            except OSError:
+                pass  # closed by the server: open another
+            finally:
+                writer.close()
+
+
+async def test_connections_dribbling_their_heads_give_way_to_users_at_the_cap(
+    start_server: Callable[..., ServerProcess], database_url: str
+) -> None:
+    server = start_server(
+        database_url, quoteapi_max_connections=20, quoteapi_request_read_timeout_seconds=60
+    )
+    dribble = DribblingConnections(server.port, ends=time.monotonic() + 8)
+    dribblers = asyncio.gather(*(dribble.keep_one() for _ in range(30)))
+    try:
+        await until(lambda: dribble.opened >= 30, within=5, what="30 dribbling connections")
+        await asyncio.sleep(IDLE_BEFORE_EVICTION_SECONDS + 0.5)  # each head is a second old
+        outcomes = [await a_users_request(server.url) for _ in range(10)]
+    finally:
+        await dribblers
+    statuses = [o.status_code if isinstance(o, httpx.Response) else repr(o) for o in outcomes]
+    assert statuses == [200] * 10, statuses
 
 
 def serve_stopping_at_start_up(
