@@ -33,6 +33,13 @@ def test_a_star_matches_any_stored_version() -> None:
     assert TagList.parse(" * ").matches(12345)
 
 
+def test_a_star_among_tags_is_no_star() -> None:
+    # As the router hands over two field lines, `*` and then `"7"`.
+    tags = TagList.parse('*, "7"')
+    assert not tags.any
+    assert tags.versions == (7,)
+
+
 def test_a_list_matches_only_the_versions_it_names() -> None:
     tags = TagList.parse('"1", W/"3"')
     assert tags.matches(3)

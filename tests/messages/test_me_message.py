@@ -229,6 +229,34 @@ async def test_preconditions_compare_and_apply_as_rfc_9110_says(
         assert (kept.json()["message"], kept.headers["etag"]) == ("Stored.", etag)
 
 
+# RFC 9110, section 5.3: several field lines of one name are one comma-separated list.
+@pytest.mark.parametrize(
+    ("method", "name", "status"),
+    [
+        ("GET", "If-None-Match", 304),
+        ("PUT", "If-None-Match", 412),
+        ("DELETE", "If-None-Match", 412),
+        ("GET", "If-Match", 200),
+        ("PUT", "If-Match", 200),
+        ("DELETE", "If-Match", 204),
+    ],
+)
+async def test_a_condition_sent_on_several_lines_is_read_as_one_list(
+    client: httpx.AsyncClient, alice: dict[str, str], method: str, name: str, status: int
+) -> None:
+    etag = (await _put(client, alice, "Stored.")).headers["etag"]
+    lines = [(name, NEVER_AN_ETAG), (name, etag)]  # the current tag on the second line only
+    body = {"message": "Changed."} if method == "PUT" else None
+    response = await client.request(
+        method, "/me/message", json=body, headers=[*alice.items(), *lines]
+    )
+    assert response.status_code == status, response.text
+    if status == 412:
+        assert_problem(response, 412, "precondition-failed")
+        kept = await client.get("/me/message", headers=alice)
+        assert (kept.json()["message"], kept.headers["etag"]) == ("Stored.", etag)
+
+
 @pytest.mark.parametrize(
     "conditions", [{"If-Match": '"1"'}, {"If-Match": "*"}, {"If-None-Match": "*"}]
 )

@@ -20,7 +20,8 @@ def etag(version: int) -> str:
 @dataclass(frozen=True)
 class TagList:
     """An If-Match or If-None-Match header: `*` (any stored quote), or the versions it names
-    (tags that name no version of ours are left out)."""
+    (tags that name no version of ours are left out). `*` counts only as the whole value, as
+    RFC 9110's grammar (`"*" / #entity-tag`) has it: among tags it names nothing."""
 
     any: bool
     versions: tuple[int, ...]

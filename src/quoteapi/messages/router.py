@@ -259,12 +259,19 @@ async def _run(
 def _conditions(request: Request) -> tuple[TagList | None, TagList | None]:
     """The request's If-Match, compared strongly (RFC 9110, section 13.1.1), and If-None-Match,
     compared weakly; None for a header not sent."""
-    if_match = request.headers.get("if-match")
-    if_none_match = request.headers.get("if-none-match")
+    if_match = _header(request, "if-match")
+    if_none_match = _header(request, "if-none-match")
     return (
         None if if_match is None else TagList.parse(if_match, strong=True),
         None if if_none_match is None else TagList.parse(if_none_match),
     )
+
+
+def _header(request: Request, name: str) -> str | None:
+    """Every field line of `name` as the one list they are (RFC 9110, section 5.3); None when
+    none was sent."""
+    lines = request.headers.getlist(name)
+    return ", ".join(lines) if lines else None
 
 
 def _quote_response(stored: StoredMessage, status: int = 200) -> JSONResponse:
