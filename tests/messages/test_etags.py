@@ -25,6 +25,14 @@ def test_a_tag_list_names_the_versions_it_quotes(header: str, versions: tuple[in
     assert tags.versions == versions
 
 
+# Entity-tags compare character by character (RFC 9110, section 8.8.3.2), weakly too: only
+# the canonical decimal form, as `etag` writes it, names a version.
+@pytest.mark.parametrize("header", ['"07"', '"0042"', '"00"', 'W/"07"'])
+@pytest.mark.parametrize("strong", [True, False], ids=["if-match", "if-none-match"])
+def test_a_tag_with_leading_zeros_names_no_version(header: str, strong: bool) -> None:
+    assert TagList.parse(header, strong=strong).versions == ()
+
+
 def test_the_strong_comparison_of_if_match_leaves_weak_tags_out() -> None:
     assert TagList.parse('W/"7", "8"', strong=True).versions == (8,)
 

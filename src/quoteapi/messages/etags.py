@@ -40,11 +40,21 @@ class TagList:
                     continue
                 tag = tag.removeprefix("W/")
             digits = tag[1:-1] if len(tag) >= 2 and tag[0] == tag[-1] == '"' else ""
-            in_range = digits.isascii() and digits.isdigit() and len(digits) <= 19
-            if in_range and int(digits) <= _MAX_VERSION:
-                versions.append(int(digits))
+            version = _version(digits)
+            if version is not None:
+                versions.append(version)
         return cls(any=False, versions=tuple(versions))
 
     def matches(self, version: int) -> bool:
         """Whether a stored quote at `version` satisfies the list."""
         return self.any or version in self.versions
+
+
+def _version(digits: str) -> int | None:
+    """The version an opaque-tag's `digits` name, if any. Entity-tags compare character by
+    character (RFC 9110, section 8.8.3.2), so only the form `etag` writes names one: `"07"`
+    is not `"7"`."""
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
+        return None
+    version = int(digits)
+    return version if version <= _MAX_VERSION and str(version) == digits else None
