@@ -125,6 +125,18 @@ async def test_get_with_matching_if_none_match_returns_304(
         assert response.content == b""
 
 
+async def test_a_304_carries_the_etag_and_cache_control_of_the_200(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    # RFC 9110, section 15.4.5: a 304 sends the headers a 200 would, Cache-Control among them.
+    etag = (await _put(client, alice, "Be here now.")).headers["etag"]
+    full = await client.get("/me/message", headers=alice)
+    unchanged = await client.get("/me/message", headers={**alice, "If-None-Match": etag})
+    assert unchanged.status_code == 304
+    for name in ("etag", "cache-control"):
+        assert unchanged.headers.get(name) == full.headers[name], name
+
+
 async def test_get_with_other_if_none_match_returns_200(
     client: httpx.AsyncClient, alice: dict[str, str]
 ) -> None:

@@ -157,7 +157,7 @@ async def get_message(request: Request, user: CurrentUser) -> Response:
     if match is not None and not match.matches(stored.version):
         raise _precondition_failed()
     if none_match is not None and none_match.matches(stored.version):
-        return Response(status_code=304, headers={"ETag": etag(stored.version)})
+        return Response(status_code=304, headers=_validators(stored))
     return _quote_response(stored)
 
 
@@ -274,11 +274,17 @@ def _header(request: Request, name: str) -> str | None:
     return ", ".join(lines) if lines else None
 
 
+def _validators(stored: StoredMessage) -> dict[str, str]:
+    """The ETag and caching headers of a quote response: a 304 sends them as the 200 would
+    (RFC 9110, section 15.4.5). Caches keep the quote for its user only, and ask first."""
+    return {"ETag": etag(stored.version), "Cache-Control": "private, no-cache"}
+
+
 def _quote_response(stored: StoredMessage, status: int = 200) -> JSONResponse:
     body = MessageOut(
         message=stored.message, created_at=stored.created_at, updated_at=stored.updated_at
     )
-    headers = {"ETag": etag(stored.version), "Cache-Control": "private, no-cache"}
+    headers = _validators(stored)
     if status == 201:
         headers["Location"] = "/me/message"
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
