@@ -150,7 +150,9 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.quoteapi_metrics_enabled:  # off: not imported, no route, no per-request work
         from quoteapi import metrics
 
-        observe = metrics.install(app)  # GET /metrics; each request timed where it is logged
+        assert settings.quoteapi_metrics_token is not None  # settings require it
+        token = settings.quoteapi_metrics_token.get_secret_value()
+        observe = metrics.install(app, token)  # GET /metrics; each request timed where logged
     app.add_middleware(RequestContextMiddleware, observe=observe)
     use_problem_media_type(
         app,

@@ -15,10 +15,11 @@ multiprocess mode is not used: it cannot carry the scrape-time collector's value
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -33,9 +34,11 @@ from prometheus_client.registry import Collector
 from quoteapi.auth.keys import JwksKeys
 from quoteapi.auth.verify import CountingTokenCache
 from quoteapi.middleware import RequestObserver
+from quoteapi.problems import ApiError, Problem
 from quoteapi.services import Services
 
 METRICS_PATH = "/metrics"
+METRICS_TOKEN_INVALID = Problem(401, "metrics-token-invalid", "Metrics token required")
 # The API answers in about a millisecond; the default buckets start at 5 ms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Paths no route matched (404s, CORS preflights) share one label: a scanner cannot create series.
@@ -92,9 +95,9 @@ class AppStateCollector(Collector):
         )
 
 
-def install(app: FastAPI) -> RequestObserver:
-    """Add `GET /metrics` to `app` and return the observer that records each request (call
-    only when enabled)."""
+def install(app: FastAPI, token: str) -> RequestObserver:
+    """Add `GET /metrics` to `app`, answering only `token` as a bearer token, and return the
+    observer that records each request (call only when enabled)."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # CPU, memory, open files: read from /proc per scrape
     registry.register(AppStateCollector(app))
@@ -118,8 +121,17 @@ def install(app: FastAPI) -> RequestObserver:
         requests.labels(method, route, str(status)).inc()
         duration.labels(method, route).observe(seconds)
 
+    expected = f"Bearer {token}".encode()
+
     @app.get(METRICS_PATH, include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise ApiError(
+                METRICS_TOKEN_INVALID,
+                "Send QUOTEAPI_METRICS_TOKEN as a bearer token (Prometheus: `authorization`).",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return record

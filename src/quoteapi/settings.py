@@ -136,6 +136,20 @@ class ServiceSettings(BaseModel):
     quoteapi_message_max_length: int = Field(default=1000, ge=1, le=10_000)
     quoteapi_docs_enabled: bool = True
     quoteapi_metrics_enabled: bool = False
+    # /metrics shows the service's inner state (its connection headroom, its pool): it answers
+    # only a scraper that sends this as a bearer token.
+    quoteapi_metrics_token: SecretStr | None = Field(default=None, validate_default=True)
+
+    @field_validator("quoteapi_metrics_token", mode="after")
+    @classmethod
+    def _metrics_need_a_token(cls, value: SecretStr | None, info: ValidationInfo) -> object:
+        if info.data.get("quoteapi_metrics_enabled") and not (value and value.get_secret_value()):
+            raise ValueError(
+                "is not set, and QUOTEAPI_METRICS_ENABLED is on: /metrics would show anyone who "
+                "reaches the port the service's inner state; set it to a long random string and "
+                "give Prometheus the same as its bearer token"
+            )
+        return value
 
 
 class DevSettings(BaseModel):

@@ -104,6 +104,7 @@ async def test_a_405_lists_head_exactly_where_get_is_allowed(path: str, allow: s
     every_route = make_settings(
         NO_DATABASE_URL,  # routing answers a 405 before anything reaches the database
         quoteapi_metrics_enabled=True,
+        quoteapi_metrics_token="metrics-token",
         clerk_webhook_signing_secret="whsec_" + base64.b64encode(b"head-405-test").decode(),
     )
     async with running_app(every_route, lifespan=False) as api:

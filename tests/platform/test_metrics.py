@@ -1,5 +1,6 @@
-"""GET /metrics (QUOTEAPI_METRICS_ENABLED): off by default with nothing installed; on, the
-request, JWKS, token-cache and pool metrics move with the traffic."""
+"""GET /metrics (QUOTEAPI_METRICS_ENABLED): off by default with nothing installed; on, it needs
+QUOTEAPI_METRICS_TOKEN and answers only a scraper sending it, and the request, JWKS,
+token-cache and pool metrics move with the traffic."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from quoteapi.auth.verify import CountingTokenCache, TokenCache, TokenVerifier
 from quoteapi.middleware import RequestContextMiddleware
+from quoteapi.settings import ConfigError, load_settings
 from tests.support.app import RunningApp, make_settings, running_app
 from tests.support.jwks import JwksServer
+from tests.support.problems import assert_problem
 from tests.support.tokens import TEST_ISSUER, AuthHeaders
+
+METRICS_TOKEN = "metrics-scraper-token-for-the-tests"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -38,6 +43,7 @@ async def metrics_api(database_url: str, jwks_server: JwksServer) -> AsyncIterat
         clerk_jwks_url=jwks_server.url,
         clerk_issuer=TEST_ISSUER,
         quoteapi_metrics_enabled=True,
+        quoteapi_metrics_token=METRICS_TOKEN,
         database_pool_size=3,
     )
     async with running_app(settings) as api:
@@ -50,6 +56,11 @@ async def metrics_api(database_url: str, jwks_server: JwksServer) -> AsyncIterat
 @pytest.fixture
 def metrics_client(metrics_api: RunningApp) -> httpx.AsyncClient:
     return metrics_api.http
+
+
+async def scrape(http: httpx.AsyncClient) -> httpx.Response:
+    """GET /metrics as Prometheus would, with the token."""
+    return await http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
 
 
 async def test_metrics_are_off_by_default_with_nothing_installed(
@@ -76,7 +87,7 @@ async def test_metrics_count_requests_by_route_and_status_and_time_them(
     ).status_code == 200
     assert (await metrics_client.get("/no/such/page/123")).status_code == 404
 
-    response = await metrics_client.get("/metrics")
+    response = await scrape(metrics_client)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples = _samples(response.text)
@@ -95,12 +106,12 @@ async def test_metrics_read_token_cache_jwks_and_pool_at_scrape_time(
     metrics_client: httpx.AsyncClient,
     auth_headers: AuthHeaders,
 ) -> None:
-    before = _samples((await metrics_client.get("/metrics")).text)
+    before = _samples((await scrape(metrics_client)).text)
     assert _value(before, "quoteapi_jwks_fetches_total", outcome="ok") == 1  # the warm-up
     assert _value(before, "quoteapi_db_pool_size") == 3
     assert _value(before, "quoteapi_db_pool_checked_out") == 0
     async with metrics_api.engine.connect():
-        during = _samples((await metrics_client.get("/metrics")).text)
+        during = _samples((await scrape(metrics_client)).text)
     assert _value(during, "quoteapi_db_pool_checked_out") == 1
 
     auth = auth_headers(f"user_metrics_{uuid.uuid4().hex[:8]}")
@@ -108,7 +119,7 @@ async def test_metrics_read_token_cache_jwks_and_pool_at_scrape_time(
         await metrics_client.get("/me/message", headers=auth)
     await metrics_client.get("/me/message", headers={"Authorization": "Bearer not.a.token"})
 
-    after = _samples((await metrics_client.get("/metrics")).text)
+    after = _samples((await scrape(metrics_client)).text)
     hits = "quoteapi_token_cache_hits_total"
     misses = "quoteapi_token_cache_misses_total"
     assert _value(after, hits) - _value(before, hits) == 2
@@ -118,5 +129,28 @@ async def test_metrics_read_token_cache_jwks_and_pool_at_scrape_time(
 
 
 def test_counting_cache_is_chosen_only_with_metrics_on(database_url: str) -> None:
-    on = TokenVerifier.from_settings(make_settings(database_url, quoteapi_metrics_enabled=True))
+    on = TokenVerifier.from_settings(
+        make_settings(
+            database_url, quoteapi_metrics_enabled=True, quoteapi_metrics_token=METRICS_TOKEN
+        )
+    )
     assert isinstance(on.cache, CountingTokenCache)
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong-token", f"Basic {METRICS_TOKEN}", METRICS_TOKEN]
+)
+async def test_metrics_answer_only_a_scraper_with_the_token(
+    metrics_client: httpx.AsyncClient, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = await metrics_client.get("/metrics", headers=headers)
+    assert_problem(response, 401, "metrics-token-invalid")
+    assert response.headers["www-authenticate"] == 'Bearer realm="metrics"'
+    assert "quoteapi_" not in response.text
+
+
+def test_metrics_without_a_token_stop_start_up_in_one_line(database_url: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(_env_file=None, database_url=database_url, quoteapi_metrics_enabled=True)
+    assert str(refused.value).startswith("configuration error: QUOTEAPI_METRICS_TOKEN: is not set")

@@ -19,7 +19,12 @@ from tests.support.tokens import MintToken
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"quoteapi-client-abort-test-secret").decode()
 
 
-server = serve_fixture(clerk_webhook_signing_secret=WEBHOOK_SECRET, quoteapi_metrics_enabled=True)
+METRICS_TOKEN = "metrics-scraper-token"
+server = serve_fixture(
+    clerk_webhook_signing_secret=WEBHOOK_SECRET,
+    quoteapi_metrics_enabled=True,
+    quoteapi_metrics_token=METRICS_TOKEN,
+)
 
 
 def _access_line(server: ServerProcess, request_id: str) -> dict[str, object] | None:
@@ -62,7 +67,8 @@ async def test_an_upload_cut_off_mid_body_is_logged_once_as_a_499_client_abort(
     assert not any("exception" in record for record in server.log_records())
 
     async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
-        metrics = (await http.get("/metrics")).text
+        scraped = await http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        metrics = scraped.text
     samples = [m for m in metrics.splitlines() if m.startswith("quoteapi_http_requests_total{")]
     assert f'method="{method}",route="{path}",status="499"' in "\n".join(samples)
     assert not [sample for sample in samples if 'status="5' in sample]
