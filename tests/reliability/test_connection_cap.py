@@ -196,6 +196,7 @@ async def test_connections_dribbling_their_heads_give_way_to_users_at_the_cap(
     finally:
         await dribblers
     statuses = [o.status_code if isinstance(o, httpx.Response) else repr(o) for o in outcomes]
+    print(f"\n{dribble.opened} dribbling connections opened at a cap of 20; users got {statuses}")
     assert statuses == [200] * 10, statuses
 
 

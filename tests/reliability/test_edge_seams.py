@@ -168,8 +168,10 @@ async def test_an_endless_chunk_extension_is_refused_400_once_past_the_head_cap(
     finally:
         uploading.cancel()
         writer.close()
+    elapsed = time.monotonic() - started
+    print(f"\nendless chunk extension: 400 after {elapsed:.2f} s, {sent / 1024**2:.0f} MiB taken")
     assert (status, headers["connection"]) == (400, "close")
-    assert time.monotonic() - started < 3
+    assert elapsed < 3
     assert sent < 64 * 1024**2, sent  # the server stopped taking it long before
 
 
