@@ -47,7 +47,7 @@ def _require_database(settings: Settings, command: str) -> DatabaseTarget:
 def serve(args: argparse.Namespace) -> None:
     """Run the API for production: no implicit migrations, settings from the environment."""
     from quoteapi.app import create_app
-    from quoteapi.http_protocol import LISTEN_BACKLOG, edge_limits
+    from quoteapi.edge import LISTEN_BACKLOG, EdgeLimits, protocol_for
 
     settings = load_settings()
     if settings.quoteapi_dev_issuer:
@@ -59,7 +59,7 @@ def serve(args: argparse.Namespace) -> None:
     _require_database(settings, "serve")
     port = _serve_port(settings, args.port)
     create_app(settings)  # every configuration check, before any worker starts
-    edge_limits(settings)
+    limits = EdgeLimits.from_settings(settings)
     configure_logging(json_lines=True)
     # uvicorn re-raises SIGTERM once its graceful shutdown is done: exit 0 then, not by signal.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -71,7 +71,7 @@ def serve(args: argparse.Namespace) -> None:
         workers=args.workers,
         loop="uvloop",
         # httptools, with deadlines both ways, bounded memory and a connection cap.
-        http="quoteapi.http_protocol:GuardedHttpToolsProtocol",
+        http=protocol_for(limits),  # type: ignore[arg-type]  # uvicorn calls it as a class
         ws="none",  # no WebSocket route: an upgrade request is answered as plain HTTP
         backlog=LISTEN_BACKLOG,
         timeout_keep_alive=settings.quoteapi_keep_alive_seconds,
@@ -111,7 +111,7 @@ def dev(args: argparse.Namespace) -> None:
     from quoteapi.dev import issuer
     from quoteapi.dev.databases import create_database, ensure_app_role, kept_password
     from quoteapi.dev.embedded import EmbeddedPostgres
-    from quoteapi.http_protocol import GuardedHttpToolsProtocol
+    from quoteapi.edge import EdgeLimits, protocol_for
 
     settings = load_settings()
     if not has_key_source(settings):  # no Clerk configured: sign and verify with the dev issuer
@@ -154,7 +154,7 @@ def dev(args: argparse.Namespace) -> None:
                 app,
                 host=args.host,
                 port=args.port,
-                http=GuardedHttpToolsProtocol,
+                http=protocol_for(EdgeLimits.from_settings(settings)),  # type: ignore[arg-type]
                 ws="none",
                 log_config=None,
                 access_log=False,

@@ -33,7 +33,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 # nginx's status for a request whose client left before the answer: a client abort, not a 5xx.
 CLIENT_CLOSED_REQUEST = 499
-# Set in a request's scope by the HTTP protocol (quoteapi.http_protocol) when its client closed
+# Set in a request's scope by the HTTP protocol (quoteapi.edge) when its client closed
 # the connection before the answer began: the protocol then cancels the request's task, so that
 # whatever it waits for (a database slot, a lock, a statement, which asyncpg then cancels on the
 # server) is given up at once.

@@ -47,7 +47,7 @@ PAYLOAD_TOO_LARGE = Problem(413, "payload-too-large", "Request body too large")
 UNSUPPORTED_MEDIA_TYPE = Problem(415, "unsupported-media-type", "Unsupported media type")
 VALIDATION_FAILED = Problem(422, "validation-failed", "Request validation failed")
 INTERNAL_ERROR = Problem(500, "internal-error", "Internal server error")
-# Answered by the HTTP protocol itself (quoteapi.http_protocol), before any app sees the request.
+# Answered by the HTTP edge itself (quoteapi.edge), before any app sees the request.
 REQUEST_TIMEOUT = Problem(408, "request-timeout", "Request not received in time")
 HEADERS_TOO_LARGE = Problem(431, "headers-too-large", "Request headers too large")
 URI_TOO_LONG = Problem(414, "uri-too-long", "Request target too long")

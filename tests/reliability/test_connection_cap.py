@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from quoteapi.http_protocol import (
+from quoteapi.edge.limits import (
     IDLE_BEFORE_EVICTION_SECONDS,
     LISTEN_BACKLOG,
     RESERVED_DESCRIPTORS,

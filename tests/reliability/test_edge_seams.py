@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from quoteapi.http_protocol import MAX_FIELDS, MAX_TARGET_BYTES
+from quoteapi.edge.limits import MAX_FIELDS, MAX_TARGET_BYTES
 from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.raw_http import exchange, read_head, split_responses
 from tests.support.tokens import MintToken

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from quoteapi.http_protocol import MAX_HEAD_BYTES
+from quoteapi.edge.limits import MAX_HEAD_BYTES
 from tests.support.polling import wait_until
 from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.raw_http import exchange, split_responses

@@ -12,7 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from quoteapi.http_protocol import MAX_HEAD_BYTES
+from quoteapi.edge.limits import MAX_HEAD_BYTES
 from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.raw_http import exchange
 from tests.support.tokens import MintToken

@@ -1,7 +1,7 @@
 """Limits against abusive clients, against a real `quoteapi serve` process over raw sockets:
 slow or silent clients are cut off within the request read timeout while everyone else is
 served, oversized request heads are refused, idle connections are closed. The last test
-pins why quoteapi.http_protocol exists: stock uvicorn (0.54, httptools) never times out a
+pins why quoteapi.edge exists: stock uvicorn (0.54, httptools) never times out a
 request head."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import httpx
 import pytest
 import uvicorn
 
-from quoteapi.http_protocol import MAX_HEAD_BYTES
+from quoteapi.edge.limits import MAX_HEAD_BYTES
 from tests.support.polling import until
 from tests.support.processes import ServerProcess, free_port, serve_fixture
 
@@ -191,7 +191,7 @@ async def test_an_idle_connection_is_closed_after_the_keep_alive(
 
 
 async def test_stock_uvicorn_never_times_out_a_request_head() -> None:
-    """Why quoteapi.http_protocol exists: uvicorn's own httptools protocol, with a 1 s keep-alive,
+    """Why quoteapi.edge exists: uvicorn's own httptools protocol, with a 1 s keep-alive,
     still holds a connection that dribbles its headers after 3 s (it arms no timer before a
     first response). If this starts failing, uvicorn has grown a header timeout."""
 
