@@ -81,11 +81,12 @@ server = serve_fixture(
 )
 
 
-class IdleConnections:
-    """Connections that send nothing, each re-opened as soon as the server closes it."""
+class HoggingConnections:
+    """Connections that hold a place at the cap: each sends `dribble` a byte every half second
+    (by default nothing at all), and is re-opened as soon as the server closes it."""
 
-    def __init__(self, port: int, ends: float) -> None:
-        self.port, self.ends = port, ends
+    def __init__(self, port: int, ends: float, dribble: bytes = b"") -> None:
+        self.port, self.ends, self.dribble = port, ends, dribble
         self.opened = 0
 
     async def keep_one(self) -> None:
@@ -96,11 +97,19 @@ class IdleConnections:
                 continue  # the backlog was full: try again, until the attack ends
             self.opened += 1
             try:  # until the server closes it (b"" or a reset) or the attack ends
-                await asyncio.wait_for(reader.read(1024), max(self.ends - time.monotonic(), 0))
+                left = max(self.ends - time.monotonic(), 0)
+                await asyncio.wait_for(self._hold(reader, writer), left)
             except (TimeoutError, OSError):
                 pass
             finally:
                 writer.close()
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for byte in self.dribble:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.5)
+        await reader.read(1024)
 
 
 def answer_or_failure(outcome: httpx.Response | Exception) -> str:
@@ -132,7 +141,7 @@ async def a_users_request(url: str) -> httpx.Response | Exception:
 async def test_at_the_connection_cap_a_user_gets_an_answer_never_a_reset(
     server: ServerProcess,
 ) -> None:
-    attack = IdleConnections(server.port, ends=time.monotonic() + ATTACK_S)
+    attack = HoggingConnections(server.port, ends=time.monotonic() + ATTACK_S)
     attackers = asyncio.gather(*(attack.keep_one() for _ in range(IDLE_CONNECTIONS)))
     outcomes = []
     try:
@@ -151,43 +160,14 @@ async def test_at_the_connection_cap_a_user_gets_an_answer_never_a_reset(
     assert server.logged_event("connection_cap_reached")
 
 
-class DribblingConnections:
-    """Connections that send a request head one byte every half second, never finishing it,
-    each re-opened as soon as the server closes it."""
-
-    HEAD = b"GET /healthz HTTP/1.1\r\nHost: quoteapi.test\r\nX-Pad: " + b"a" * 200
-
-    def __init__(self, port: int, ends: float) -> None:
-        self.port, self.ends = port, ends
-        self.opened = 0
-
-    async def keep_one(self) -> None:
-        while time.monotonic() < self.ends:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                continue
-            self.opened += 1
-            try:
-                for byte in self.HEAD:
-                    if time.monotonic() >= self.ends:
-                        break
-                    writer.write(bytes([byte]))
-                    await writer.drain()
-                    await asyncio.sleep(0.5)  # the dribble itself
-            except OSError:
-                pass  # closed by the server: open another
-            finally:
-                writer.close()
-
-
 async def test_connections_dribbling_their_heads_give_way_to_users_at_the_cap(
     start_server: Callable[..., ServerProcess], database_url: str
 ) -> None:
     server = start_server(
         database_url, quoteapi_max_connections=20, quoteapi_request_read_timeout_seconds=60
     )
-    dribble = DribblingConnections(server.port, ends=time.monotonic() + 8)
+    head = b"GET /healthz HTTP/1.1\r\nHost: quoteapi.test\r\nX-Pad: " + b"a" * 200
+    dribble = HoggingConnections(server.port, ends=time.monotonic() + 8, dribble=head)
     dribblers = asyncio.gather(*(dribble.keep_one() for _ in range(30)))
     try:
         await until(lambda: dribble.opened >= 30, within=5, what="30 dribbling connections")
