@@ -17,11 +17,12 @@ from quoteapi.edge.limits import MAX_FIELDS, MAX_TARGET_BYTES
 from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.raw_http import exchange, read_head, split_responses
 from tests.support.tokens import MintToken
+from tests.support.webhooks import TEST_SECRET, session_ended, signed
 
 pytestmark = pytest.mark.slow
 
 server = serve_fixture()
-hooks_server = serve_fixture(clerk_webhook_signing_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+hooks_server = serve_fixture(clerk_webhook_signing_secret=TEST_SECRET)
 
 
 async def _refused(server: ServerProcess, request: bytes) -> tuple[int, dict[str, object]]:
@@ -195,3 +196,18 @@ async def test_a_put_asking_to_upgrade_is_served_with_its_body_then_the_connecti
     [response] = split_responses(answer)  # the answer, then the close: nothing after is read
     assert response.status == 201, answer[:300]
     assert json.loads(response.body)["message"] == "Sent as curl --http2 sends it."
+
+
+async def test_a_signed_webhook_asking_to_upgrade_is_verified_over_its_whole_body(
+    hooks_server: ServerProcess,
+) -> None:
+    body, headers = signed(session_ended("user_h2c", f"sess_{uuid.uuid4().hex[:12]}"))
+    fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = (
+        b"POST /webhooks/clerk HTTP/1.1\r\nHost: quoteapi.test\r\n"
+        b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n%sContent-Length: %d\r\n\r\n%s"
+        % (fields.encode(), len(body), body)
+    )
+    [response] = split_responses(await exchange(hooks_server.port, request))
+    assert (response.status, json.loads(response.body)) == (200, {"outcome": "revoked"})
