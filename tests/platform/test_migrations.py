@@ -16,7 +16,7 @@ from quoteapi.app import create_app as _loads_every_table  # noqa: F401
 from quoteapi.database import metadata
 from quoteapi.database.engine import create_engine
 from quoteapi.database.url import parse_database_url
-from quoteapi.migrations import head_revision, upgrade_async
+from quoteapi.migrations import alembic_config, head_revision, known_revisions, upgrade_async
 
 # The table exactly as drizzle-kit creates it from the Neon guide's schema.
 GUIDE_DDL = """
@@ -163,3 +163,25 @@ async def test_migrate_runs_from_the_installed_wheel(
             check=True,
         ).stdout
     )
+
+
+def test_the_revisions_read_from_the_scripts_are_alembics_own() -> None:
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    assert known_revisions() == tuple(script.revision for script in scripts.walk_revisions())
+
+
+def test_serving_never_loads_alembic() -> None:
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, quoteapi.app, quoteapi.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert loaded.strip() == "[]"
