@@ -189,3 +189,16 @@ def load_settings(**overrides: Any) -> Settings:
         elif variable == "DATABASE_URL":
             fix = "set it to a PostgreSQL URL such as postgresql://user:password@host/dbname"
         raise ConfigError(variable, problem, fix) from None
+
+
+def require_database(settings: Settings, command: str) -> DatabaseTarget:
+    """The database `quoteapi <command>` runs against; ConfigError (one line) when unset."""
+    database = settings.database
+    if database is None:
+        raise ConfigError(
+            "DATABASE_URL",
+            f"is not set (`quoteapi {command}` needs a database)",
+            "set it to your PostgreSQL URL (Neon: the pooled URL for serve, the direct one "
+            "for migrate), or run `quoteapi dev` for an embedded database",
+        )
+    return database
