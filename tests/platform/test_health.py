@@ -7,10 +7,13 @@ from quoteapi.migrations import head_revision
 from tests.support.app import NO_DATABASE_URL, make_settings, running_app
 
 
-async def test_healthz_answers_without_a_database(client: httpx.AsyncClient) -> None:
-    response = await client.get("/healthz")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+async def test_healthz_answers_without_a_database() -> None:
+    # Nothing listens where the database should be; /readyz says so, /healthz does not ask.
+    async with running_app(make_settings(NO_DATABASE_URL, database_connect_timeout=1)) as api:
+        response = await api.http.get("/healthz")
+        ready = await api.http.get("/readyz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    assert ready.status_code == 503
 
 
 async def test_readyz_is_ready_when_the_schema_is_at_head(client: httpx.AsyncClient) -> None:
