@@ -4,8 +4,8 @@ Off, nothing here is imported: no route, no per-request work. On, a request (tim
 request-id middleware, which calls the observer `install` returns) costs one counter increment
 and one histogram observation (by method, route template and status). Everything else is read
 at scrape time from the objects that already keep it, by a collector: JWKS fetches
-(`JwksKeys.fetches_ok/_failed`), token-cache hits and misses (`CountingTokenCache`, chosen by
-the same setting), and the SQLAlchemy pool's checked-out connections and size.
+(`JwksKeys.fetches_ok/_failed`), token-cache hits and misses (`TokenCache` counts them), and
+the SQLAlchemy pool's checked-out connections and size.
 
 Each app has its own registry, and each process its own counts: with `serve --workers N` a
 scrape reaches whichever worker accepts it. Run one worker per container when metrics are on,
@@ -32,7 +32,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from quoteapi.auth.keys import JwksKeys
-from quoteapi.auth.verify import CountingTokenCache
 from quoteapi.middleware import RequestObserver
 from quoteapi.problems import ApiError, Problem
 from quoteapi.services import Services
@@ -68,20 +67,19 @@ class AppStateCollector(Collector):
             fetches.add_metric(["error"], keys.fetches_failed)
             yield fetches
         cache = verifier.cache
-        if isinstance(cache, CountingTokenCache):
-            yield CounterMetricFamily(
-                "quoteapi_token_cache_hits",
-                "Session tokens found verified in the cache (no signature check).",
-                value=cache.hits,
-            )
-            yield CounterMetricFamily(
-                "quoteapi_token_cache_misses",
-                "Session tokens not in the cache (fully verified, or refused).",
-                value=cache.misses,
-            )
-            yield GaugeMetricFamily(
-                "quoteapi_token_cache_entries", "Verified tokens cached now.", value=len(cache)
-            )
+        yield CounterMetricFamily(
+            "quoteapi_token_cache_hits",
+            "Session tokens found verified in the cache (no signature check).",
+            value=cache.hits,
+        )
+        yield CounterMetricFamily(
+            "quoteapi_token_cache_misses",
+            "Session tokens not in the cache (fully verified, or refused).",
+            value=cache.misses,
+        )
+        yield GaugeMetricFamily(
+            "quoteapi_token_cache_entries", "Verified tokens cached now.", value=len(cache)
+        )
         pool: Any = services.database.engine.pool
         yield GaugeMetricFamily(
             "quoteapi_db_pool_checked_out",

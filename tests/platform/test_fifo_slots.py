@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from quoteapi.database.engine import FifoSlots
+from quoteapi.database.admission import FifoSlots
 
 WAIT_S = 0.3
 RELEASED_AFTER_S = 0.01  # well within the waiter's wait

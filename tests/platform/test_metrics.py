@@ -11,7 +11,6 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from quoteapi.auth.verify import CountingTokenCache, TokenCache, TokenVerifier
 from quoteapi.middleware import RequestContextMiddleware
 from quoteapi.settings import ConfigError, load_settings
 from tests.support.app import RunningApp, make_settings, running_app
@@ -70,8 +69,6 @@ async def test_metrics_are_off_by_default_with_nothing_installed(
     async with running_app(settings, lifespan=False) as api:
         (context,) = [m for m in api.app.user_middleware if m.cls is RequestContextMiddleware]
         assert context.kwargs["observe"] is None  # nothing timed for metrics on the hot path
-        # No counting on the hot path.
-        assert type(TokenVerifier.from_settings(settings).cache) is TokenCache
         assert (await api.http.get("/metrics")).status_code == 404
 
 
@@ -126,15 +123,6 @@ async def test_metrics_read_token_cache_jwks_and_pool_at_scrape_time(
     assert _value(after, misses) - _value(before, misses) == 2  # the new token and the bad one
     assert _value(after, "quoteapi_token_cache_entries") >= 1
     assert _value(after, "quoteapi_jwks_fetches_total", outcome="error") == 0
-
-
-def test_counting_cache_is_chosen_only_with_metrics_on(database_url: str) -> None:
-    on = TokenVerifier.from_settings(
-        make_settings(
-            database_url, quoteapi_metrics_enabled=True, quoteapi_metrics_token=METRICS_TOKEN
-        )
-    )
-    assert isinstance(on.cache, CountingTokenCache)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quoteapi.database.engine import KEEPALIVE_IDLE_SECONDS
+from quoteapi.database.connect import KEEPALIVE_IDLE_SECONDS
 from quoteapi.database.url import parse_database_url
 from tests.support.locks import lock_row, until_a_session_waits
 from tests.support.polling import until

@@ -15,7 +15,6 @@ import logging
 import math
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from hashlib import sha256
@@ -26,6 +25,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from quoteapi.auth import sources
+from quoteapi.auth.cache import TokenCache
 from quoteapi.auth.keys import AmbiguousKey, Clock, KeyProvider, UnknownKey
 from quoteapi.auth.problems import (
     TOKEN_AMBIGUOUS_KEY,
@@ -96,67 +96,6 @@ class TokenRejected(ApiError):
     """The token fails one check; `problem` names which (its `code` is stable)."""
 
 
-class TokenCache:
-    """Verified tokens by SHA-256 of the whole token: bounded LRU, each entry good until `exp`."""
-
-    __slots__ = ("_entries", "_max_size")
-
-    def __init__(self, max_size: int) -> None:
-        self._max_size = max_size
-        self._entries: OrderedDict[bytes, tuple[float, VerifiedUser]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, digest: bytes, now: float) -> VerifiedUser | None:
-        entry = self._entries.get(digest)
-        if entry is None:
-            return None
-        if now >= entry[0]:
-            del self._entries[digest]
-            return None
-        self._entries.move_to_end(digest)
-        return entry[1]
-
-    def put(self, digest: bytes, user: VerifiedUser, expires_at: float, now: float) -> None:
-        if self._max_size == 0 or expires_at <= now:
-            return
-        entries = self._entries
-        entries[digest] = (expires_at, user)
-        entries.move_to_end(digest)
-        while len(entries) > self._max_size:
-            entries.popitem(last=False)
-        # Tokens live a minute: drop a couple of expired ones from the cold end as we go.
-        for _ in range(2):
-            oldest = next(iter(entries.values()))
-            if oldest[0] > now:
-                break
-            entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-class CountingTokenCache(TokenCache):
-    """A TokenCache that also counts hits and misses, for /metrics: used only when metrics are
-    on, so that the plain cache's lookup stays as cheap as it is."""
-
-    __slots__ = ("hits", "misses")
-
-    def __init__(self, max_size: int) -> None:
-        super().__init__(max_size)
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, digest: bytes, now: float) -> VerifiedUser | None:
-        user = super().get(digest, now)
-        if user is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return user
-
-
 class TokenVerifier:
     """Turns a session token into a VerifiedUser or raises TokenRejected / KeysUnavailable."""
 
@@ -186,8 +125,7 @@ class TokenVerifier:
         """Build from the CLERK_* settings; ConfigError (one line) when they cannot work."""
         source = sources.resolve_key_source(settings)
         issuer = sources.resolve_issuer(settings)
-        counted = settings.quoteapi_metrics_enabled
-        cache = (CountingTokenCache if counted else TokenCache)(settings.clerk_token_cache_size)
+        cache = TokenCache(settings.clerk_token_cache_size)
         return cls(
             sources.key_provider(source, settings, clock=clock, on_change=cache.clear),
             issuer=issuer,

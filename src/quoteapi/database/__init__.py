@@ -1,7 +1,8 @@
-"""The database, one module per job: `url` (DATABASE_URL), `engine` (the engine, connect
-retries, sessions admitted first come, first served), `pooler` (transaction-pooler detection
-and the switch to pooler-safe statements), `problems` (what a request answers when the database
-fails it). Here: the metadata every table registers with."""
+"""The database, one module per job: `url` (DATABASE_URL), `connect` (a connection within one
+deadline, with keepalives), `admission` (first come, first served, bounded), `engine` (the
+engine and the unit of work), `pooler` (transaction-pooler detection and the switch),
+`failures` (one exception per failure), `privileges` (what the code needs), `problems` (the
+answer to each failure). Here: the metadata every table registers with."""
 
 from sqlalchemy import MetaData
 from sqlmodel import SQLModel

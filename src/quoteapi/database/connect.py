@@ -1,0 +1,97 @@
+"""Opening a database connection: one deadline over every attempt and the pauses between them
+(a Neon compute waking from zero), TCP keepalives on the socket, and one line that says what
+failed and the fix when it cannot be opened."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from typing import Any
+
+import asyncpg
+
+from quoteapi.database.failures import DatabaseConnectTimeout, DatabaseUnreachable
+
+log = logging.getLogger("quoteapi.db")
+
+# A Neon compute that scaled to zero takes a moment to wake; these pauses cover it, within the
+# connect timeout (DATABASE_CONNECT_TIMEOUT bounds the attempts and the pauses together).
+_CONNECT_BACKOFF_SECONDS = (0.25, 0.5, 1.0)
+_RETRYABLE_CONNECT_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+# TCP keepalives on database connections: a peer that vanished without a word (a NAT or proxy
+# that forgot the link, a host gone) is noticed within about a minute while the connection sits
+# idle in the pool, which then replaces it at checkout instead of failing a request on it.
+KEEPALIVE_IDLE_SECONDS = 30
+KEEPALIVE_INTERVAL_SECONDS = 10
+KEEPALIVE_PROBES = 3
+
+
+# Failures that retrying cannot fix: what to change, by the failure.
+_PERMANENT_CONNECT_ERRORS: dict[type[BaseException], str] = {
+    ssl.SSLCertVerificationError: "use sslmode=require to encrypt without checking the "
+    "certificate, or name the CA that signed it with sslrootcert=/path/to/ca.pem",
+    asyncpg.InvalidPasswordError: "correct the user name and password in DATABASE_URL",
+    asyncpg.InvalidAuthorizationSpecificationError: "correct the user name in DATABASE_URL",
+    asyncpg.InvalidCatalogNameError: "correct the database name in DATABASE_URL, or create it",
+}
+
+
+def _cannot_connect(kwargs: dict[str, Any], exc: BaseException, fix: str) -> DatabaseUnreachable:
+    what = getattr(exc, "verify_message", None) or str(exc) or type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        what = f"its TLS certificate did not verify ({what})"
+    return DatabaseUnreachable(
+        f"cannot connect to the database at {_where(kwargs)}: {what}. Fix: {fix}"
+    )
+
+
+def _where(kwargs: dict[str, Any]) -> str:
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 5432)}"
+
+
+async def connect(*, timeout: float, **kwargs: Any) -> asyncpg.Connection:  # noqa: ASYNC109
+    """A new connection within `timeout` seconds (asyncpg's argument, from connect_args),
+    attempts and pauses together."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for pause in (*_CONNECT_BACKOFF_SECONDS, None):
+        try:
+            connection = await asyncpg.connect(**kwargs, timeout=deadline - loop.time())
+        except tuple(_PERMANENT_CONNECT_ERRORS) as exc:
+            fix = next(f for t, f in _PERMANENT_CONNECT_ERRORS.items() if isinstance(exc, t))
+            raise _cannot_connect(kwargs, exc, fix) from exc
+        except _RETRYABLE_CONNECT_ERRORS as exc:
+            if pause is None or deadline - loop.time() <= pause:
+                if isinstance(exc, asyncio.TimeoutError):
+                    raise DatabaseConnectTimeout(
+                        f"cannot connect to the database at {_where(kwargs)}: no answer within "
+                        f"{timeout:g} s. Fix: check the host and port in DATABASE_URL and that "
+                        "the server is up (DATABASE_CONNECT_TIMEOUT sets the wait)"
+                    ) from exc
+                fix = "check the host and port in DATABASE_URL, and that the server is up"
+                raise _cannot_connect(kwargs, exc, fix) from exc
+            log.warning("event=db_connect_retry error=%s pause_s=%s", type(exc).__name__, pause)
+            await asyncio.sleep(pause)
+        else:
+            _keep_alive(connection)
+            return connection
+    raise AssertionError("unreachable")
+
+
+def _keep_alive(connection: asyncpg.Connection) -> None:
+    # asyncpg has no keepalive option, and no public handle on its socket.
+    sock = connection._transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket: nothing between us and the server to vanish
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; elsewhere the system's timings apply
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_SECONDS)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_SECONDS)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
