@@ -53,7 +53,7 @@ class Readiness:
 
 async def _readiness(session: AsyncSession, role: str) -> Readiness:
     connection = await session.connection()
-    rows = (await connection.execute(_PRIVILEGES, privileges.check_parameters())).all()
+    rows = (await connection.execute(_PRIVILEGES, privileges.CHECK_PARAMETERS)).all()
     held = {(name, privilege): ok for _, name, privilege, ok in rows}
     readable = held[("alembic_version", "SELECT")]  # None: no such table, no migration ran
     revision = await connection.scalar(_REVISION) if readable else None
@@ -99,7 +99,7 @@ def _schema(readiness: Readiness, known: tuple[str, ...]) -> dict[str, Any]:
     """The schema check: at this release's head; ahead (migrated by a later release, whose
     migrations keep this release's code working: ready); behind, missing, or unknown (the role
     may not read the revision): not ready."""
-    current, head = readiness.revision, known[0] if known else None
+    current, head = readiness.revision, known[0]
     if current is not None and current == head:
         return {"schema": head}
     if not readiness.revision_known:

@@ -142,7 +142,9 @@ class ServiceSettings(BaseModel):
 
     @field_validator("quoteapi_metrics_token", mode="after")
     @classmethod
-    def _metrics_need_a_token(cls, value: SecretStr | None, info: ValidationInfo) -> object:
+    def _metrics_need_a_token(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
         if info.data.get("quoteapi_metrics_enabled") and not (value and value.get_secret_value()):
             raise ValueError(
                 "is not set, and QUOTEAPI_METRICS_ENABLED is on: /metrics would show anyone who "

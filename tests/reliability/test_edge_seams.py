@@ -105,37 +105,44 @@ async def test_a_refused_expect_100_continue_closes_so_no_next_request_is_taken_
         writer.close()
 
 
+class Upload:
+    """Writes `head`, then `chunk` after `chunk` (up to `limit` bytes, or without end) until the
+    server stops taking them; `sent` counts the chunk bytes written."""
+
+    def __init__(self, writer: asyncio.StreamWriter, head: bytes, chunk: bytes, limit: float):
+        self.writer, self.head, self.chunk, self.limit = writer, head, chunk, limit
+        self.sent = 0
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        self.writer.write(self.head)
+        with contextlib.suppress(ConnectionError):
+            while self.sent < self.limit:
+                self.writer.write(self.chunk)
+                await self.writer.drain()
+                self.sent += len(self.chunk)
+
+
 async def test_an_answer_before_a_large_body_ends_closes_instead_of_reading_it_all(
     server: ServerProcess,
 ) -> None:
     declared = 8 * 1024**3  # 8 GiB, never to be read
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    sent = 0
-
-    async def upload() -> None:
-        nonlocal sent
-        writer.write(
-            b"PUT /me/message HTTP/1.1\r\nHost: quoteapi.test\r\n"
-            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % declared
-        )
-        chunk = b"a" * 65536
-        with contextlib.suppress(ConnectionError):
-            while sent < declared:
-                writer.write(chunk)
-                await writer.drain()
-                sent += len(chunk)
-
-    uploading = asyncio.create_task(upload())
+    head = (
+        b"PUT /me/message HTTP/1.1\r\nHost: quoteapi.test\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % declared
+    )
+    upload = Upload(writer, head, b"a" * 65536, declared)
     started = time.monotonic()
     try:
         status, headers = await asyncio.wait_for(read_head(reader), 5)
         assert (status, headers["connection"]) == (401, "close")
-        await asyncio.wait_for(uploading, 5)  # the server stops reading: the upload fails
+        await asyncio.wait_for(upload.task, 5)  # the server stops reading: the upload fails
     finally:
-        uploading.cancel()
+        upload.task.cancel()
         writer.close()
     print(
-        f"\nearly answer: upload cut after {sent / 1024**2:.0f} MiB, "
+        f"\nearly answer: upload cut after {upload.sent / 1024**2:.0f} MiB, "
         f"{time.monotonic() - started:.2f} s"
     )
     assert time.monotonic() - started < 3
@@ -146,34 +153,25 @@ async def test_an_endless_chunk_extension_is_refused_400_once_past_the_head_cap(
 ) -> None:
     # A webhook delivery reads its whole body (the signature covers it) before anything else.
     reader, writer = await asyncio.open_connection("127.0.0.1", hooks_server.port)
-    sent = 0
-
-    async def upload() -> None:
-        nonlocal sent
-        writer.write(
-            b"POST /webhooks/clerk HTTP/1.1\r\nHost: quoteapi.test\r\n"
-            b"Content-Type: application/json\r\nsvix-id: msg_x\r\n"
-            b"svix-timestamp: %d\r\nsvix-signature: v1,AAAA\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n5;ext=" % int(time.time())
-        )
-        with contextlib.suppress(ConnectionError):
-            while True:  # an extension without end, until the server stops taking it
-                writer.write(b"e" * 65536)
-                await writer.drain()
-                sent += 65536
-
-    uploading = asyncio.create_task(upload())
+    head = (
+        b"POST /webhooks/clerk HTTP/1.1\r\nHost: quoteapi.test\r\n"
+        b"Content-Type: application/json\r\nsvix-id: msg_x\r\n"
+        b"svix-timestamp: %d\r\nsvix-signature: v1,AAAA\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5;ext=" % int(time.time())
+    )
+    upload = Upload(writer, head, b"e" * 65536, float("inf"))  # an extension without end
     started = time.monotonic()
     try:
         status, headers = await asyncio.wait_for(read_head(reader), 5)
     finally:
-        uploading.cancel()
+        upload.task.cancel()
         writer.close()
     elapsed = time.monotonic() - started
-    print(f"\nendless chunk extension: 400 after {elapsed:.2f} s, {sent / 1024**2:.0f} MiB taken")
+    taken = upload.sent / 1024**2
+    print(f"\nendless chunk extension: 400 after {elapsed:.2f} s, {taken:.0f} MiB taken")
     assert (status, headers["connection"]) == (400, "close")
     assert elapsed < 3
-    assert sent < 64 * 1024**2, sent  # the server stopped taking it long before
+    assert upload.sent < 64 * 1024**2, upload.sent  # the server stopped taking it long before
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])

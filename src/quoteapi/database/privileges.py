@@ -49,8 +49,13 @@ NEEDED = (
 )
 
 # What PostgreSQL's "permission denied for <kind> <name>" calls each kind.
-_KINDS = {"table": "TABLE", "relation": "TABLE", "sequence": "SEQUENCE", "function": "FUNCTION"}
-_KINDS |= {"schema": "SCHEMA"}
+_KINDS = {
+    "table": "TABLE",
+    "relation": "TABLE",
+    "sequence": "SEQUENCE",
+    "function": "FUNCTION",
+    "schema": "SCHEMA",
+}
 
 
 def grant_needed_on(kind: str, name: str, role: str) -> str:
@@ -79,14 +84,13 @@ FROM unnest(CAST(:kinds AS text[]), CAST(:names AS text[]), CAST(:privileges AS 
 """
 
 
-def check_parameters() -> dict[str, list[str]]:
-    """CHECK_SQL's parameters: NEEDED, one privilege per row."""
-    rows = [(g.kind, g.name, p) for g in NEEDED for p in g.privileges]
-    return {
-        "kinds": [kind for kind, _, _ in rows],
-        "names": [name for _, name, _ in rows],
-        "privileges": [privilege for _, _, privilege in rows],
-    }
+# CHECK_SQL's parameters: NEEDED, one privilege per row.
+_ROWS = [(grant.kind, grant.name, privilege) for grant in NEEDED for privilege in grant.privileges]
+CHECK_PARAMETERS = {
+    "kinds": [kind for kind, _, _ in _ROWS],
+    "names": [name for _, name, _ in _ROWS],
+    "privileges": [privilege for _, _, privilege in _ROWS],
+}
 
 
 def missing_grants(rows: Sequence[Sequence[Any]], role: str) -> list[str]:

@@ -9,6 +9,7 @@ import enum
 import logging
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -519,7 +520,7 @@ class _ReadGate(FlowControl):
     """uvicorn's flow control, except that reading stays paused while `held()`: uvicorn resumes
     reading whenever the app asks for body, which would let pipelined requests pile up."""
 
-    def __init__(self, transport: asyncio.Transport, held: Any) -> None:
+    def __init__(self, transport: asyncio.Transport, held: Callable[[], bool]) -> None:
         super().__init__(transport)
         self._held = held
 
