@@ -1,11 +1,11 @@
 """The application factory: wiring only (routers, middleware, problem handlers, lifespan).
 
-The lifespan builds the app's one `Services` object; routes reach it through `ServicesDep`."""
+The lifespan builds the app's one `Services` object; routes reach it through the dependencies
+of `quoteapi.services`."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -17,7 +17,8 @@ from fastapi import FastAPI
 from quoteapi import health, migrations
 from quoteapi.auth.deps import SECURITY_SCHEMES
 from quoteapi.auth.verify import TokenVerifier
-from quoteapi.database.engine import Database, create_engine, warn_if_rls_bypassed
+from quoteapi.database.engine import Database, open_and_check_role
+from quoteapi.database.pooler import pooler_by_host
 from quoteapi.database.problems import DATABASE_FAILURES, database_error
 from quoteapi.docs import install_docs, use_problem_media_type
 from quoteapi.logs import configure_logging
@@ -52,47 +53,34 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for note in target.notes:
             log.warning("event=config_note note=%r", note)
-        make_engine = functools.partial(
-            create_engine,
+        pooler = settings.database_transaction_pooler
+        database = Database(
             target,
+            pooler=pooler_by_host(target) if pooler is None else pooler,
             pool_size=settings.database_pool_size,
             pool_timeout=settings.database_pool_timeout,
             connect_timeout=settings.database_connect_timeout,
             statement_timeout=settings.database_statement_timeout,
+            lock_timeout=settings.database_lock_timeout,
         )
-        engine = make_engine(pooler=settings.transaction_pooler)
         app.state.services = Services(
             settings=settings,
-            database=Database(
-                engine,
-                pool_size=settings.database_pool_size,
-                wait=settings.database_pool_timeout,
-                pooler=settings.transaction_pooler,
-                role=target.role,
-                lock_timeout=settings.database_lock_timeout,
-                # A transaction idle that long mid-unit was left by a client that vanished.
-                idle_timeout=settings.database_statement_timeout,
-                # Unset: a pooler that shows itself switches the database to this engine.
-                pooler_safe_engine=(
-                    functools.partial(make_engine, pooler=True)
-                    if settings.database_transaction_pooler is None
-                    else None
-                ),
-            ),
+            database=database,
             verifier=verifier,
+            webhook_verifier=webhook_verifier,
             schema_revisions=migrations.known_revisions(),
         )
         # In the background: start-up must not wait on a database that is still waking.
-        role_check = asyncio.create_task(warn_if_rls_bypassed(engine))
+        opening = asyncio.create_task(open_and_check_role(database))
         async with httpx.AsyncClient(timeout=settings.clerk_jwks_timeout_seconds) as http:
             await verifier.start(http)  # warms the keys; a failure only logs
             tune_garbage_collector(settings.quoteapi_gc_gen0_threshold)
             try:
                 yield
             finally:
-                role_check.cancel()
+                opening.cancel()
                 await verifier.close()
-                await app.state.services.database.dispose()
+                await database.dispose()
                 del app.state.services
 
     app = FastAPI(
@@ -111,7 +99,13 @@ def create_app(settings: Settings) -> FastAPI:
         # No trailing-slash redirects: Starlette builds their Location from the Host header.
         redirect_slashes=False,
     )
-    install_problem_handlers(app, {failure: database_error for failure in DATABASE_FAILURES})
+    install_problem_handlers(
+        app,
+        {
+            **{failure: database_error for failure in DATABASE_FAILURES},
+            **messages.REFUSAL_HANDLERS,
+        },
+    )
     # The hot path first: routing tries each route in turn.
     app.include_router(messages.router)
     app.include_router(health.router)
@@ -123,7 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(issuer.build_router(settings.quoteapi_data_dir))
         app.include_router(tokens.build_router(settings.quoteapi_data_dir))  # for web/
     if webhook_verifier is not None:
-        webhooks.install(app, webhook_verifier)
+        app.include_router(webhooks.router)
     # Outermost first: the request id and the access log see everything, CORS preflights too.
     if settings.cors_allow_origins:  # none: browsers on other origins are refused anyway
         app.add_middleware(

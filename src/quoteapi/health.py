@@ -74,7 +74,8 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     try:
         # A unit of work like any request's, with the same bounds: a probe does not jump the
         # FIFO queue, and says not-ready whenever a request could not be answered in time.
-        readiness = await database.run(_readiness, database.role)
+        async with database.unit() as session:
+            readiness = await _readiness(session, database.role)
     except PoolTimeout:
         log.warning("event=readyz_server_busy")
         return _not_ready({"database": "busy"})

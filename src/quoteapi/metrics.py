@@ -80,16 +80,17 @@ class AppStateCollector(Collector):
         yield GaugeMetricFamily(
             "quoteapi_token_cache_entries", "Verified tokens cached now.", value=len(cache)
         )
-        pool: Any = services.database.engine.pool
+        engine = services.database.engine
+        pool: Any = engine.pool if engine is not None else None  # None: not opened yet
         yield GaugeMetricFamily(
             "quoteapi_db_pool_checked_out",
             "Database connections in use by requests now.",
-            value=pool.checkedout(),
+            value=pool.checkedout() if pool else 0,
         )
         yield GaugeMetricFamily(
             "quoteapi_db_pool_size",
             "Database connections the pool may hold (DATABASE_POOL_SIZE).",
-            value=pool.size(),
+            value=services.settings.database_pool_size,
         )
 
 

@@ -56,8 +56,8 @@ class DatabaseSettings(BaseModel):
     database_statement_timeout: float = Field(default=5.0, gt=0, le=300)
     database_lock_timeout: float = Field(default=2.0, gt=0, le=300)
     # Behind a transaction-mode pooler (Neon's -pooler endpoints, PgBouncer) prepared statements
-    # cannot outlive a transaction. None: recognise Neon's pooled host names, and switch when any
-    # other pooler breaks a statement (database.pooler); False: never switch.
+    # cannot outlive a transaction. None: Neon's host names say, else the first connection
+    # (database.pooler).
     database_transaction_pooler: bool | None = None
 
     @field_validator("database_lock_timeout", mode="after")
@@ -78,13 +78,6 @@ class DatabaseSettings(BaseModel):
             return None
         parse_database_url(value)
         return value
-
-    @property
-    def transaction_pooler(self) -> bool:
-        if self.database_transaction_pooler is not None:
-            return self.database_transaction_pooler
-        host = self.database.connect_kwargs.get("host", "") if self.database else ""
-        return "-pooler." in str(host)
 
     @property
     def database(self) -> DatabaseTarget | None:

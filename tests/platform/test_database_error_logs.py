@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from quoteapi.app import create_app
+from quoteapi.services import SessionDep
 from tests.support.app import make_settings
 
 MARKER = "leaked-marker-0815"
@@ -22,9 +23,9 @@ async def _unencodable(session: AsyncSession) -> None:
     await session.exec(text("SELECT CAST(:v AS text)"), params={"v": f"\ud800{MARKER}"})
 
 
-async def run_statement_with(request: Request) -> dict[str, str]:
+async def run_statement_with(session: SessionDep) -> dict[str, str]:
     """A test-only route: a statement whose parameter the driver cannot encode."""
-    await request.app.state.services.database.run(_unencodable)
+    await _unencodable(session)
     return {}
 
 

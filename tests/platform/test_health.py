@@ -34,7 +34,7 @@ async def test_readyz_is_503_when_the_database_is_unreachable() -> None:
 async def test_readyz_is_503_when_migrations_are_missing(empty_database_url: str) -> None:
     async with running_app(make_settings(empty_database_url)) as api:
         response = await api.http.get("/readyz")
-        async with api.engine.connect() as connection:
+        async with (await api.engine()).connect() as connection:
             assert (await connection.scalar(text("SELECT 1"))) == 1
     assert response.status_code == 503
     assert response.json() == {

@@ -107,7 +107,7 @@ async def test_metrics_read_token_cache_jwks_and_pool_at_scrape_time(
     assert _value(before, "quoteapi_jwks_fetches_total", outcome="ok") == 1  # the warm-up
     assert _value(before, "quoteapi_db_pool_size") == 3
     assert _value(before, "quoteapi_db_pool_checked_out") == 0
-    async with metrics_api.engine.connect():
+    async with (await metrics_api.engine()).connect():
         during = _samples((await scrape(metrics_client)).text)
     assert _value(during, "quoteapi_db_pool_checked_out") == 1
 

@@ -6,6 +6,8 @@ import asyncio
 import pytest
 
 from quoteapi.auth.verify import VerifiedUser
+from quoteapi.database.pooler import behind_a_pooler, pooler_by_host
+from quoteapi.database.url import parse_database_url
 from quoteapi.messages import repository
 from tests.support.app import RunningApp, make_settings, running_app
 
@@ -30,9 +32,10 @@ async def test_repository_writes_and_reads_through_pgbouncer(pooled_database_url
 
     async def write_then_read(api: RunningApp, n: int) -> str:
         caller = VerifiedUser(f"user_pool_{n % 20}", f"sess_pool_{n}")
-        database = api.services.database
-        await database.run(repository.save_quote, caller, f"quote {n}")
-        stored = await database.run(repository.read_quote, caller)
+        async with api.services.database.unit() as session:
+            await repository.save_quote(session, caller, f"quote {n}")
+        async with api.services.database.unit() as session:
+            stored = await repository.read_quote(session, caller)
         assert stored is not None
         return stored.message
 
@@ -45,10 +48,20 @@ async def test_repository_writes_and_reads_through_pgbouncer(pooled_database_url
     ]
 
 
-def test_neon_pooled_hosts_are_detected_and_the_setting_overrides() -> None:
-    direct = make_settings("postgresql://u:p@ep-x-123.eu-central-1.aws.neon.tech/db")
-    pooled = make_settings("postgresql://u:p@ep-x-123-pooler.eu-central-1.aws.neon.tech/db")
-    assert not direct.transaction_pooler
-    assert pooled.transaction_pooler
-    forced = make_settings("postgresql://u:p@127.0.0.1:6432/db", database_transaction_pooler=True)
-    assert forced.transaction_pooler
+def test_neon_host_names_say_whether_they_pool_and_other_hosts_are_asked() -> None:
+    direct = parse_database_url("postgresql://u:p@ep-x-123.eu-central-1.aws.neon.tech/db")
+    pooled = parse_database_url("postgresql://u:p@ep-x-123-pooler.eu-central-1.aws.neon.tech/db")
+    elsewhere = parse_database_url("postgresql://u:p@127.0.0.1:6432/db")
+    assert (pooler_by_host(direct), pooler_by_host(pooled), pooler_by_host(elsewhere)) == (
+        False,
+        True,
+        None,
+    )
+
+
+@pytest.mark.parametrize(("through_pgbouncer", "detected"), [(True, True), (False, False)])
+async def test_the_first_connection_says_whether_a_pooler_answers_for_the_server(
+    pooled_database_url: str, database_url: str, through_pgbouncer: bool, detected: bool
+) -> None:
+    target = parse_database_url(pooled_database_url if through_pgbouncer else database_url)
+    assert await behind_a_pooler(target, connect_timeout=5, statement_timeout=5) is detected

@@ -38,7 +38,7 @@ async def _fill_the_pool(api: RunningApp, headers: dict[str, str]) -> None:
     )
     assert {a.status_code for a in answers} == {200}
     await api.wait_for_idle_pool()
-    assert api.engine.pool.checkedin() == POOL_SIZE  # type: ignore[attr-defined]
+    assert (await api.engine()).pool.checkedin() == POOL_SIZE  # type: ignore[attr-defined]
 
 
 async def _statuses_after(api: RunningApp, method: str, headers: dict[str, str]) -> list[int]:

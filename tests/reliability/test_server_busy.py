@@ -48,7 +48,11 @@ async def slot_held(app: FastAPI) -> AsyncIterator[None]:
         holding.set()
         await release.wait()
 
-    unit = asyncio.create_task(services(app).database.run(hold))
+    async def hold_a_unit() -> None:
+        async with services(app).database.unit() as session:
+            await hold(session)
+
+    unit = asyncio.create_task(hold_a_unit())
     await holding.wait()
     try:
         yield

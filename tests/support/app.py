@@ -83,14 +83,13 @@ class RunningApp(NamedTuple):
         """The verifier requests use: the app's, or the test's own that replaced it."""
         return self.own_verifier or self.services.verifier
 
-    @property
-    def engine(self) -> AsyncEngine:
-        """The app's database engine (its pool)."""
-        return self.services.database.engine
+    async def engine(self) -> AsyncEngine:
+        """The app's database engine (its pool), opened if it was not yet."""
+        return await self.services.database.open()
 
     async def wait_for_idle_pool(self) -> None:
         """Poll until no pooled connection is checked out (start-up checks use one)."""
-        pool: Any = self.engine.pool
+        pool: Any = (await self.engine()).pool
         await until(lambda: pool.checkedout() == 0, within=5, what="an idle pool")
 
     def client(self, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:

@@ -313,7 +313,7 @@ async def test_migration_0002_downgrades_and_upgrades_cleanly(empty_database_url
     await asyncio.to_thread(command.downgrade, alembic_config(target), "0001")
     async with (
         running_app(make_settings(empty_database_url)) as api,
-        api.engine.connect() as connection,
+        (await api.engine()).connect() as connection,
     ):
         assert await connection.scalar(text("SELECT to_regclass('webhook_deliveries')")) is None
         assert await connection.scalar(text("SELECT to_regclass('user_messages')")) is not None

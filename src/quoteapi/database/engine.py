@@ -1,4 +1,4 @@
-"""The engine (asyncpg under SQLAlchemy) and the unit of work on it (`Database.run`): the rule
+"""The engine (asyncpg under SQLAlchemy) and the unit of work on it (`Database.unit`): the rule
 for sessions and transactions, the bounds the server keeps for them, and the failures of the
 database raised as `database.failures`. Connecting is `database.connect`'s job; admission to
 the pool, `database.admission`'s."""
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy import Text, bindparam, event, func, select, text, true
 from sqlalchemy import exc as sa_exc
@@ -18,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from quoteapi.database.admission import FifoSlots
 from quoteapi.database.connect import connect
 from quoteapi.database.failures import failure_of
-from quoteapi.database.pooler import POOLER_SAFE_STATEMENTS, PoolerSwitch
+from quoteapi.database.pooler import POOLER_SAFE_STATEMENTS, behind_a_pooler
 from quoteapi.database.url import DatabaseTarget
 
 log = logging.getLogger("quoteapi.db")
@@ -76,10 +77,6 @@ def _replace_if_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         raise sa_exc.DisconnectionError("closed by the server while idle in the pool")
 
 
-T = TypeVar("T")
-P = ParamSpec("P")
-
-
 class Database:
     """The engine, and units of work on it admitted to the pool first come, first served.
 
@@ -87,65 +84,94 @@ class Database:
     load a waiting request can be overtaken again and again until it times out (a p99 of
     seconds). A FIFO semaphore sized like the pool queues requests fairly in front of it.
 
-    The unit-of-work rule, written here once: a unit runs on a fresh session that is closed
-    before the response is sent. Each statement commits on its own (autocommit: a request of
-    one statement costs no BEGIN and COMMIT round trips), unless the work calls `transaction`
-    first, which makes the rest of the unit one transaction, committed when the work returns.
-    Behind a transaction pooler every unit is one transaction, as it must be there. A database
-    whose pooler was neither set nor recognised switches to that mode when the pooler first
-    breaks a statement (`pooler.PoolerSwitch`), and the unit runs once more, whole, on a fresh
-    session: nothing of it ran.
+    The unit-of-work rule, written here once (`unit`): a fresh session, closed before the
+    response is sent. Each statement commits on its own (autocommit: a request of one statement
+    costs no BEGIN and COMMIT round trips), unless the work calls `transaction` first, which
+    makes the rest of the unit one transaction, committed when the unit ends without an error.
+    Behind a transaction pooler every unit is one transaction, as it must be there. Whether one
+    is there is known before the engine is built (`pooler.behind_a_pooler`), so the engine never
+    changes while it serves.
     """
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        target: DatabaseTarget,
         *,
+        pooler: bool | None,
         pool_size: int,
-        wait: float,
-        pooler: bool,
-        role: str,
+        pool_timeout: float,
+        connect_timeout: float,
+        statement_timeout: float,
         lock_timeout: float,
-        idle_timeout: float,
-        pooler_safe_engine: Callable[[], AsyncEngine] | None = None,
     ) -> None:
+        self.target = target
+        self.role = target.role  # the connected role, for the GRANT a missing privilege names
+        self._pooler = pooler  # None: ask the first connection
+        self._pool_size = pool_size
+        self._pool_timeout = pool_timeout
+        self._connect_timeout = connect_timeout
+        self._statement_timeout = statement_timeout
         self._waits = {
             _LOCK_TIMEOUT.key: f"{round(lock_timeout * 1000)}ms",
-            _IDLE_TIMEOUT.key: f"{round(idle_timeout * 1000)}ms",
+            # A transaction idle that long mid-unit was left by a client that vanished.
+            _IDLE_TIMEOUT.key: f"{round(statement_timeout * 1000)}ms",
         }
-        self._use(engine, pooler=pooler)
-        self._pooler = PoolerSwitch(None if pooler else pooler_safe_engine)
-        self._slots = FifoSlots(pool_size, wait)
-        self.role = role  # the connected role, for the GRANT a missing privilege names
+        self._slots = FifoSlots(pool_size, pool_timeout)
+        self._opening = asyncio.Lock()
+        self.engine: AsyncEngine | None = None  # built by `open`
+        self._factory: async_sessionmaker[AsyncSession] | None = None
+        self._transactional = False
         self._noted: set[str] = set()  # missing grants and objects, each logged once
 
-    def _use(self, engine: AsyncEngine, *, pooler: bool) -> None:
-        self.engine = engine
-        self._transactional = pooler
-        # Loaded values stay usable after commit: responses are built after it.
-        self._factory = async_sessionmaker(
-            engine, class_=AsyncSession, expire_on_commit=False, info={_WAITS: self._waits}
-        )
+    async def open(self) -> AsyncEngine:
+        """The engine, built once the pooler is known (asking the server when neither
+        DATABASE_TRANSACTION_POOLER nor the host name said)."""
+        async with self._opening:
+            if self.engine is None:
+                pooler = self._pooler
+                if pooler is None:
+                    pooler = await behind_a_pooler(
+                        self.target, self._connect_timeout, self._statement_timeout
+                    )
+                self.engine = create_engine(
+                    self.target,
+                    pooler=pooler,
+                    pool_size=self._pool_size,
+                    pool_timeout=self._pool_timeout,
+                    connect_timeout=self._connect_timeout,
+                    statement_timeout=self._statement_timeout,
+                )
+                self._transactional = pooler
+                # Loaded values stay usable after commit: responses are built after it.
+                self._factory = async_sessionmaker(
+                    self.engine,
+                    class_=AsyncSession,
+                    expire_on_commit=False,
+                    info={_WAITS: self._waits},
+                )
+            return self.engine
 
-    async def run(
-        self,
-        work: Callable[Concatenate[AsyncSession, P], Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """`work(session, *args, **kwargs)` as one unit of work (see the class): its result. A
-        failure of the database is raised as one of `database.failures`."""
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[AsyncSession]:
+        """A session for one unit of work (see the class). A failure of the database is raised
+        as one of `database.failures`."""
         await self._slots.acquire()
         try:
+            if self._factory is None:
+                await self.open()
+            assert self._factory is not None
+            # Not `async with`: it shields every close in a task of its own, CPU on every
+            # request; only a close that rolls back has a round trip to protect.
+            session = self._factory()
             try:
-                return await self._run_once(work, *args, **kwargs)
-            except sa_exc.DBAPIError as exc:
-                engine = self._pooler.engine_after(exc, self.engine)
-                if engine is None:
-                    raise
-                if engine is not self.engine:
-                    self._use(engine, pooler=True)
-            return await self._run_once(work, *args, **kwargs)
+                yield session
+                if self._transactional or session.info.get(_TRANSACTION):
+                    await session.commit()
+            except BaseException:
+                await asyncio.shield(session.close())
+                raise
+            # Committed (or autocommit, where each statement was): closing sends nothing.
+            await session.close()
         except (sa_exc.DBAPIError, TimeoutError) as exc:
             failure = failure_of(exc, self.role, self._noted)
             if failure is None:
@@ -154,29 +180,9 @@ class Database:
         finally:
             self._slots.release()
 
-    async def _run_once(
-        self,
-        work: Callable[Concatenate[AsyncSession, P], Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        # Not `async with`: it shields every close in a task of its own, CPU on every request
-        # (bench/README.md, the levers); only a close that rolls back has a round trip to protect.
-        session = self._factory()
-        try:
-            result = await work(session, *args, **kwargs)
-            if self._transactional or session.info.get(_TRANSACTION):
-                await session.commit()
-        except BaseException:
-            await asyncio.shield(session.close())
-            raise
-        # Committed (or autocommit, where each statement was): closing sends nothing.
-        await session.close()
-        return result
-
     async def dispose(self) -> None:
-        for engine in (*self._pooler.retired, self.engine):
-            await engine.dispose()
+        if self.engine is not None:
+            await self.engine.dispose()
 
 
 # Set in a session's `info` by `transaction`: the unit of work commits it.
@@ -212,14 +218,15 @@ async def transaction(session: AsyncSession) -> None:
     await session.connection(execution_options={"isolation_level": "READ COMMITTED"})
 
 
-async def warn_if_rls_bypassed(engine: AsyncEngine) -> None:
-    """Log a warning when the connected role is exempt from row-level security (a superuser,
-    or BYPASSRLS like Neon's default owner role): the policy is then no second wall at all."""
+async def open_and_check_role(database: Database) -> None:
+    """Open the database ahead of the first request, and log a warning when the connected role
+    is exempt from row-level security (a superuser, or BYPASSRLS like Neon's default owner
+    role): the policy is then no second wall at all."""
     query = text(
         "SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
     )
     try:
-        async with engine.connect() as connection:
+        async with (await database.open()).connect() as connection:
             role, superuser, bypass = (await connection.execute(query)).one()
     except Exception as exc:  # the database may be down at start-up; requests will say so
         log.info("event=rls_role_check_skipped error=%s", type(exc).__name__)

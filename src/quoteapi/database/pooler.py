@@ -1,25 +1,21 @@
 """Transaction-mode poolers (Neon's -pooler endpoints, PgBouncer): the statement settings that
-work behind one, how one shows itself when nobody said it was there, and the switch to those
-settings it then calls for."""
+work behind one, and how the service knows one is there when nobody said."""
 
 from __future__ import annotations
 
 import logging
-import re
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-import asyncpg
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from quoteapi.database.connect import connect
+from quoteapi.database.url import DatabaseTarget
 
 log = logging.getLogger("quoteapi.db")
 
 
 def _unique_statement_name() -> str:
-    # Transaction-mode poolers (Neon's -pooler endpoints, PgBouncer) hand each transaction any
-    # server connection: names must never collide with another client's statements there.
+    # A transaction pooler hands each transaction any server connection: names must never
+    # collide with another client's statements there.
     return f"__quoteapi_{uuid.uuid4().hex}__"
 
 
@@ -31,51 +27,34 @@ POOLER_SAFE_STATEMENTS: dict[str, Any] = {
     "prepared_statement_name_func": _unique_statement_name,
 }
 
-# What a transaction-mode pooler answers when a statement prepared on one server connection is
-# used on another (26000), or a name another client prepared is reused (42P05). The SQLSTATE is
-# lost by some poolers, hence the message as well.
-_POOLER_STATEMENT_ERRORS = (
-    asyncpg.InvalidSQLStatementNameError,
-    asyncpg.DuplicatePreparedStatementError,
-)
-_POOLER_STATEMENT_MESSAGE = re.compile(r"prepared statement \S+ (does not|already) exists?")
 
-
-def is_pooler_statement_error(exc: BaseException) -> bool:
-    """True when `exc` says a transaction pooler moved a prepared statement's connection. The
-    statement did not run (the error comes at prepare or bind), so it is safe to run again."""
-    if not isinstance(exc, sa_exc.DBAPIError):
-        return False
-    cause = exc.orig.__cause__ if exc.orig is not None else None
-    if isinstance(cause, _POOLER_STATEMENT_ERRORS):
+def pooler_by_host(target: DatabaseTarget) -> bool | None:
+    """What Neon's host names say: `-pooler` endpoints pool, the others (through Neon's proxy)
+    do not; None for any other host."""
+    host = str(target.connect_kwargs.get("host", ""))
+    if "-pooler." in host:
         return True
-    return _POOLER_STATEMENT_MESSAGE.search(str(cause or exc.orig)) is not None
+    return False if host.endswith((".neon.tech", ".neon.build")) else None
 
 
-class PoolerSwitch:
-    """The switch to pooler-safe mode of a database whose pooler was neither set nor recognised:
-    the first statement a transaction pooler breaks moves it, for good, to the engine
-    `pooler_safe_engine` builds (None: this database never switches)."""
-
-    def __init__(self, pooler_safe_engine: Callable[[], AsyncEngine] | None) -> None:
-        self._pooler_safe_engine = pooler_safe_engine
-        self.retired: list[AsyncEngine] = []  # the engine used before the switch
-
-    def engine_after(self, exc: BaseException, current: AsyncEngine) -> AsyncEngine | None:
-        """After `exc` failed a unit of work on `current`: the engine to run it again on (the
-        pooler-safe one, built on the first call), or None when `exc` is not a pooler's doing
-        or this database never switches. No await: no other task interleaves the switch."""
-        if not is_pooler_statement_error(exc):
-            return None
-        if self.retired:
-            return current  # switched already; the work met the old engine's connection
-        if self._pooler_safe_engine is None:
-            return None
-        self.retired.append(current)
-        engine = self._pooler_safe_engine()
-        log.warning(
-            "event=transaction_pooler_detected: prepared statements do not survive this "
-            "database's pooler; switched to pooler-safe statements and transactional sessions. "
-            "Set DATABASE_TRANSACTION_POOLER=true to start in this mode"
+async def behind_a_pooler(
+    target: DatabaseTarget, connect_timeout: float, statement_timeout: float
+) -> bool:
+    """True when something between us and PostgreSQL answers for it: the backend pid a
+    connection's start-up reported (the key a cancel request carries) is not the backend's own.
+    A pooler must give its clients keys of its own to route their cancellations, so every
+    pooler shows itself here; a session pooler, where prepared statements would survive, is
+    then treated as a transaction pooler (slower, never wrong: DATABASE_TRANSACTION_POOLER=false
+    says otherwise)."""
+    connection = await connect(timeout=connect_timeout, **target.connect_kwargs)
+    try:
+        backend = await connection.fetchval("SELECT pg_backend_pid()", timeout=statement_timeout)
+        pooler: bool = backend != connection.get_server_pid()
+    finally:
+        connection.terminate()
+    if pooler:
+        log.info(
+            "event=transaction_pooler_detected: statements are pooler-safe; set "
+            "DATABASE_TRANSACTION_POOLER=true to skip this check at start-up"
         )
-        return engine
+    return pooler

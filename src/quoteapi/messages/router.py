@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from quoteapi.auth.deps import SESSION_TOKEN_REQUIRED, CurrentUser, rejection
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, SESSION_REVOKED, TOKEN_EXPIRED, TOKEN_MISSING
@@ -29,8 +27,9 @@ from quoteapi.problems import (
     Problem,
     is_json_media_type,
     problem_doc,
+    problem_response,
 )
-from quoteapi.services import services_of
+from quoteapi.services import ServicesDep, SessionDep
 
 MESSAGE_NOT_FOUND = Problem(404, "message-not-found", "No quote stored")
 PRECONDITION_FAILED = Problem(412, "precondition-failed", "Precondition failed")
@@ -61,10 +60,11 @@ router = APIRouter(
 )
 
 
-async def _quote_text(request: Request) -> str:
+async def quote_text(request: Request, services: ServicesDep) -> str:
     """The PUT body's quote, trimmed and within QUOTEAPI_MESSAGE_MAX_LENGTH: 415 when it is not
-    sent as JSON, 400 when it is not JSON, 422 when the quote is wrong. The handler reads it,
-    so only once the caller is verified (FastAPI reads a declared body before any dependency)."""
+    sent as JSON, 400 when it is not JSON, 422 when the quote is wrong. A dependency declared
+    after the caller, so read only once the caller is verified (FastAPI reads a body declared
+    as a parameter before any dependency)."""
     content_type = request.headers.get("content-type")
     if content_type is not None and not is_json_media_type(content_type):
         raise ApiError(
@@ -79,7 +79,10 @@ async def _quote_text(request: Request) -> str:
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
-    return quote.within(services_of(request).settings.quoteapi_message_max_length)
+    return quote.within(services.settings.quoteapi_message_max_length)
+
+
+QuoteText = Annotated[str, Depends(quote_text)]
 
 
 # The PUT body: a quote of at most a few KiB, JSON-escaped.
@@ -148,8 +151,8 @@ _QUOTE_RESPONSE = {
         412: problem_doc("If-Match did not hold", PRECONDITION_FAILED),
     },
 )
-async def get_message(request: Request, user: CurrentUser) -> Response:
-    stored = await _run(request, repository.read_quote, user)
+async def get_message(request: Request, user: CurrentUser, session: SessionDep) -> Response:
+    stored = await repository.read_quote(session, user)
     if stored is None:
         raise _not_found()
     # RFC 9110, section 13.2.2: If-Match first, then If-None-Match.
@@ -194,14 +197,15 @@ async def get_message(request: Request, user: CurrentUser) -> Response:
         422: problem_doc("The quote is not acceptable", VALIDATION_FAILED),
     },
 )
-async def put_message(request: Request, user: CurrentUser) -> Response:
-    quote = await _quote_text(request)
+async def put_message(
+    request: Request, user: CurrentUser, quote: QuoteText, session: SessionDep
+) -> Response:
     match, none_match = _conditions(request)
     if match is None:
-        stored = await _run(request, repository.save_quote, user, quote, if_none_match=none_match)
+        stored = await repository.save_quote(session, user, quote, if_none_match=none_match)
     else:
-        stored = await _run(
-            request, repository.replace_quote, user, quote, if_match=match, if_none_match=none_match
+        stored = await repository.replace_quote(
+            session, user, quote, if_match=match, if_none_match=none_match
         )
     if stored is None:
         raise _precondition_failed()
@@ -219,10 +223,10 @@ async def put_message(request: Request, user: CurrentUser) -> Response:
         412: problem_doc("If-Match or If-None-Match did not hold", PRECONDITION_FAILED),
     },
 )
-async def delete_message(request: Request, user: CurrentUser) -> Response:
+async def delete_message(request: Request, user: CurrentUser, session: SessionDep) -> Response:
     match, none_match = _conditions(request)
-    deletion = await _run(
-        request, repository.delete_quote, user, if_match=match, if_none_match=none_match
+    deletion = await repository.delete_quote(
+        session, user, if_match=match, if_none_match=none_match
     )
     # With nothing stored the answer is 404 whatever the conditions (RFC 9110, section 13.2.1).
     if deletion is Deletion.NOTHING_STORED:
@@ -232,28 +236,21 @@ async def delete_message(request: Request, user: CurrentUser) -> Response:
     return Response(status_code=204)
 
 
-T = TypeVar("T")
-P = ParamSpec("P")
-
-
-async def _run(
-    request: Request,
-    work: Callable[Concatenate[AsyncSession, P], Awaitable[T]],
-    *args: P.args,
-    **kwargs: P.kwargs,
-) -> T:
-    """`work` as a unit of work; a caller the database refuses gets its problem."""
-    try:
-        return await services_of(request).database.run(work, *args, **kwargs)
-    except repository.SessionRevoked:
-        raise rejection(
+async def _refused(request: Request, exc: Exception) -> JSONResponse:
+    """`act_as`'s refusals (the repository's exceptions), answered as the caller's problem."""
+    if isinstance(exc, repository.SessionRevoked):
+        error = rejection(
             SESSION_REVOKED,
             "This session ended in Clerk (signed out, revoked or removed); sign in again.",
-        ) from None
-    except repository.UserDeleted:
-        raise ApiError(
+        )
+    else:
+        error = ApiError(
             USER_DELETED, "This user was deleted in Clerk and their data erased; nothing is stored."
-        ) from None
+        )
+    return problem_response(request, error.problem, error.detail, headers=error.headers)
+
+
+REFUSAL_HANDLERS = {repository.SessionRevoked: _refused, repository.UserDeleted: _refused}
 
 
 def _conditions(request: Request) -> tuple[TagList | None, TagList | None]:

@@ -11,16 +11,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, NamedTuple
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from quoteapi.auth.verify import storable_text
 from quoteapi.bodies import read_body
 from quoteapi.database.problems import DATABASE_PROBLEMS
 from quoteapi.problems import PAYLOAD_TOO_LARGE, ApiError, problem_doc
-from quoteapi.services import services_of
+from quoteapi.services import ServicesDep, SessionDep
 from quoteapi.webhooks import SESSION_ENDED_EVENTS, USER_DELETED_EVENT, repository
-from quoteapi.webhooks.signatures import MAX_BODY_BYTES, WebhookVerifier, parse_headers
+from quoteapi.webhooks.signatures import MAX_BODY_BYTES, parse_headers
 
 log = logging.getLogger("quoteapi.webhooks")
 
@@ -46,15 +46,10 @@ class SignedEvent:
     event: dict[str, Any]
 
 
-def install(app: FastAPI, verifier: WebhookVerifier) -> None:
-    """Serve POST /webhooks/clerk on `app`, checking deliveries with `verifier`."""
-    app.state.webhook_verifier = verifier
-    app.include_router(router)
-
-
-async def signed_event(request: Request) -> SignedEvent:
+async def signed_event(request: Request, services: ServicesDep) -> SignedEvent:
     """The delivery, once its headers and its signature over the whole body check out."""
-    verifier: WebhookVerifier = request.app.state.webhook_verifier  # set by `install`
+    verifier = services.webhook_verifier
+    assert verifier is not None  # the route is served only with a signing secret
     try:
         signed = parse_headers(request.headers)
         body = await read_body(request, MAX_BODY_BYTES)
@@ -113,7 +108,7 @@ _ACTIONS = {
         "security": [],
     },
 )
-async def clerk_webhook(request: Request, delivery: SignedEventDep) -> WebhookAck:
+async def clerk_webhook(delivery: SignedEventDep, session: SessionDep) -> WebhookAck:
     event_type: str = delivery.event["type"]
     action = _ACTIONS.get(event_type)
     if action is None:
@@ -123,15 +118,14 @@ async def clerk_webhook(request: Request, delivery: SignedEventDep) -> WebhookAc
     if ids is None:
         # Acknowledged: a retry would carry the same body, and nothing could be done with it.
         return WebhookAck(outcome="ignored")
-    database = services_of(request).database
     if not all(storable_text(value) for value in ids):
         # No such user or session can be in an accepted token (PostgreSQL stores no NUL or lone
         # surrogate, and the verifier refuses them): act on nothing, but record the delivery and
         # answer 2xx, so Svix stops retrying it.
         log.info("event=webhook_id_unstorable svix_id=%s", delivery.msg_id)
-        recorded = await database.run(repository.record_delivery, delivery.msg_id, event_type)
+        recorded = await repository.record_delivery(session, delivery.msg_id, event_type)
         return WebhookAck(outcome="ignored" if recorded else "duplicate")
-    if not await database.run(action.work, delivery.msg_id, event_type, *ids):
+    if not await action.work(session, delivery.msg_id, event_type, *ids):
         log.info("event=webhook_duplicate svix_id=%s", delivery.msg_id)
         return WebhookAck(outcome="duplicate")
     return WebhookAck(outcome=action.outcome)
