@@ -1,5 +1,6 @@
 """QUOTEAPI_GC_GEN0_THRESHOLD: the worker freezes what start-up loaded and collects the youngest
-generation less often; 0 leaves Python's collector as it is."""
+generation less often; 0 leaves Python's collector as it is. `serve` starts with the collector
+off; it is on again once start-up is done."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def restored_gc() -> Iterator[None]:
     yield
     gc.unfreeze()
     gc.set_threshold(*thresholds)
+    gc.enable()
 
 
 @pytest.mark.usefixtures("restored_gc")
@@ -34,3 +36,11 @@ def test_zero_leaves_the_collector_alone() -> None:
     tune_garbage_collector(0)
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == frozen
+
+
+@pytest.mark.parametrize("threshold", [50_000, 0])
+@pytest.mark.usefixtures("restored_gc")
+def test_the_collector_that_serve_turns_off_for_its_start_up_is_on_again(threshold: int) -> None:
+    gc.disable()
+    tune_garbage_collector(threshold)
+    assert gc.isenabled()
