@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 
 from quoteapi.webhooks import EVENT_TYPES, USER_DELETED_EVENT
 
-# Each command imports what it uses: `serve` turns the collector off before its imports (main).
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # each command imports what it uses: see main
     from quoteapi.settings import Settings
 
 
@@ -246,9 +245,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], None] = args.handler
     if handler is serve:
-        # Start-up allocates some 110,000 objects that live as long as the process: collecting
-        # while importing them was a sixth of the CPU to the first answer. `serve` freezes
-        # them and turns the collector back on (tune_garbage_collector).
+        # Its imports allocate some 110,000 objects that live as long as the process: scanning
+        # them was a sixth of a cold start. `serve` freezes them, then turns the collector on.
         gc.disable()
     from quoteapi.database.failures import DatabaseUnreachable
     from quoteapi.settings import ConfigError
