@@ -12,7 +12,9 @@ untimed warm-up round, on one embedded PostgreSQL and one token:
   every POLL_SECONDS; its RSS right after that answer.
 - node: the seed's Node stack (../shared/nodepeer, installed once into bench/.cache) the same way.
 
-Output: medians and ranges with the ratios, on stdout and in bench/results/coldstart.json.
+Each start also gives the process's CPU seconds (user + system) at that moment: on a shared
+machine the figure its load does not move. Output: medians and ranges of the three, with the
+ratios serve/floor and serve/node, on stdout and in bench/results/coldstart.json.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ _FLOOR_CODE = (
     "t.user + t.system)"
 )
 POLL_SECONDS = 0.005
+MEASURES = ("seconds", "rss_mib", "cpu_seconds")
 START_WITHIN = 60.0
 
 
@@ -233,9 +236,6 @@ def run(args: argparse.Namespace, workdir: Path, stack: ExitStack) -> dict[str, 
         for measure in MEASURES
     }
     return results
-
-
-MEASURES = ("seconds", "rss_mib", "cpu_seconds")
 
 
 def figures(samples: list[Sample]) -> dict[str, Any]:
