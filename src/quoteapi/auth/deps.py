@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from quoteapi.auth.keys import KeysUnavailable
-from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_MALFORMED, TOKEN_MISSING
-from quoteapi.auth.verify import TokenRejected, TokenVerifier, VerifiedUser
+from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_MALFORMED, TOKEN_MISSING, TokenRejected
+from quoteapi.auth.verify import TokenVerifier, VerifiedUser
 from quoteapi.problems import RETRY_AFTER_SECONDS, ApiError, Problem
 from quoteapi.services import ServicesDep
 

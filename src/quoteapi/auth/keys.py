@@ -1,10 +1,9 @@
-"""The token-signing keys: one fixed PEM key, or a JWKS URL's keys, cached. Which of them the
-settings name is decided in sources.py.
+"""The token-signing keys: one PEM key, or a JWKS URL's keys, cached (sources.py picks which).
 
-A PEM key needs no network. A JWKS URL is fetched with the app's httpx client: kept `ttl`
-seconds, then refreshed in the background while the old keys keep serving; concurrent fetches
-collapse into one; an unknown `kid` or a bad signature forces at most one refetch per
-`cooldown`; when the source is down the last good keys serve for up to `max_stale` seconds.
+A JWKS is fetched with the app's httpx client and kept `ttl` seconds, then refreshed in the
+background while the old keys serve; concurrent fetches collapse into one; an unknown `kid` or
+a bad signature forces at most one refetch per `cooldown`; while the source is down the last
+good keys serve for up to `max_stale` seconds.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import contextlib
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +22,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
 from jwt.exceptions import PyJWTError
+
+from quoteapi.auth.problems import TOKEN_AMBIGUOUS_KEY, TOKEN_UNKNOWN_KEY, TokenRejected
 
 log = logging.getLogger("quoteapi.auth")
 
@@ -41,16 +41,8 @@ class KeysUnavailable(Exception):
     """No usable key: the JWKS source cannot be reached and no recent keys are cached."""
 
 
-class UnknownKey(Exception):
-    """The token names a `kid` the key source does not have (after any allowed refetch)."""
-
-
-class AmbiguousKey(Exception):
-    """The token names a `kid` that two different usable keys of the key set share."""
-
-
 class StaticKey:
-    """One PEM key from the settings: every `kid` maps to it, nothing is fetched."""
+    """One PEM key from the settings: every `kid` maps to it (as in Clerk's SDKs)."""
 
     def __init__(self, key: RSAPublicKey) -> None:
         self._key = key
@@ -70,9 +62,8 @@ class StaticKey:
 
 @dataclass(frozen=True)
 class KeySet:
-    """A JWKS document as an RS256 verifier reads it: the usable keys by `kid`, the kids that
-    two different usable keys share (tokens naming one are refused: which key is meant cannot
-    be told), and a fingerprint of the usable entries to tell when the set changed."""
+    """The usable keys by `kid`, the kids two different usable keys share, and a fingerprint
+    of the usable entries to tell when the set changed."""
 
     keys: dict[str, RSAPublicKey]
     ambiguous: frozenset[str]
@@ -81,8 +72,8 @@ class KeySet:
 
 def parse_jwks(document: Any) -> KeySet:
     """The keys of a JWKS document that can verify an RS256 signature. RFC 7517 lets one `kid`
-    name equivalent keys of other types or uses (an EC key, an encryption key): such entries
-    are skipped, so only usable keys can make a `kid` ambiguous."""
+    name equivalent keys of other types or uses: those are skipped, so they never make a `kid`
+    ambiguous."""
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise ValueError("not a JWKS document")
@@ -101,9 +92,8 @@ def parse_jwks(document: Any) -> KeySet:
 
 
 def _rs256_verification_key(entry: Any) -> RSAPublicKey | None:
-    """The RSA public key of a JWK that may verify RS256 signatures, or None: another key type,
-    `use` other than `sig`, `alg` other than RS256, `key_ops` without `verify`, no `kid`, or
-    no usable `n` and `e` (base64url, a modulus of at least 2048 bits: RFC 7518, 3.3)."""
+    """The RSA public key of a JWK meant to verify RS256 signatures (RFC 7517 `kty`, `use`,
+    `alg`, `key_ops`), or None."""
     if not (
         isinstance(entry, dict)
         and entry.get("kty") == "RSA"
@@ -112,17 +102,14 @@ def _rs256_verification_key(entry: Any) -> RSAPublicKey | None:
         and isinstance(ops := entry.get("key_ops", ["verify"]), list)
         and "verify" in ops
         and isinstance(entry.get("kid"), str)
-        and all(_BASE64URL.fullmatch(str(entry.get(name, ""))) for name in ("n", "e"))
     ):
         return None
     try:  # from the public fields only: a private member is never loaded
-        key = RSAAlgorithm.from_jwk({"kty": "RSA", "n": entry["n"], "e": entry["e"]})
+        key = RSAAlgorithm.from_jwk({"kty": "RSA", "n": entry.get("n"), "e": entry.get("e")})
     except (PyJWTError, ValueError, TypeError):
         return None
+    # A modulus under 2048 bits can be factored (RFC 7518 3.3): its signatures prove nothing.
     return key if isinstance(key, RSAPublicKey) and key.key_size >= 2048 else None
-
-
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class JwksKeys:
@@ -188,10 +175,17 @@ class JwksKeys:
         key = self._key_set.keys.get(kid)
         if key is None and kid not in self._key_set.ambiguous and await self._forced_refresh():
             key = self._key_set.keys.get(kid)
+        # Two different keys under one kid: which one signed cannot be told, so neither counts.
         if kid in self._key_set.ambiguous:
-            raise AmbiguousKey
+            raise TokenRejected(
+                TOKEN_AMBIGUOUS_KEY,
+                "The issuer publishes two different keys under this token's kid: which one "
+                "signed it cannot be told.",
+            )
         if key is None:
-            raise UnknownKey
+            raise TokenRejected(
+                TOKEN_UNKNOWN_KEY, "The token is signed by a key the issuer does not publish."
+            )
         return key
 
     async def refreshed_key(self, kid: str, failed: RSAPublicKey) -> RSAPublicKey | None:

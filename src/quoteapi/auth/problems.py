@@ -1,6 +1,6 @@
 """The session-token problems: one per reason a token is refused, each with a stable code."""
 
-from quoteapi.problems import Problem
+from quoteapi.problems import ApiError, Problem
 
 TOKEN_MISSING = Problem(401, "token-missing", "Authentication required")
 TOKEN_MALFORMED = Problem(401, "token-malformed", "Malformed session token")
@@ -23,3 +23,7 @@ TOKEN_SESSION_PENDING = Problem(401, "token-session-pending", "Session not activ
 # The token verifies, but its session ended in Clerk: the database says so (messages.repository).
 SESSION_REVOKED = Problem(401, "session-revoked", "Session ended")
 AUTH_UNAVAILABLE = Problem(503, "auth-unavailable", "Authentication temporarily unavailable")
+
+
+class TokenRejected(ApiError):
+    """The token fails one check; `problem` names which (its `code` is stable)."""
