@@ -32,44 +32,35 @@ SECURITY_SCHEMES = {
 SESSION_TOKEN_REQUIRED: dict[str, Any] = {"security": [{"ClerkSession": []}]}
 
 
-def _one_credential(request: Request) -> None:
-    """Two `Authorization` headers, or (when the cookie is used) two `__session` cookies, are
-    ambiguous: which one names the caller would depend on the parser. Refuse both."""
+def _token_from(request: Request) -> str:
+    """`Authorization: Bearer <token>`; only when that header is absent, the `__session` cookie.
+    Two of either are refused: which one names the caller would depend on the parser."""
     authorizations = request.headers.getlist("authorization")
     if len(authorizations) > 1:
         raise TokenRejected(
             TOKEN_MALFORMED, "The request has two Authorization headers; send exactly one."
         )
-    if not authorizations and _session_cookie_count(request) > 1:
-        raise TokenRejected(
-            TOKEN_MALFORMED,
-            "The request has two __session cookies (another app on this domain?); "
-            "send the token as `Authorization: Bearer <token>` instead.",
+    if not authorizations:
+        # Starlette's `request.cookies` keeps the last of repeated names: count the raw pairs.
+        cookies = sum(
+            pair.split("=", 1)[0].strip() == SESSION_COOKIE
+            for header in request.headers.getlist("cookie")
+            for pair in header.split(";")
         )
-
-
-def _session_cookie_count(request: Request) -> int:
-    # Starlette's `request.cookies` keeps the last of repeated names: count the raw pairs.
-    return sum(
-        pair.split("=", 1)[0].strip() == SESSION_COOKIE
-        for cookie in request.headers.getlist("cookie")
-        for pair in cookie.split(";")
-    )
-
-
-def _token_from(request: Request) -> str:
-    """`Authorization: Bearer <token>`; only when that header is absent, the `__session` cookie."""
-    authorization = request.headers.get("authorization")
-    if authorization is None:
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie:
+        if cookies > 1:
+            raise TokenRejected(
+                TOKEN_MALFORMED,
+                "The request has two __session cookies (another app on this domain?); "
+                "send the token as `Authorization: Bearer <token>` instead.",
+            )
+        if cookie := request.cookies.get(SESSION_COOKIE):
             return cookie
         raise ApiError(
             TOKEN_MISSING,
             "Send the Clerk session token as `Authorization: Bearer <token>`.",
             headers={"WWW-Authenticate": _CHALLENGE},
         )
-    scheme, _, token = authorization.partition(" ")
+    scheme, _, token = authorizations[0].partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise TokenRejected(TOKEN_MALFORMED, "The Authorization header is not `Bearer <token>`.")
@@ -80,7 +71,6 @@ async def authenticate(request: Request, verifier: TokenVerifier) -> VerifiedUse
     """The caller named by the request's Clerk session token, verified by `verifier`; a 401
     (or 503 when the signing keys cannot be had) problem otherwise."""
     try:
-        _one_credential(request)
         return await verifier.verify(_token_from(request))
     except TokenRejected as exc:
         raise rejection(exc.problem, exc.detail) from None

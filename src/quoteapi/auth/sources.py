@@ -1,6 +1,5 @@
 """The CLERK_* settings turned into a key source, its key provider and the issuer; a setting that
-cannot work is a one-line ConfigError at start-up. Fetching and caching the keys is keys.py's.
-"""
+cannot work is a one-line ConfigError at start-up."""
 
 from __future__ import annotations
 
@@ -44,16 +43,16 @@ def frontend_api_from_publishable_key(publishable_key: str) -> str:
 
 @dataclass(frozen=True)
 class KeySource:
-    """The configured origin of the keys: one PEM key, or a JWKS URL (and its headers)."""
+    """One PEM key, or a JWKS URL (and its headers), and the variable it came from."""
 
-    setting: str  # the variable it came from, for logs and errors
+    setting: str
     static_key: RSAPublicKey | None = None
     jwks_url: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def has_key_source(settings: Settings) -> bool:
-    """True when any Clerk key source is configured (so the dev issuer is not needed)."""
+    """True when any Clerk key source is configured (else `quoteapi dev` runs its own issuer)."""
     return bool(
         settings.clerk_jwt_key
         or settings.clerk_jwks_url
@@ -73,6 +72,7 @@ def resolve_key_source(settings: Settings) -> KeySource:
             raise ConfigError(
                 "CLERK_JWKS_URL", "is not an http(s) URL", "set it to your instance's JWKS URL"
             )
+        # Keys fetched over plain http off this machine could be swapped in transit.
         if url.startswith("http://") and not is_loopback_host(urlsplit(url).hostname or ""):
             raise ConfigError(
                 "CLERK_JWKS_URL",
@@ -116,10 +116,8 @@ def resolve_issuer(settings: Settings) -> str:
 
 def is_loopback_host(host: str) -> bool:
     """`localhost` or a loopback address (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return host.lower() == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 

@@ -17,25 +17,10 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from quoteapi.auth import sources
+from quoteapi.auth import problems, sources
 from quoteapi.auth.cache import TokenCache
 from quoteapi.auth.keys import Clock, KeyProvider
-from quoteapi.auth.problems import (
-    TOKEN_EXPIRED,
-    TOKEN_IAT_IN_THE_FUTURE,
-    TOKEN_INVALID_ALGORITHM,
-    TOKEN_INVALID_AUTHORIZED_PARTY,
-    TOKEN_INVALID_ISSUER,
-    TOKEN_INVALID_SIGNATURE,
-    TOKEN_LIFETIME_TOO_LONG,
-    TOKEN_MALFORMED,
-    TOKEN_MISSING_CLAIM,
-    TOKEN_NOT_ACTIVE_YET,
-    TOKEN_SESSION_PENDING,
-    TOKEN_TOO_LARGE,
-    TOKEN_TYPE_NOT_SESSION,
-    TokenRejected,
-)
+from quoteapi.auth.problems import TokenRejected
 from quoteapi.settings import Settings
 
 log = logging.getLogger("quoteapi.auth")
@@ -114,7 +99,9 @@ class TokenVerifier:
         """The verified caller for `token`; a cache hit costs one SHA-256 and a dict lookup."""
         # Bounds what an anonymous caller makes us hash and parse before any signature check.
         if len(token) > MAX_TOKEN_BYTES:
-            raise TokenRejected(TOKEN_TOO_LARGE, f"The token exceeds {MAX_TOKEN_BYTES} bytes.")
+            raise TokenRejected(
+                problems.TOKEN_TOO_LARGE, f"The token exceeds {MAX_TOKEN_BYTES} bytes."
+            )
         # "replace" only alters non-ASCII text, which never verifies, so it cannot cause a hit.
         digest = sha256(token.encode("utf-8", "replace")).digest()
         now = time.time()  # the clock PyJWT checks `exp` on: a cached token expires with it
@@ -129,17 +116,18 @@ class TokenVerifier:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise TokenRejected(
-                TOKEN_MALFORMED, "The token is not a JWT of three canonical base64url segments."
+                problems.TOKEN_MALFORMED,
+                "The token is not a JWT of three canonical base64url segments.",
             ) from None
         # Explicit typing (RFC 8725 3.11): another kind of JWT signed by the same keys (an OAuth
         # access token is `at+jwt`) is not a session token.
         typ = header.get("typ", "JWT")
         if not isinstance(typ, str) or typ.upper() != "JWT":
-            raise TokenRejected(TOKEN_MALFORMED, "The token header typ is not JWT.")
+            raise TokenRejected(problems.TOKEN_MALFORMED, "The token header typ is not JWT.")
         # A JWT template or machine token of this instance (same keys, same iss) is no session.
         if header.get("cat", SESSION_TOKEN_CATEGORY) not in _ACCEPTED_CATEGORIES:
             raise TokenRejected(
-                TOKEN_TYPE_NOT_SESSION,
+                problems.TOKEN_TYPE_NOT_SESSION,
                 "The token is not a session token (a JWT template or machine token?); "
                 "send the session token from getToken().",
             )
@@ -150,7 +138,9 @@ class TokenVerifier:
             rotated = await self.keys.refreshed_key(kid, key)
             claims = None if rotated is None else self._decode(token, rotated)
         if claims is None:
-            raise TokenRejected(TOKEN_INVALID_SIGNATURE, "The token signature does not verify.")
+            raise TokenRejected(
+                problems.TOKEN_INVALID_SIGNATURE, "The token signature does not verify."
+            )
         return self._check_claims(claims)
 
     def _decode(self, token: str, key: RSAPublicKey) -> dict[str, Any] | None:
@@ -169,9 +159,11 @@ class TokenVerifier:
             return None
         except jwt.InvalidAlgorithmError:
             detail = "Only RS256-signed Clerk session tokens are accepted."
-            raise TokenRejected(TOKEN_INVALID_ALGORITHM, detail) from None
+            raise TokenRejected(problems.TOKEN_INVALID_ALGORITHM, detail) from None
         except jwt.ExpiredSignatureError:
-            raise TokenRejected(TOKEN_EXPIRED, "The token has expired; send a fresh one.") from None
+            raise TokenRejected(
+                problems.TOKEN_EXPIRED, "The token has expired; send a fresh one."
+            ) from None
         except jwt.ImmatureSignatureError:
             # Raised for a future iat and a future nbf alike, only once the signature verified.
             raise _in_the_future(jwt.decode(token, options={"verify_signature": False})) from None
@@ -179,27 +171,30 @@ class TokenVerifier:
             # PyJWT requires `iss` because an issuer is expected: no `iss` is a wrong issuer.
             if isinstance(exc, jwt.MissingRequiredClaimError) and exc.claim != "iss":
                 missing = f"The token has no {exc.claim} claim."
-                raise TokenRejected(TOKEN_MISSING_CLAIM, missing) from None
+                raise TokenRejected(problems.TOKEN_MISSING_CLAIM, missing) from None
             detail = "The token was issued by another Clerk instance."
-            raise TokenRejected(TOKEN_INVALID_ISSUER, detail) from None
+            raise TokenRejected(problems.TOKEN_INVALID_ISSUER, detail) from None
         except jwt.PyJWTError:
-            raise TokenRejected(TOKEN_MALFORMED, "The token cannot be decoded.") from None
+            raise TokenRejected(problems.TOKEN_MALFORMED, "The token cannot be decoded.") from None
 
     def _check_claims(self, claims: dict[str, Any]) -> tuple[VerifiedUser, float]:
         user_id, session_id = claims["sub"], claims["sid"]
         # `sub` owns a quote and `sid` is what a revocation names: an empty or non-text one
         # would name nobody (or everybody); PostgreSQL cannot store NUL or a lone surrogate.
         if not all(isinstance(value, str) and value for value in (user_id, session_id)):
-            raise TokenRejected(TOKEN_MALFORMED, "The token sub and sid must be non-empty strings.")
+            raise TokenRejected(
+                problems.TOKEN_MALFORMED, "The token sub and sid must be non-empty strings."
+            )
         if not (storable_text(user_id) and storable_text(session_id)):
             raise TokenRejected(
-                TOKEN_MALFORMED, "The token sub and sid must not contain NUL or lone surrogates."
+                problems.TOKEN_MALFORMED,
+                "The token sub and sid must not contain NUL or lone surrogates.",
             )
         expires_at = int(claims["exp"])  # as PyJWT reads NumericDates
         # No token may outlive the record of its ended session (MAX_TOKEN_LIFETIME_SECONDS).
         if expires_at - int(claims["iat"]) > MAX_TOKEN_LIFETIME_SECONDS:
             raise TokenRejected(
-                TOKEN_LIFETIME_TOO_LONG,
+                problems.TOKEN_LIFETIME_TOO_LONG,
                 f"The token lives longer than {MAX_TOKEN_LIFETIME_SECONDS // 3600} hours "
                 "(exp - iat); Clerk's session tokens live 60 s: send the session token from "
                 "getToken(), not a long-lived JWT template.",
@@ -207,13 +202,14 @@ class TokenVerifier:
         # A token minted for another origin (another app of this Clerk instance) is not ours.
         if self.authorized_parties and claims.get("azp") not in self.authorized_parties:
             raise TokenRejected(
-                TOKEN_INVALID_AUTHORIZED_PARTY,
+                problems.TOKEN_INVALID_AUTHORIZED_PARTY,
                 "The token was minted for an origin not in CLERK_AUTHORIZED_PARTIES.",
             )
         # A session with sign-in tasks left (pending) is not signed in yet.
         if claims.get("sts") == "pending" and not self.allow_pending:
             raise TokenRejected(
-                TOKEN_SESSION_PENDING, "The session has pending tasks; finish signing in first."
+                problems.TOKEN_SESSION_PENDING,
+                "The session has pending tasks; finish signing in first.",
             )
         return VerifiedUser(user_id, session_id), expires_at
 
@@ -231,7 +227,7 @@ def _in_the_future(claims: dict[str, Any]) -> TokenRejected:
     except (KeyError, TypeError, ValueError, OverflowError):  # no nbf, or one PyJWT never read
         nbf_later = False
     if nbf_later:
-        return TokenRejected(TOKEN_NOT_ACTIVE_YET, "The token is not valid yet (nbf).")
+        return TokenRejected(problems.TOKEN_NOT_ACTIVE_YET, "The token is not valid yet (nbf).")
     return TokenRejected(
-        TOKEN_IAT_IN_THE_FUTURE, "The token is issued in the future; check the clocks."
+        problems.TOKEN_IAT_IN_THE_FUTURE, "The token is issued in the future; check the clocks."
     )
