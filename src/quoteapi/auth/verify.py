@@ -104,11 +104,12 @@ class TokenVerifier:
             )
         # "replace" only alters non-ASCII text, which never verifies, so it cannot cause a hit.
         digest = sha256(token.encode("utf-8", "replace")).digest()
-        now = time.time()  # the clock PyJWT checks `exp` on: a cached token expires with it
-        user = self.cache.get(digest, now)
-        if user is None:
-            user, expires_at = await self._verify_uncached(token)
-            self.cache.put(digest, user, expires_at, now)
+        # The clock PyJWT checks `exp` on: a cached token expires with it.
+        user = self.cache.get(digest, time.time())
+        if user is not None:
+            return user
+        user, expires_at = await self._verify_uncached(token)
+        self.cache.put(digest, user, expires_at, time.time())
         return user
 
     async def _verify_uncached(self, token: str) -> tuple[VerifiedUser, float]:
