@@ -191,7 +191,13 @@ class TokenVerifier:
                 problems.TOKEN_MALFORMED,
                 "The token sub and sid must not contain NUL or lone surrogates.",
             )
-        expires_at = int(claims["exp"])  # as PyJWT reads NumericDates
+        # NumericDates are JSON numbers (RFC 7519); PyJWT's int() would also take "1700000000".
+        times = (claims["exp"], claims["iat"], claims.get("nbf", 0))
+        if not all(type(value) in (int, float) for value in times):
+            raise TokenRejected(
+                problems.TOKEN_MALFORMED, "The token exp, iat and nbf must be numbers of seconds."
+            )
+        expires_at = int(claims["exp"])  # as PyJWT reads it
         # No token may outlive the record of its ended session (MAX_TOKEN_LIFETIME_SECONDS).
         if expires_at - int(claims["iat"]) > MAX_TOKEN_LIFETIME_SECONDS:
             raise TokenRejected(
