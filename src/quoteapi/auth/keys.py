@@ -217,48 +217,44 @@ class JwksKeys:
 
     async def _fetch(self) -> None:
         try:
-            if self._client is None:
-                raise RuntimeError("the key store is not started (no HTTP client)")
-            try:
-                # One deadline for the whole answer: httpx's own timeouts are per read.
-                async with asyncio.timeout(self._timeout):
-                    document = await self._download(self._client)
-                key_set = parse_jwks(document)
-            except (httpx.HTTPError, ValueError, TimeoutError) as exc:
-                self.fetches_failed += 1
-                self._next_refresh_at = self._clock() + self._retry_after
-                age = self._clock() - self._fetched_at
-                stale = "none" if math.isinf(age) else f"{age:.0f}s"
-                log.warning(
-                    "event=jwks_fetch_failed url=%s error=%s cached_keys_age=%s",
-                    self.url,
-                    _describe(exc),
-                    stale,
-                )
-                return
-            self.fetches_ok += 1
-            now = self._clock()
-            self._fetched_at = now
-            self._next_refresh_at = now + self._ttl
-            if key_set.fingerprint != self._key_set.fingerprint:
-                # Keep the old key objects when nothing changed, so `refreshed_key` can tell.
-                self._key_set = key_set
-                kids = ",".join(sorted(key_set.keys))
-                log.info("event=jwks_keys_loaded url=%s kids=%s", self.url, kids)
-                if key_set.ambiguous:
-                    log.warning(
-                        "event=jwks_ambiguous_kid url=%s kids=%s: two different RS256 keys share "
-                        "each of these kids; tokens naming them are refused",
-                        self.url,
-                        ",".join(sorted(key_set.ambiguous)),
-                    )
-                self._on_change()
+            # One deadline for the whole answer: httpx's own timeouts are per read.
+            async with asyncio.timeout(self._timeout):
+                key_set = parse_jwks(await self._download())
+        except (httpx.HTTPError, ValueError, TimeoutError) as exc:
+            self.fetches_failed += 1
+            self._next_refresh_at = self._clock() + self._retry_after
+            age = self._clock() - self._fetched_at
+            stale = "none" if math.isinf(age) else f"{age:.0f}s"
+            log.warning(
+                "event=jwks_fetch_failed url=%s error=%s cached_keys_age=%s",
+                self.url,
+                _describe(exc),
+                stale,
+            )
+            return
         finally:
             self._inflight = None
+        self.fetches_ok += 1
+        self._fetched_at = self._clock()
+        self._next_refresh_at = self._fetched_at + self._ttl
+        if key_set.fingerprint == self._key_set.fingerprint:
+            return  # the old key objects stay, so `refreshed_key` can tell a rotation
+        self._key_set = key_set
+        log.info("event=jwks_keys_loaded url=%s kids=%s", self.url, ",".join(sorted(key_set.keys)))
+        if key_set.ambiguous:
+            log.warning(
+                "event=jwks_ambiguous_kid url=%s kids=%s: two different RS256 keys share "
+                "each of these kids; tokens naming them are refused",
+                self.url,
+                ",".join(sorted(key_set.ambiguous)),
+            )
+        self._on_change()
 
-    async def _download(self, client: httpx.AsyncClient) -> Any:
+    async def _download(self) -> Any:
         """The JWKS document, read at most MAX_JWKS_BYTES."""
-        async with client.stream("GET", self.url, headers=self._headers) as response:
+        if self._client is None:
+            raise RuntimeError("the key store is not started (no HTTP client)")
+        async with self._client.stream("GET", self.url, headers=self._headers) as response:
             response.raise_for_status()
             body = bytearray()
             async for chunk in response.aiter_bytes():
