@@ -28,7 +28,7 @@ async def measure(tokens: int, rounds: int) -> tuple[float, float, int]:
     verifier = TokenVerifier(
         StaticKey(key.public_key()),
         issuer=DEV_ISSUER,
-        authorized_parties=["http://localhost:5173"],
+        authorized_parties=("http://localhost:5173",),
         cache=TokenCache(max_size=tokens),
     )
     cold = cached = float("inf")

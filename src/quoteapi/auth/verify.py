@@ -8,8 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
 
@@ -48,27 +47,17 @@ class VerifiedUser:
     session_id: str  # `sid`
 
 
+@dataclass(eq=False)
 class TokenVerifier:
     """Turns a session token into a VerifiedUser or raises TokenRejected / KeysUnavailable."""
 
-    def __init__(
-        self,
-        keys: KeyProvider,
-        *,
-        issuer: str,
-        authorized_parties: Iterable[str] = (),
-        leeway: float = 5.0,
-        allow_pending: bool = False,
-        cache: TokenCache | None = None,
-        key_source: str = "",
-    ) -> None:
-        self.keys = keys
-        self.issuer = issuer
-        self.authorized_parties = tuple(authorized_parties)  # a tuple: `azp` may be a list
-        self.leeway = leeway
-        self.allow_pending = allow_pending
-        self.cache = cache if cache is not None else TokenCache(10_000)
-        self.key_source = key_source
+    keys: KeyProvider
+    issuer: str
+    authorized_parties: tuple[str, ...] = ()  # a tuple, not a set: `azp` may be a list
+    leeway: float = 5.0
+    allow_pending: bool = False
+    cache: TokenCache = field(default_factory=lambda: TokenCache(10_000))
+    key_source: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = time.time) -> TokenVerifier:
@@ -79,7 +68,7 @@ class TokenVerifier:
         return cls(
             sources.key_provider(source, settings, clock=clock, on_change=cache.clear),
             issuer=sources.resolve_issuer(settings),
-            authorized_parties=settings.clerk_authorized_parties,
+            authorized_parties=tuple(settings.clerk_authorized_parties),
             leeway=settings.clerk_leeway_seconds,
             allow_pending=settings.clerk_allow_pending_sessions,
             cache=cache,
