@@ -29,18 +29,14 @@ access_log = logging.getLogger("quoteapi.access")
 
 # A client-supplied id is echoed only if it is short and plain: it ends up in logs.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
 # nginx's status for a request whose client left before the answer: a client abort, not a 5xx.
 CLIENT_CLOSED_REQUEST = 499
-# Set in a request's scope by the HTTP protocol (quoteapi.edge) when its client closed
-# the connection before the answer began: the protocol then cancels the request's task, so that
-# whatever it waits for (a database slot, a lock, a statement, which asyncpg then cancels on the
-# server) is given up at once.
+# Set in the scope by quoteapi.edge when the client left before the answer began; it then
+# cancels the request's task, so that what it waits for (a slot, a lock, a statement) is freed.
 CLIENT_GONE = "quoteapi.client_gone"
 
 # Told of each finished request: method, route template (None: no route matched), status and
-# seconds. The metrics module provides one when metrics are on.
+# seconds (quoteapi.metrics provides one).
 RequestObserver = Callable[[str, str | None, int, float], None]
 
 
@@ -57,7 +53,9 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _header(scope, b"x-request-id")
+        given = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None
+        )
         request_id = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         # HEAD is GET without the body (RFC 9110, section 9.3.2): the app answers it as a GET,
@@ -85,21 +83,17 @@ class RequestContextMiddleware:
 
         try:
             await self.app(app_scope, receive_noting_disconnect, send_with_id)
-        except ClientDisconnect:
-            # Raised while reading the body of a client that hung up: nobody is left to answer,
-            # and it is no server error. The access-log line below is its one record.
+        except ClientDisconnect:  # reading the body of a client that hung up: no server error
             abandoned = True
         except asyncio.CancelledError:
             if scope.get(CLIENT_GONE):
-                # Cancelled because its client left: nobody to answer, and no error (uvicorn
-                # logs a cancelled request as one). The access-log line below is its record.
+                # Its client left: no error (uvicorn would log one); the access line records it.
                 abandoned = True
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
                 return
-            # The shutdown grace period ran out under this request: answer it plainly (uvicorn
-            # would send a text/plain 500), then let the cancellation go on.
+            # The shutdown grace period ran out: a problem, not uvicorn's text/plain 500.
             if not started:
                 status = SHUTTING_DOWN.status
                 detail = "The server is shutting down; retry the request."
@@ -107,10 +101,10 @@ class RequestContextMiddleware:
                 await _send_problem(scope, send_with_id, SHUTTING_DOWN, detail, retry)
             raise
         finally:
-            if abandoned:  # whatever the app answered (a 400 for the cut-off body), nobody got it
+            if abandoned:  # whatever the app answered, nobody got it
                 status = CLIENT_CLOSED_REQUEST
             seconds = time.perf_counter() - began
-            # The method the client sent; the route the router noted in the scope it was given.
+            # The method the client sent; the route the router noted in the app's scope.
             method, route = scope["method"], getattr(app_scope.get("route"), "path", None)
             _log_access(
                 {
@@ -126,8 +120,7 @@ class RequestContextMiddleware:
 
 
 def _log_access(fields: dict[str, object]) -> None:
-    """The access-log line: what `access_log.info` does, less its walk up the stack for the
-    caller's file and line, which no access line shows."""
+    """`access_log.info`, less its walk up the stack for a file and line no access line shows."""
     if access_log.isEnabledFor(logging.INFO):
         record = access_log.makeRecord(access_log.name, logging.INFO, "", 0, "request", (), None)
         record.fields = fields
@@ -173,8 +166,7 @@ class ProblemCORSMiddleware(CORSMiddleware):
 
 
 class _ProblemAnswer(Response):
-    """`_send_problem` as a Response, for library code that answers with one; the connection
-    stays open (no body was left unread)."""
+    """`_send_problem` as a Response (the request id is in the scope); the connection stays."""
 
     def __init__(self, problem: Problem, detail: str, headers: Mapping[str, str]) -> None:
         super().__init__(status_code=problem.status)
@@ -182,13 +174,6 @@ class _ProblemAnswer(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _send_problem(scope, send, self.problem, self.detail, self.extra_headers, close=False)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 async def _send_problem(
@@ -203,17 +188,25 @@ async def _send_problem(
     """Answer with `problem` from outside the app (its exception handlers are not there), and
     with `close` end the connection (the server is stopping)."""
     request_id = scope.get("state", {}).get("request_id")
-    body = json.dumps(problem_body(problem, detail, request_id)).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": problem.status,
-            "headers": [
-                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-                *([(b"connection", b"close")] if close else []),
-                *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items()),
-            ],
-        }
-    )
+    fields, body = problem_answer(problem, detail, request_id, headers or {}, close=close)
+    await send({"type": "http.response.start", "status": problem.status, "headers": fields})
     await send({"type": "http.response.body", "body": body})
+
+
+def problem_answer(
+    problem: Problem,
+    detail: str,
+    request_id: str | None,
+    headers: Mapping[str, str],
+    *,
+    close: bool,
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The header fields and body of a `problem` answer written without the app."""
+    body = json.dumps(problem_body(problem, detail, request_id)).encode()
+    fields = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *((name.lower().encode(), value.encode()) for name, value in headers.items()),
+        *([(b"connection", b"close")] if close else []),
+    ]
+    return fields, body

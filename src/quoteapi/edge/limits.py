@@ -1,6 +1,5 @@
 """The HTTP edge's limits: what one connection may send and take, and how many connections a
-worker holds. `EdgeLimits.from_settings` builds them from the same settings as the app; the
-command that starts the server hands them to the protocol (`quoteapi.edge.protocol_for`)."""
+worker holds (`EdgeLimits.from_settings`, from the same settings as the app)."""
 
 from __future__ import annotations
 
@@ -9,55 +8,30 @@ from dataclasses import dataclass
 
 from quoteapi.settings import ConfigError, Settings
 
-# Request line plus headers (and, apart, a trailer section). A Clerk session token is at most
-# 8 KiB (auth refuses larger), and a browser's cookies a few KiB more; nginx allows 32 KiB too.
-# The same cap holds for body bytes the parser takes without a word: a chunk's size line and
-# its extensions (the class of CVE-2024-22019).
+# A head or trailer section: a Clerk token is at most 8 KiB, cookies a few more; nginx allows 32
+# KiB too. So are a chunk's size line and extensions, which the parser takes unheard (the class
+# of CVE-2024-22019). Within it, a target as nginx's and Apache's; fields as Apache's.
 MAX_HEAD_BYTES = 32 * 1024
-# Within that: the request target (this API's are a few bytes; 414 past it, as nginx and Apache
-# at 8 KiB) and the field lines of a section (browsers send about 20; Apache allows 100: 431).
 MAX_TARGET_BYTES = 8 * 1024
 MAX_FIELDS = 100
 
-# How long a closing connection keeps reading (and dropping) what its client still sends after
-# the answer: long enough for a client to finish writing a body of the largest accepted size
-# (1 MiB) on loopback or a LAN and read the answer; short, as it holds no shared resource. Past
-# that much dropped it stops reading (closing would reset the connection and destroy the
-# answer): a client still uploading is held by TCP's own flow control until the linger ends.
-LINGER_SECONDS = 2.0
-LINGER_MAX_BYTES = 1024 * 1024
-# Connections lingering at once, per worker: past that the one lingering longest (its answer
-# long written) is closed, so that a flood of refusals cannot spend every descriptor.
-MAX_LINGERING = 32
-
-# Pipelined requests parsed ahead of the one being answered. Browsers do not pipeline; clients
-# that do send a few. Parsing in slices keeps one read from queueing thousands at once.
+# Pipelined requests parsed ahead of the one answered (browsers send none; others a few),
+# parsed in slices so that one read cannot queue thousands at once.
 MAX_QUEUED_REQUESTS = 16
 PARSE_SLICE_BYTES = 4096
 
-# Descriptors a worker keeps beside its client connections, on top of the database pool: the
-# listening socket, event loop and log files, connections to Clerk, the docs' static files,
-# and connections lingering (MAX_LINGERING).
+# Descriptors a worker keeps beside its connections and the database pool: the listening
+# socket, loop and log files, Clerk, static files, connections lingering (MAX_LINGERING).
 RESERVED_DESCRIPTORS = 64
-# The listening socket's queue of connections not yet accepted. The event loop accepts every
-# queued one at once, before any reaches the cap's check: the queue's length is reserved too,
-# or a burst of connections past the descriptor limit is dropped unanswered by the loop.
+# The listening queue. The loop accepts every queued connection before any reaches the cap's
+# check, so its length is reserved too, or a burst past the descriptor limit goes unanswered.
 LISTEN_BACKLOG = 128
-# At the cap, a connection that has sent no whole request for less than this is not closed for
-# a newcomer: one just accepted has had no time to send its request, and a client opening
-# connections fast would otherwise close every user's before its request is read. Past it, an
-# idle connection gives way, and so does one still sending a head it began that long ago: a
-# real client's head arrives at once, one sent a byte at a time would hold its place for good.
+# At the cap, a connection gives way to a newcomer once it has handed the app no request for
+# this long: one just accepted has had no time to send its request, and a head dribbled a byte
+# at a time must not hold its place for good.
 IDLE_BEFORE_EVICTION_SECONDS = 1.0
 # The connection cap's warning is written at most this often, with the count since the last.
 CAP_WARNING_INTERVAL_SECONDS = 10.0
-
-# A client's FIN cannot tell "I send no more" (a half-close: it still reads) from "I left" (its
-# socket is closed): only bytes sent to it can, which a closed socket answers with a reset. So
-# while its answer has not begun, it is sent an interim 100 (Continue), which every HTTP/1.1
-# client reads past (RFC 9110, section 15.2), and the connection's TCP state is checked this
-# often: reset, the client left, and its request is cancelled.
-CLIENT_CHECK_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -79,10 +53,9 @@ class EdgeLimits:
 
 
 def connection_cap(settings: Settings) -> int:
-    """QUOTEAPI_MAX_CONNECTIONS, or by default what the worker's open-file soft limit allows
-    beside the database pool, RESERVED_DESCRIPTORS and LISTEN_BACKLOG. A worker that runs out
-    of descriptors can accept nobody, silently: a limit that leaves no room for connections, or
-    a cap above the room it leaves, is a configuration error."""
+    """QUOTEAPI_MAX_CONNECTIONS, or what the open-file soft limit leaves beside the database
+    pool, RESERVED_DESCRIPTORS and LISTEN_BACKLOG. A worker out of descriptors accepts nobody,
+    silently: a limit that leaves no room, or a cap above it, is a configuration error."""
     cap = settings.quoteapi_max_connections
     limit = _open_file_limit()
     if limit is None:

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 from quoteapi.edge.limits import (
     CAP_WARNING_INTERVAL_SECONDS,
     IDLE_BEFORE_EVICTION_SECONDS,
-    MAX_LINGERING,
     EdgeLimits,
 )
+from quoteapi.edge.lingering import MAX_LINGERING
 
 if TYPE_CHECKING:
     from quoteapi.edge.protocol import EdgeProtocol
