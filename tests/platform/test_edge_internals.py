@@ -25,9 +25,9 @@ from tests.support.polling import until
 from tests.support.processes import free_port
 from tests.support.raw_http import exchange, split_responses
 
-# What quoteapi.edge.protocol relies on of uvicorn's HttpToolsProtocol beyond its public
-# interface: the methods it overrides or calls, and the attributes it reads, of the protocol
-# and of its request cycle. Keep it in step with the protocol's code.
+# What quoteapi.edge (reading.py, protocol.py) relies on of uvicorn's HttpToolsProtocol beyond
+# its public interface: the methods it overrides or calls, and the attributes it reads, of the
+# protocol and of its request cycle. Keep it in step with the edge's code.
 UVICORN_PARTS = {
     "protocol methods": (
         "_start_asgi_task",
@@ -37,6 +37,8 @@ UVICORN_PARTS = {
         "shutdown",
     ),
     "protocol attributes": (
+        "loop",
+        "transport",
         "cycle",
         "pipeline",
         "connections",

@@ -49,11 +49,3 @@ def has_body(headers: Headers) -> bool:
         or name == b"transfer-encoding"
         for name, value in headers
     )
-
-
-def framing(headers: Headers) -> bytes:
-    """The field that frames the body of a request with these headers, as its head gave it."""
-    for name, value in headers:
-        if name in (b"transfer-encoding", b"content-length"):
-            return name + b": " + value
-    return b"content-length: 0"

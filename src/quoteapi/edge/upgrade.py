@@ -8,18 +8,24 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from quoteapi.edge.heads import Headers, framing
+from quoteapi.edge.heads import Headers
 
 if TYPE_CHECKING:
     from quoteapi.edge.reading import RequestReading
+
+_FRAMING = (b"transfer-encoding", b"content-length")
 
 
 def parser_past_upgrade(
     connection: RequestReading, headers: Headers
 ) -> httptools.HttpRequestParser:
     """A parser that hands `connection` the body and trailers of the request it has the head of."""
+    framing = next(
+        (name + b": " + value for name, value in headers if name in _FRAMING),
+        b"content-length: 0",
+    )
     parser = httptools.HttpRequestParser(_BodyPastUpgrade(connection))
-    parser.feed_data(b"POST / HTTP/1.1\r\n%s\r\n\r\n" % framing(headers))
+    parser.feed_data(b"POST / HTTP/1.1\r\n%s\r\n\r\n" % framing)
     return parser
 
 
