@@ -11,7 +11,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 
 from quoteapi import health, migrations
@@ -71,16 +70,15 @@ def create_app(settings: Settings) -> FastAPI:
         )
         # In the background: start-up must not wait on a database that is still waking.
         opening = asyncio.create_task(open_and_check_role(database))
-        async with httpx.AsyncClient(timeout=settings.clerk_jwks_timeout_seconds) as http:
-            await verifier.start(http)  # warms the keys; a failure only logs
-            tune_garbage_collector(settings.quoteapi_gc_gen0_threshold)
-            try:
-                yield
-            finally:
-                opening.cancel()
-                await verifier.close()
-                await database.dispose()
-                del app.state.services
+        await verifier.start()  # warms the keys; a failure only logs
+        tune_garbage_collector(settings.quoteapi_gc_gen0_threshold)
+        try:
+            yield
+        finally:
+            opening.cancel()
+            await verifier.close()
+            await database.dispose()
+            del app.state.services
 
     app = FastAPI(
         title="quoteapi",

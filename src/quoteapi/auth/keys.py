@@ -47,7 +47,7 @@ class StaticKey:
     def __init__(self, key: RSAPublicKey) -> None:
         self._key = key
 
-    async def start(self, client: httpx.AsyncClient) -> None:
+    async def start(self, client: httpx.AsyncClient | None = None) -> None:
         return None
 
     async def close(self) -> None:
@@ -140,6 +140,7 @@ class JwksKeys:
         self._clock = clock
         self._on_change = on_change
         self._client: httpx.AsyncClient | None = None
+        self._own_client = False
         self._key_set = KeySet(keys={}, ambiguous=frozenset(), fingerprint=frozenset())
         self._fetched_at = -math.inf  # last successful fetch
         self._next_refresh_at = -math.inf  # after a success: +ttl; after a failure: +retry_after
@@ -149,9 +150,11 @@ class JwksKeys:
         self.fetches_ok = 0
         self.fetches_failed = 0
 
-    async def start(self, client: httpx.AsyncClient) -> None:
-        """Use `client` from now on and warm the cache; a failure is logged, not raised."""
-        self._client = client
+    async def start(self, client: httpx.AsyncClient | None = None) -> None:
+        """Fetch with `client` (None: one of our own, closed with us) and warm the cache; a
+        failure is logged, not raised."""
+        self._own_client = client is None
+        self._client = client or httpx.AsyncClient(timeout=self._timeout)
         if self._warm_up:
             await asyncio.shield(self._refresh())
             if math.isinf(self._fetched_at):
@@ -162,6 +165,8 @@ class JwksKeys:
             self._inflight.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._inflight
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
         self._client = None
 
     async def key_for(self, kid: str) -> RSAPublicKey:

@@ -75,8 +75,9 @@ class TokenVerifier:
             key_source=source.setting,
         )
 
-    async def start(self, client: httpx.AsyncClient) -> None:
-        """Warm the keys with `client` (the lifespan's); a failure is logged, not raised."""
+    async def start(self, client: httpx.AsyncClient | None = None) -> None:
+        """Warm the keys (fetched with `client`, else a client of the key source's own, made
+        only for a JWKS URL: a PEM key needs none); a failure is logged, not raised."""
         log.info("event=auth_configured key_source=%s issuer=%s", self.key_source, self.issuer)
         await self.keys.start(client)
 
