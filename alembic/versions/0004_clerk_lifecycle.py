@@ -29,8 +29,8 @@ depends_on: str | Sequence[str] | None = None
 
 _OWN_ROW = "user_id = current_setting('app.user_id', true)"
 # 1903521652 (0x71756F74, "quot") is the advisory-lock class of the per-user lock, whose object
-# is hashtext(user id); the webhook's erasure takes the same key exclusively
-# (quoteapi.webhooks.repository.USER_LOCK_CLASS).
+# is hashtext(user id); the webhook's erasure takes the same key exclusively (since 0006, both
+# through lock_user).
 _ACT_AS = """
 CREATE FUNCTION act_as(caller text, caller_session text, writes boolean) RETURNS text
 LANGUAGE plpgsql VOLATILE AS $$

@@ -156,8 +156,8 @@ async def test_code_ahead_of_its_schema_is_not_ready_and_never_answers_500(
         "current": PREVIOUS,
         "head": HEAD,
     }
-    # Reads and writes need nothing newer; ending a session prunes with a function the newer
-    # revision adds: 503, which Svix retries until the migration ran.
+    # Reads and writes need nothing newer; ending a session binds its user with a function the
+    # newer revision adds: 503, which Svix retries until the migration ran.
     assert saved.status_code == 201, saved.text
     assert_retry_later(ended, "database-schema-behind")
 

@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quoteapi.webhooks.repository import USER_LOCK_CLASS
 from tests.support.app import EMPTY_USER_TABLES, RunningApp, make_settings, running_app
 from tests.support.locks import lock_row
 from tests.support.network import silent_host
@@ -45,7 +44,7 @@ async def hold_users_lock(owner: asyncpg.Connection, user: str) -> asyncpg.trans
     """Take the user's lock exclusively, as an erasure in progress holds it."""
     transaction = owner.transaction()
     await transaction.start()
-    await owner.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", USER_LOCK_CLASS, user)
+    await owner.execute("SELECT lock_user($1, exclusive => true)", user)
     return transaction
 
 

@@ -23,7 +23,14 @@ _RECIPE_0004 = (
     "GRANT SELECT, INSERT, DELETE ON revoked_sessions TO {role}",
     "GRANT EXECUTE ON FUNCTION act_as(text, text, boolean) TO {role}",
 )
-EARLIER_RECIPES = {"0003": _RECIPE_0003, "0004": _RECIPE_0004}
+_RECIPE_0005 = (
+    *_RECIPE_0003,
+    "GRANT SELECT, INSERT ON erased_users TO {role}",
+    "GRANT SELECT, INSERT ON revoked_sessions TO {role}",
+    "GRANT EXECUTE ON FUNCTION act_as(text, text, boolean) TO {role}",
+    "GRANT EXECUTE ON FUNCTION prune_revoked_sessions() TO {role}",
+)
+EARLIER_RECIPES = {"0003": _RECIPE_0003, "0004": _RECIPE_0004, "0005": _RECIPE_0005}
 
 
 async def create_role(owner_url: str, role: str, password: str, recipe: tuple[str, ...]) -> str:

@@ -44,6 +44,8 @@ NEEDED = (
     # Kept until they expire, then pruned by the function below, never by the role itself.
     Grant(("SELECT", "INSERT"), "TABLE", "revoked_sessions"),
     Grant(("EXECUTE",), "FUNCTION", "act_as(text, text, boolean)"),
+    Grant(("EXECUTE",), "FUNCTION", "bind_user(text)"),
+    Grant(("EXECUTE",), "FUNCTION", "lock_user(text, boolean)"),
     Grant(("EXECUTE",), "FUNCTION", "prune_revoked_sessions()"),
     Grant(("SELECT",), "TABLE", "alembic_version"),  # /readyz reads the schema's revision
 )
