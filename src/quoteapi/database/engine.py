@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Text, bindparam, event, func, select, text, true
+from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -112,9 +112,9 @@ class Database:
         self._connect_timeout = connect_timeout
         self._statement_timeout = statement_timeout
         self._waits = {
-            _LOCK_TIMEOUT.key: f"{round(lock_timeout * 1000)}ms",
+            "lock_timeout": f"{round(lock_timeout * 1000)}ms",
             # A transaction idle that long mid-unit was left by a client that vanished.
-            _IDLE_TIMEOUT.key: f"{round(statement_timeout * 1000)}ms",
+            "idle_timeout": f"{round(statement_timeout * 1000)}ms",
         }
         self._slots = FifoSlots(pool_size, pool_timeout)
         self._opening = asyncio.Lock()
@@ -197,12 +197,10 @@ _WAITS = "quoteapi.server_waits"
 # its statement); transaction-local, so that it holds behind a transaction pooler too, and no
 # round trip of its own. Locks taken while that first statement is planned (a table lock held
 # by a migration) wait under the statement's own bound instead.
-_LOCK_TIMEOUT = bindparam("lock_timeout", type_=Text)
-_IDLE_TIMEOUT = bindparam("idle_timeout", type_=Text)
-SERVER_WAITS = select(
-    func.set_config("lock_timeout", _LOCK_TIMEOUT, true()),
-    func.set_config("idle_in_transaction_session_timeout", _IDLE_TIMEOUT, true()),
-).subquery("server_waits")
+SERVER_WAITS = """(
+    SELECT set_config('lock_timeout', :lock_timeout, true),
+           set_config('idle_in_transaction_session_timeout', :idle_timeout, true)
+) AS server_waits"""
 
 
 def server_waits(session: AsyncSession) -> dict[str, str]:
