@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import Result, TextClause, text
+from sqlalchemy import BigInteger, Boolean, DateTime, Executable, Result, Text, column, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util.typing import TupleAny
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -35,6 +35,14 @@ class StoredMessage:
     created: bool = False
 
 
+# What a statement returns, in order: its rows then need no reading of their description.
+_QUOTE = (
+    column("message", Text),
+    column("create_ts", DateTime(timezone=True)),
+    column("update_ts", DateTime(timezone=True)),
+    column("version", BigInteger),
+)
+_WRITTEN = (*_QUOTE, column("created", Boolean))
 # `created`: xmax is 0 on a row version the statement inserted, not on one ON CONFLICT updated.
 # If-Match (`match`) and If-None-Match (`none_match`) are version lists; `*_any` stands for `*`.
 _READ: Final = text("""
@@ -44,7 +52,7 @@ JOIN LATERAL (
     SELECT message, create_ts, update_ts, version FROM user_messages
     WHERE user_id = acting.user_id
 ) AS mine ON true
-""")
+""").columns(*_QUOTE)
 # Create, or replace unless the stored version is one If-None-Match names ([]: none).
 _SAVE: Final = text(f"""
 INSERT INTO user_messages (user_id, message)
@@ -56,7 +64,7 @@ ON CONFLICT (user_id) DO UPDATE
         version = nextval('user_messages_version_seq')
     WHERE user_messages.version <> ALL(:none_match)
 RETURNING message, create_ts, update_ts, version, xmax = 0 AS created
-""")
+""").columns(*_WRITTEN)
 _CREATE_ONLY: Final = text(f"""
 INSERT INTO user_messages (user_id, message)
 SELECT acting.user_id, CAST(:quote AS text)
@@ -64,9 +72,11 @@ FROM (SELECT act_as(:caller, :caller_session, true) AS user_id FROM {SERVER_WAIT
     AS acting
 ON CONFLICT DO NOTHING
 RETURNING message, create_ts, update_ts, version, xmax = 0 AS created
-""")
+""").columns(*_WRITTEN)
 # The conditional writes run in a transaction bound to the caller first (`_BIND`).
-_BIND: Final = text(f"SELECT act_as(:caller, :caller_session, :writes) FROM {SERVER_WAITS}")
+_BIND: Final = text(
+    f"SELECT act_as(:caller, :caller_session, :writes) AS user_id FROM {SERVER_WAITS}"
+).columns(column("user_id", Text))
 _REPLACE: Final = text("""
 UPDATE user_messages
 SET message = :quote, update_ts = now(), version = nextval('user_messages_version_seq')
@@ -74,7 +84,7 @@ WHERE user_id = :caller
     AND (:match_any OR version = ANY(:match))
     AND NOT (:none_match_any OR version = ANY(:none_match))
 RETURNING message, create_ts, update_ts, version, false AS created
-""")
+""").columns(*_WRITTEN)
 # Deletes the quote if both conditions hold, and says whether a condition kept it or there was
 # none. Both parts wait for a PUT or DELETE in flight and judge its outcome: the DELETE re-checks
 # the conditions on the row as committed, and the version is read FOR UPDATE (a plain read would
@@ -90,7 +100,7 @@ gone AS (
     RETURNING version
 )
 SELECT (SELECT version FROM stored) AS stored, (SELECT version FROM gone) AS deleted
-""")
+""").columns(column("stored", BigInteger), column("deleted", BigInteger))
 
 
 class SessionRevoked(Exception):
@@ -109,7 +119,7 @@ _Params = dict[str, str | bool | list[int]]
 
 
 async def _execute(
-    session: AsyncSession, statement: TextClause, params: _Params
+    session: AsyncSession, statement: Executable, params: _Params
 ) -> Result[*TupleAny]:
     """Run `statement`, with `act_as`'s refusals raised as SessionRevoked or UserDeleted."""
     connection = await session.connection()
@@ -123,7 +133,7 @@ async def _execute(
 
 
 async def _stored(
-    session: AsyncSession, statement: TextClause, params: _Params
+    session: AsyncSession, statement: Executable, params: _Params
 ) -> StoredMessage | None:
     """The quote `statement` returns, if any."""
     row = (await _execute(session, statement, params)).first()
