@@ -135,7 +135,6 @@ async def _execute(
 async def _stored(
     session: AsyncSession, statement: Executable, params: _Params
 ) -> StoredMessage | None:
-    """The quote `statement` returns, if any."""
     row = (await _execute(session, statement, params)).first()
     return None if row is None else StoredMessage(*row)
 

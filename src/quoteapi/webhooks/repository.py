@@ -76,14 +76,9 @@ async def erase_user(session: AsyncSession, svix_id: str, event_type: str, user_
     connection = await _bound(session, _BIND_AND_LOCK, user_id)
     if not await record_delivery(session, svix_id, event_type):
         return False
-    erased = await connection.execute(_ERASE, {"user_id": user_id})
+    rows = (await connection.execute(_ERASE, {"user_id": user_id})).rowcount
     await _prune(connection)
-    log.info(
-        "event=webhook_user_deleted svix_id=%s user_id=%s rows=%d",
-        svix_id,
-        user_id,
-        erased.rowcount,
-    )
+    log.info("event=webhook_user_deleted svix_id=%s user_id=%s rows=%d", svix_id, user_id, rows)
     return True
 
 
