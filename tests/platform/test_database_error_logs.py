@@ -8,13 +8,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from quoteapi.app import create_app
 from quoteapi.services import SessionDep
-from tests.support.app import make_settings
+from tests.support.app import make_settings, running_app
 
 MARKER = "leaked-marker-0815"
 
@@ -31,11 +29,9 @@ async def run_statement_with(session: SessionDep) -> dict[str, str]:
 
 @pytest.fixture
 async def api(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(make_settings(database_url))
-    app.add_api_route("/test/bad-parameter", run_statement_with, methods=["GET"])
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
+    async with running_app(make_settings(database_url)) as running:
+        running.app.add_api_route("/test/bad-parameter", run_statement_with, methods=["GET"])
+        async with running.client(raise_app_exceptions=False) as http:
             yield http
 
 

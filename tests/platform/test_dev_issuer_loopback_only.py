@@ -12,9 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from quoteapi.app import create_app
 from quoteapi.dev import issuer
-from tests.support.app import NO_DATABASE_URL, make_settings
+from tests.support.app import NO_DATABASE_URL, make_settings, running_app
 from tests.support.processes import clean_env
 
 
@@ -41,11 +40,8 @@ async def dev_app(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings(
         NO_DATABASE_URL, quoteapi_data_dir=tmp_path / "data", **issuer.dev_auth_settings(8000)
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http:
-            yield http
+    async with running_app(settings) as api:
+        yield api.http
 
 
 @pytest.mark.parametrize(

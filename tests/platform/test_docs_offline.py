@@ -12,16 +12,13 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from quoteapi.app import create_app
-from tests.support.app import NO_DATABASE_URL, make_settings
+from tests.support.app import NO_DATABASE_URL, make_settings, running_app
 
 
 @pytest.fixture
 async def api() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(NO_DATABASE_URL))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
-        yield http
+    async with running_app(make_settings(NO_DATABASE_URL), lifespan=False) as running:
+        yield running.http
 
 
 def csp_directives(response: httpx.Response) -> dict[str, list[str]]:
@@ -74,8 +71,7 @@ async def test_the_docs_page_has_a_restrictive_content_security_policy(
 
 
 async def test_docs_can_still_be_turned_off() -> None:
-    app = create_app(make_settings(NO_DATABASE_URL, quoteapi_docs_enabled=False))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
-        assert (await http.get("/docs")).status_code == 404
-        assert (await http.get("/docs/assets/swagger-ui-bundle.js")).status_code == 404
+    settings = make_settings(NO_DATABASE_URL, quoteapi_docs_enabled=False)
+    async with running_app(settings, lifespan=False) as api:
+        assert (await api.http.get("/docs")).status_code == 404
+        assert (await api.http.get("/docs/assets/swagger-ui-bundle.js")).status_code == 404

@@ -6,29 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from quoteapi.app import create_app
+from quoteapi.settings import Settings
 from tests.support.app import make_settings
 
 AuthHeaders = Callable[[str], dict[str, str]]
 
 
 @pytest.fixture
-async def unnamed_pooler_app(pooled_database_url: str) -> AsyncIterator[FastAPI]:
+def settings(pooled_database_url: str) -> Settings:
     settings = make_settings(pooled_database_url, database_pool_size=5)
     assert settings.database_transaction_pooler is None  # and 127.0.0.1 is no Neon host
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-def _client(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    return settings
 
 
 def _detections(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -37,11 +30,11 @@ def _detections(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 async def test_200_users_through_an_unnamed_pooler_see_no_error_and_one_line_says_so(
-    unnamed_pooler_app: FastAPI, auth_headers: AuthHeaders, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient, auth_headers: AuthHeaders, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="quoteapi.db")
 
-    async def life_cycle(client: httpx.AsyncClient, n: int) -> list[int]:
+    async def life_cycle(n: int) -> list[int]:
         headers = auth_headers(f"user_unnamed_pooler_{n}")
         statuses = []
         for request in (
@@ -53,8 +46,7 @@ async def test_200_users_through_an_unnamed_pooler_see_no_error_and_one_line_say
             statuses.append((await request).status_code)
         return statuses
 
-    async with _client(unnamed_pooler_app) as client:
-        results = await asyncio.gather(*(life_cycle(client, n) for n in range(200)))
+    results = await asyncio.gather(*(life_cycle(n) for n in range(200)))
     assert results == [[201, 200, 200, 204]] * 200
     detections = _detections(caplog)
     assert len(detections) == 1
@@ -62,10 +54,9 @@ async def test_200_users_through_an_unnamed_pooler_see_no_error_and_one_line_say
 
 
 async def test_300_readiness_probes_through_an_unnamed_pooler_all_answer_200(
-    unnamed_pooler_app: FastAPI, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="quoteapi.db")
-    async with _client(unnamed_pooler_app) as client:
-        responses = await asyncio.gather(*(client.get("/readyz") for _ in range(300)))
+    responses = await asyncio.gather(*(client.get("/readyz") for _ in range(300)))
     assert [r.status_code for r in responses] == [200] * 300
     assert len(_detections(caplog)) == 1

@@ -12,26 +12,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from quoteapi.app import create_app
 from quoteapi.services import Services
+from quoteapi.settings import Settings
 from tests.support.app import make_settings
 from tests.support.tokens import MintToken
 
 
 @pytest.fixture
-async def app(database_url: str) -> AsyncIterator[FastAPI]:
+def settings(database_url: str) -> Settings:
     """The app with one pool slot, given up on after 0.3 s."""
-    settings = make_settings(database_url, database_pool_size=1, database_pool_timeout=0.3)
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://quoteapi.test") as http:
-        yield http
+    return make_settings(database_url, database_pool_size=1, database_pool_timeout=0.3)
 
 
 def services(app: FastAPI) -> Services:
