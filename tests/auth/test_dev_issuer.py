@@ -1,5 +1,5 @@
-"""The local dev issuer: a persistent key, its JWKS served by the dev app, and `quoteapi token`
-whose output the dev app accepts over real HTTP through the production verification path."""
+"""The local dev issuer: a persistent key, its JWKS served by `quoteapi dev`, and `quoteapi token`
+whose output `quoteapi dev` accepts over real HTTP through the production verification path."""
 
 from __future__ import annotations
 
@@ -10,21 +10,13 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-from fastapi import FastAPI
 
-from quoteapi.app import create_app
 from quoteapi.auth.verify import MAX_TOKEN_LIFETIME_SECONDS
 from quoteapi.cli import main
 from quoteapi.dev import issuer
-from tests.support.app import (
-    NO_DATABASE_URL,
-    WHOAMI_PATH,
-    add_whoami_route,
-    make_settings,
-    running_app,
-    served,
-)
-from tests.support.tokens import SESSION_CATEGORY
+from tests.support.app import NO_DATABASE_URL, make_settings, running_app
+from tests.support.processes import ServerProcess, clean_env, running_server
+from tests.support.tokens import SESSION_CATEGORY, bearer
 
 
 @pytest.fixture
@@ -37,20 +29,15 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "data"
 
 
-@pytest.fixture
-def dev_server(data_dir: Path) -> Iterator[str]:
-    """The app configured as `quoteapi dev` configures it, served by uvicorn on loopback."""
-
-    def dev_app(port: int) -> FastAPI:
-        settings = make_settings(
-            NO_DATABASE_URL, quoteapi_data_dir=data_dir, **issuer.dev_auth_settings(port)
-        )
-        app = create_app(settings)
-        add_whoami_route(app)
-        return app
-
-    with served(dev_app) as base_url:
-        yield base_url
+@pytest.fixture(scope="module")
+def dev_server(
+    owner_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """`quoteapi dev` (dev issuer on, no web page) on loopback, on the test database."""
+    workdir = tmp_path_factory.mktemp("dev")
+    env = clean_env({"database_url": owner_database_url, "quoteapi_data_dir": workdir / "data"})
+    with running_server(workdir, env, args=("--web-port", "0"), command="dev") as server:
+        yield server
 
 
 def run_token_command(capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -59,18 +46,22 @@ def run_token_command(capsys: pytest.CaptureFixture[str], *args: str) -> str:
 
 
 def test_quoteapi_token_is_accepted_by_the_dev_server(
-    dev_server: str, capsys: pytest.CaptureFixture[str]
+    dev_server: ServerProcess,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    token = run_token_command(capsys, "--user", "user_123")
-    response = httpx.get(
-        f"{dev_server}{WHOAMI_PATH}", headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
-    assert response.status_code == 200, response.text
-    assert response.json()["user_id"] == "user_123"
+    monkeypatch.setenv("QUOTEAPI_DATA_DIR", dev_server.env["QUOTEAPI_DATA_DIR"])  # its key
+    token = run_token_command(capsys, "--user", "user_dev_token")
+    with httpx.Client(base_url=dev_server.url, headers=bearer(token), timeout=10) as http:
+        stored = http.put("/me/message", json={"message": "signed by the dev issuer"})
+        read = http.get("/me/message")
+    assert stored.status_code in (200, 201), stored.text
+    assert read.json()["message"] == "signed by the dev issuer"
 
 
-def test_the_dev_server_serves_its_jwks(dev_server: str) -> None:
-    document = httpx.get(f"{dev_server}{issuer.JWKS_PATH}", timeout=10).json()
+def test_the_dev_server_serves_its_jwks(dev_server: ServerProcess) -> None:
+    document = httpx.get(f"{dev_server.url}{issuer.JWKS_PATH}", timeout=10).json()
     assert [key["kid"] for key in document["keys"]] == [issuer.DEV_KID]
     assert "d" not in document["keys"][0]  # the public half only
 

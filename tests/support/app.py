@@ -6,14 +6,11 @@ app holds them is written in one place; a test replaces one with `app.dependency
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,15 +19,15 @@ from quoteapi.auth.deps import CurrentUser, VerifiedUser, authenticate, current_
 from quoteapi.auth.verify import TokenVerifier
 from quoteapi.services import Services
 from quoteapi.settings import Settings
-from tests.support.polling import until, wait_until
+from tests.support.polling import until
 from tests.support.tokens import TEST_ISSUER, TEST_KEY
 
 BASE_URL = "http://quoteapi.test"
 # A database URL for apps that never touch the database (auth tests): nothing listens there.
 NO_DATABASE_URL = "postgresql://nobody:secret@127.0.0.1:1/none"
 # Empties what the tests write for users: their quotes and their Clerk lifecycle (a user erased
-# by one test must not be refused by the next).
-EMPTY_USER_TABLES = "TRUNCATE user_messages, erased_users, revoked_sessions"
+# or a delivery recorded by one test must not be refused by the next).
+EMPTY_USER_TABLES = "TRUNCATE user_messages, erased_users, revoked_sessions, webhook_deliveries"
 _CLERK_KEY_SOURCES = (
     "clerk_jwt_key",
     "clerk_jwks_url",
@@ -146,29 +143,3 @@ async def running_app(
 def _client(app: FastAPI, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
     return httpx.AsyncClient(transport=transport, base_url=BASE_URL)
-
-
-@contextmanager
-def served(build: Callable[[int], FastAPI]) -> Iterator[str]:
-    """The app `build(port)` returns, served by a real uvicorn on that loopback port (bound
-    before the app is built, so the app may name its own URL), in a thread with its own event
-    loop (uvicorn runs the lifespan); yields the base URL."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    port: int = listener.getsockname()[1]
-    app = build(port)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-
-    def started() -> bool:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        return server.started
-
-    try:
-        wait_until(started, within=30, what="uvicorn started")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        listener.close()

@@ -189,8 +189,8 @@ def serve_env(database_url: str, **settings: object) -> dict[str, str]:
 
 
 class ServerProcess:
-    """`python -m quoteapi serve --port N [args]` in `workdir` (so no `.env` is read), its stdout
-    and stderr in `workdir/server.log`."""
+    """`python -m quoteapi serve --port N [args]` (or `dev`, as `command`) in `workdir` (so no
+    `.env` is read), its stdout and stderr in `workdir/server.log`."""
 
     def __init__(
         self,
@@ -198,12 +198,14 @@ class ServerProcess:
         env: Mapping[str, str],
         port: int | None = None,
         args: Sequence[str] = (),
+        command: Literal["serve", "dev"] = "serve",
         **popen: Any,
     ) -> None:
         self.workdir = workdir
         self.env = dict(env)
         self.port = port or free_port()
         self.args = tuple(args)
+        self.command = command
         self.popen = popen  # further `subprocess.Popen` options, such as `preexec_fn`
         self.log_path = workdir / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -218,13 +220,21 @@ class ServerProcess:
 
     def start(self, ready_within: float = 30.0) -> None:
         """Start the process; return once GET /healthz answers 200."""
-        argv = [sys.executable, "-m", "quoteapi", "serve", "--port", str(self.port), *self.args]
+        argv = [
+            sys.executable,
+            "-m",
+            "quoteapi",
+            self.command,
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
         self.process = spawn(argv, cwd=self.workdir, env=self.env, log=self.log_path, **self.popen)
         wait_ready(
             self.process,
             lambda: answers_200(f"{self.url}/healthz"),
             within=ready_within,
-            what="quoteapi serve answering GET /healthz",
+            what=f"quoteapi {self.command} answering GET /healthz",
             log=self.log_path,
         )
 
@@ -277,11 +287,12 @@ def running_server(
     port: int | None = None,
     args: Sequence[str] = (),
     ready_within: float = 30.0,
+    command: Literal["serve", "dev"] = "serve",
     **popen: Any,
 ) -> Iterator[ServerProcess]:
     """A started `ServerProcess` (`popen`: further `subprocess.Popen` options), stopped on the
     way out."""
-    server = ServerProcess(workdir, env, port, args, **popen)
+    server = ServerProcess(workdir, env, port, args, command, **popen)
     try:
         server.start(ready_within)
         yield server

@@ -8,7 +8,7 @@ import base64
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,9 @@ from quoteapi.migrations import alembic_config, upgrade_async
 from quoteapi.problems import PROBLEM_MEDIA_TYPE
 from quoteapi.settings import ConfigError
 from quoteapi.webhooks.signatures import MAX_BODY_BYTES, TOLERANCE_SECONDS
-from tests.support.app import make_settings, running_app, served
+from tests.support.app import RunningApp, make_settings, running_app
 from tests.support.problems import assert_problem
-from tests.support.processes import clean_env
+from tests.support.processes import ServerProcess, clean_env, serve_fixture
 from tests.support.tokens import MintToken, bearer
 from tests.support.webhooks import (
     OTHER_SECRET,
@@ -43,12 +43,12 @@ from tests.support.webhooks import (
 
 
 async def test_user_deleted_removes_only_that_users_row(
-    hooks: httpx.AsyncClient, owner_engine: AsyncEngine
+    client: httpx.AsyncClient, owner_engine: AsyncEngine
 ) -> None:
     await store_quotes(owner_engine, "user_a", "user_b")
     body, headers = signed(user_deleted("user_a"), msg_id="msg_delete_a")
 
-    response = await hooks.post(URL, content=body, headers=headers)
+    response = await client.post(URL, content=body, headers=headers)
 
     assert response.status_code == 200
     assert response.json() == {"outcome": "deleted"}
@@ -57,26 +57,26 @@ async def test_user_deleted_removes_only_that_users_row(
 
 
 async def test_user_deleted_for_a_user_without_a_quote_is_acknowledged(
-    hooks: httpx.AsyncClient, owner_engine: AsyncEngine
+    client: httpx.AsyncClient, owner_engine: AsyncEngine
 ) -> None:
     await store_quotes(owner_engine, "user_b")
     body, headers = signed(user_deleted("user_never_saved"))
-    response = await hooks.post(URL, content=body, headers=headers)
+    response = await client.post(URL, content=body, headers=headers)
     assert response.json() == {"outcome": "deleted"}
     assert await stored_users(owner_engine) == {"user_b"}
 
 
 async def test_redelivery_of_the_same_svix_id_changes_nothing(
-    hooks: httpx.AsyncClient, owner_engine: AsyncEngine
+    client: httpx.AsyncClient, owner_engine: AsyncEngine
 ) -> None:
     await store_quotes(owner_engine, "user_a")
     body, headers = signed(user_deleted("user_a"), msg_id="msg_replayed")
-    assert (await hooks.post(URL, content=body, headers=headers)).json()["outcome"] == "deleted"
+    assert (await client.post(URL, content=body, headers=headers)).json()["outcome"] == "deleted"
     await store_quotes(owner_engine, "user_a")  # the row is re-created in between
 
     # Svix signs each attempt afresh: same svix-id, new timestamp and signature.
     body, headers = signed(user_deleted("user_a"), msg_id="msg_replayed")
-    response = await hooks.post(URL, content=body, headers=headers)
+    response = await client.post(URL, content=body, headers=headers)
 
     assert response.status_code == 200
     assert response.json() == {"outcome": "duplicate"}
@@ -84,13 +84,13 @@ async def test_redelivery_of_the_same_svix_id_changes_nothing(
 
 
 async def test_concurrent_deliveries_of_one_svix_id_act_once(
-    hooks: httpx.AsyncClient, owner_engine: AsyncEngine
+    client: httpx.AsyncClient, owner_engine: AsyncEngine
 ) -> None:
     await store_quotes(owner_engine, "user_a")
     body, headers = signed(user_deleted("user_a"), msg_id="msg_concurrent")
 
     responses = await asyncio.gather(
-        *(hooks.post(URL, content=body, headers=headers) for _ in range(4))
+        *(client.post(URL, content=body, headers=headers) for _ in range(4))
     )
 
     outcomes = sorted(r.json()["outcome"] for r in responses)
@@ -106,12 +106,12 @@ async def test_concurrent_deliveries_of_one_svix_id_act_once(
     ids=["user-deleted-without-data-id", "unknown-event-type"],
 )
 async def test_an_event_with_nothing_to_do_is_acknowledged_and_changes_nothing(
-    hooks: httpx.AsyncClient, owner_engine: AsyncEngine, event: dict[str, Any]
+    client: httpx.AsyncClient, owner_engine: AsyncEngine, event: dict[str, Any]
 ) -> None:
     await store_quotes(owner_engine, "user_a")
     body, headers = signed(event)
 
-    response = await hooks.post(URL, content=body, headers=headers)
+    response = await client.post(URL, content=body, headers=headers)
 
     assert response.status_code == 200
     assert response.json() == {"outcome": "ignored"}
@@ -120,7 +120,7 @@ async def test_an_event_with_nothing_to_do_is_acknowledged_and_changes_nothing(
 
 
 async def test_deliveries_older_than_the_retention_are_pruned(
-    hooks: httpx.AsyncClient, owner_engine: AsyncEngine
+    client: httpx.AsyncClient, owner_engine: AsyncEngine
 ) -> None:
     async with owner_engine.begin() as connection:
         await connection.execute(
@@ -132,7 +132,7 @@ async def test_deliveries_older_than_the_retention_are_pruned(
         )
     body, headers = signed(user_deleted("user_a"), msg_id="msg_new")
 
-    await hooks.post(URL, content=body, headers=headers)
+    await client.post(URL, content=body, headers=headers)
 
     assert await recorded_deliveries(owner_engine) == {"msg_recent", "msg_new"}
 
@@ -154,14 +154,14 @@ def signed_with_another_secret(
     "spoil", [tampered_body, signed_with_another_secret], ids=["tampered-body", "wrong-secret"]
 )
 async def test_a_signature_that_does_not_verify_returns_400_and_changes_nothing(
-    hooks: httpx.AsyncClient,
+    client: httpx.AsyncClient,
     owner_engine: AsyncEngine,
     spoil: Callable[[bytes, dict[str, str]], tuple[bytes, dict[str, str]]],
 ) -> None:
     await store_quotes(owner_engine, "user_a", "user_b")
     body, headers = spoil(*signed(user_deleted("user_a")))
 
-    response = await hooks.post(URL, content=body, headers=headers)
+    response = await client.post(URL, content=body, headers=headers)
 
     assert_problem(response, 400, "webhook-invalid-signature")
     assert await stored_users(owner_engine) == {"user_a", "user_b"}
@@ -174,26 +174,26 @@ async def test_a_signature_that_does_not_verify_returns_400_and_changes_nothing(
     ids=["stale", "future"],
 )
 async def test_timestamp_outside_the_tolerance_returns_400_naming_the_direction(
-    hooks: httpx.AsyncClient, owner_engine: AsyncEngine, offset: int, code: str
+    client: httpx.AsyncClient, owner_engine: AsyncEngine, offset: int, code: str
 ) -> None:
     await store_quotes(owner_engine, "user_a")
     body, headers = signed(user_deleted("user_a"), timestamp=int(time.time()) + offset)
-    response = await hooks.post(URL, content=body, headers=headers)
+    response = await client.post(URL, content=body, headers=headers)
     assert_problem(response, 400, code)
     assert await stored_users(owner_engine) == {"user_a"}
 
 
 @pytest.mark.parametrize("header", ["svix-id", "svix-timestamp", "svix-signature"])
-async def test_missing_header_returns_400_naming_it(hooks: httpx.AsyncClient, header: str) -> None:
+async def test_missing_header_returns_400_naming_it(client: httpx.AsyncClient, header: str) -> None:
     body, headers = signed(user_deleted("user_a"))
     del headers[header]
-    response = await hooks.post(URL, content=body, headers=headers)
+    response = await client.post(URL, content=body, headers=headers)
     assert_problem(response, 400, "webhook-missing-header")
     assert header in response.json()["detail"]
 
 
 async def test_signature_list_with_one_good_entry_among_bad_ones_is_accepted(
-    hooks: httpx.AsyncClient, owner_engine: AsyncEngine
+    client: httpx.AsyncClient, owner_engine: AsyncEngine
 ) -> None:
     await store_quotes(owner_engine, "user_a")
     body, headers = signed(user_deleted("user_a"))
@@ -201,7 +201,7 @@ async def test_signature_list_with_one_good_entry_among_bad_ones_is_accepted(
     unknown_version = "v1a," + base64.b64encode(b"x" * 64).decode()
     headers["svix-signature"] = f"{wrong} {headers['svix-signature']} {unknown_version}"
 
-    response = await hooks.post(URL, content=body, headers=headers)
+    response = await client.post(URL, content=body, headers=headers)
 
     assert response.json() == {"outcome": "deleted"}
     assert await stored_users(owner_engine) == set()
@@ -212,32 +212,32 @@ async def test_signature_list_with_one_good_entry_among_bad_ones_is_accepted(
     ["v1", "v1,not base64!", "v1,abc,def", ",c2ln", "v1,c2ln=x", "garbage"],
 )
 async def test_malformed_signature_entry_returns_400_even_beside_a_good_one(
-    hooks: httpx.AsyncClient, owner_engine: AsyncEngine, entry: str
+    client: httpx.AsyncClient, owner_engine: AsyncEngine, entry: str
 ) -> None:
     await store_quotes(owner_engine, "user_a")
     body, headers = signed(user_deleted("user_a"))
     headers["svix-signature"] = f"{entry} {headers['svix-signature']}"
 
-    response = await hooks.post(URL, content=body, headers=headers)
+    response = await client.post(URL, content=body, headers=headers)
 
     assert_problem(response, 400, "webhook-malformed-header")
     assert await stored_users(owner_engine) == {"user_a"}
 
 
 @pytest.mark.parametrize("timestamp", ["soon", "1.7e9", "-5", "nan", "99999999999999999999"])
-async def test_malformed_timestamp_returns_400(hooks: httpx.AsyncClient, timestamp: str) -> None:
+async def test_malformed_timestamp_returns_400(client: httpx.AsyncClient, timestamp: str) -> None:
     body, headers = signed(user_deleted("user_a"))
     headers["svix-timestamp"] = timestamp
-    response = await hooks.post(URL, content=body, headers=headers)
+    response = await client.post(URL, content=body, headers=headers)
     assert_problem(response, 400, "webhook-malformed-header")
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"data": {}}', b"\xff\xfe"])
 async def test_signed_body_that_is_not_an_event_returns_400(
-    hooks: httpx.AsyncClient, body: bytes
+    client: httpx.AsyncClient, body: bytes
 ) -> None:
     body, headers = signed(body)
-    response = await hooks.post(URL, content=body, headers=headers)
+    response = await client.post(URL, content=body, headers=headers)
     assert_problem(response, 400, "webhook-invalid-body")
 
 
@@ -247,16 +247,16 @@ async def test_signed_body_that_is_not_an_event_returns_400(
 # the body is refused with 413 problem+json.
 
 
-async def test_body_over_one_mebibyte_returns_413(hooks: httpx.AsyncClient) -> None:
+async def test_body_over_one_mebibyte_returns_413(client: httpx.AsyncClient) -> None:
     body, headers = signed(b" " * (MAX_BODY_BYTES + 1))
-    response = await hooks.post(URL, content=body, headers=headers)
+    response = await client.post(URL, content=body, headers=headers)
     assert response.status_code == 413
     assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
     assert response.json()["code"].endswith("too-large")
 
 
 async def test_streamed_body_over_the_limit_without_content_length_returns_413(
-    hooks: httpx.AsyncClient,
+    client: httpx.AsyncClient,
 ) -> None:
     _, headers = signed(b"{}")
     chunks_sent = 0
@@ -267,19 +267,19 @@ async def test_streamed_body_over_the_limit_without_content_length_returns_413(
             chunks_sent += 1
             yield b" " * 65536
 
-    response = await hooks.post(URL, content=chunks(), headers=headers)
+    response = await client.post(URL, content=chunks(), headers=headers)
 
     assert response.status_code == 413
     assert "content-length" not in response.request.headers
     assert response.json()["code"].endswith("too-large")
 
 
-async def test_body_of_exactly_one_mebibyte_is_accepted(hooks: httpx.AsyncClient) -> None:
+async def test_body_of_exactly_one_mebibyte_is_accepted(client: httpx.AsyncClient) -> None:
     event = json.dumps({"type": "user.updated", "data": {"id": "user_a"}, "pad": ""}).encode()
     padded = event.replace(b'"pad": ""', b'"pad": "' + b"x" * (MAX_BODY_BYTES - len(event)) + b'"')
     assert len(padded) == MAX_BODY_BYTES
     body, headers = signed(padded)
-    response = await hooks.post(URL, content=body, headers=headers)
+    response = await client.post(URL, content=body, headers=headers)
     assert response.json() == {"outcome": "ignored"}
 
 
@@ -320,16 +320,15 @@ async def test_migration_0002_downgrades_and_upgrades_cleanly(empty_database_url
     await upgrade_async(target)
 
 
-# --- The CLI sender, against the app served by uvicorn on a free loopback port ----------------
+# --- The CLI sender, against a `quoteapi serve` process on a free loopback port ---------------
+
+webhook_server = serve_fixture(clerk_webhook_signing_secret=TEST_SECRET)
 
 
 @pytest.fixture
-def served_url(hooks: httpx.AsyncClient, database_url: str) -> Iterator[str]:
-    """The webhook app served by a real uvicorn on 127.0.0.1 (its own thread and event loop),
-    on the database `hooks` emptied."""
-    settings = make_settings(database_url, clerk_webhook_signing_secret=TEST_SECRET)
-    with served(lambda port: create_app(settings)) as base_url:
-        yield f"{base_url}{URL}"
+def served_url(api: RunningApp, webhook_server: ServerProcess) -> str:
+    """The webhook URL of a real `quoteapi serve`, on the database `api` emptied."""
+    return f"{webhook_server.url}{URL}"
 
 
 async def run_cli(*args: str, secret: str, cwd: Path) -> tuple[int, str, str]:
@@ -416,20 +415,20 @@ async def test_cli_webhook_send_with_another_secret_is_refused(
     assert await stored_users(owner_engine) == {"user_cli"}
 
 
-async def test_openapi_documents_the_endpoint(hooks: httpx.AsyncClient) -> None:
-    operation = (await hooks.get("/openapi.json")).json()["paths"][URL]["post"]
+async def test_openapi_documents_the_endpoint(client: httpx.AsyncClient) -> None:
+    operation = (await client.get("/openapi.json")).json()["paths"][URL]["post"]
     assert operation["requestBody"]["required"] is True
     assert {"200", "400", "413"} <= set(operation["responses"])
 
 
 async def test_logs_carry_neither_the_secret_nor_the_body(
-    hooks: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("DEBUG", logger="quoteapi")
     event = {"type": "user.updated", "data": {"id": "user_a", "first_name": "Zebediah"}}
     for secret in (TEST_SECRET, OTHER_SECRET):
         body, headers = signed(event, secret=secret)
-        await hooks.post(URL, content=body, headers=headers)
+        await client.post(URL, content=body, headers=headers)
 
     logged = caplog.text
     assert "event=webhook_ignored" in logged

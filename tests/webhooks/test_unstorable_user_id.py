@@ -30,7 +30,7 @@ MARKER = "leaked-marker-4711"
     ],
 )
 async def test_a_user_id_that_cannot_exist_is_acknowledged_recorded_and_erases_nothing(
-    hooks: httpx.AsyncClient,
+    client: httpx.AsyncClient,
     owner_engine: AsyncEngine,
     caplog: pytest.LogCaptureFixture,
     user_id: str,
@@ -38,8 +38,8 @@ async def test_a_user_id_that_cannot_exist_is_acknowledged_recorded_and_erases_n
     await store_quotes(owner_engine, "user_a")
     body, headers = signed(user_deleted(user_id), msg_id="msg_unstorable")
     with caplog.at_level(logging.DEBUG):
-        response = await hooks.post(URL, content=body, headers=headers)
-        redelivered = await hooks.post(URL, content=body, headers=headers)
+        response = await client.post(URL, content=body, headers=headers)
+        redelivered = await client.post(URL, content=body, headers=headers)
 
     assert response.status_code == 200, response.text
     assert response.json() == {"outcome": "ignored"}
