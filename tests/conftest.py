@@ -32,7 +32,15 @@ from tests.support.jwks import JwksServer
 from tests.support.pgbouncer import find_pgbouncer, run_pgbouncer
 from tests.support.processes import ServerProcess, serve_env
 from tests.support.roles import drop_app_role
-from tests.support.tokens import TEST_ISSUER, TEST_KEY, AuthHeaders, MintToken, SigningKey, mint
+from tests.support.tokens import (
+    TEST_ISSUER,
+    TEST_KEY,
+    AuthHeaders,
+    FakeClock,
+    MintToken,
+    SigningKey,
+    mint,
+)
 
 # === The database ================================================================================
 
@@ -155,6 +163,12 @@ def auth_headers(mint_token: MintToken) -> AuthHeaders:
         return {"Authorization": f"Bearer {mint_token(user_id)}"}
 
     return auth_headers
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test moves by hand; `running_app(..., clock=clock)` verifies tokens by it."""
+    return FakeClock()
 
 
 @pytest.fixture

@@ -37,11 +37,6 @@ def key_settings(server: JwksServer, **overrides: Any) -> Any:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def api(jwks_server: JwksServer, clock: FakeClock) -> AsyncIterator[RunningApp]:
     async with running_app(key_settings(jwks_server), clock=clock, with_whoami=True) as api:
         yield api
