@@ -204,7 +204,7 @@ class EdgeProtocol(RequestReading):
                 problem.code,
                 request_id,
             )
-        answer = _refusal(problem, detail, request_id, headers or {})
+        answer = refusal(problem, detail, request_id, headers or {})
         cycle = self.cycle
         if handed_over and cycle is not None:
             queued = [entry for entry in self.pipeline if entry[0] is cycle]
@@ -233,7 +233,7 @@ class EdgeProtocol(RequestReading):
         self._worker.linger(self)
 
 
-def _refusal(problem: Problem, detail: str, request_id: str, headers: dict[str, str]) -> bytes:
+def refusal(problem: Problem, detail: str, request_id: str, headers: dict[str, str]) -> bytes:
     """A whole `problem` answer that closes the connection, written without the app."""
     headers = {"x-request-id": request_id, **headers}
     fields, body = problem_answer(problem, detail, request_id, headers, close=True)
