@@ -5,7 +5,6 @@ on top of it as the least-privilege role, the test signing key and a JWKS server
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quoteapi.database.engine import create_engine
 from quoteapi.database.url import parse_database_url
-from quoteapi.dev.databases import (
-    create_database,
-    drop_database,
-    ensure_app_role,
-    url_for_database,
-)
 from quoteapi.migrations import upgrade_async
 from quoteapi.settings import Settings
 from tests.support.app import EMPTY_USER_TABLES, RunningApp, make_settings, running_app
+from tests.support.databases import app_role, new_database
 from tests.support.jwks import JwksServer
 from tests.support.pgbouncer import find_pgbouncer, run_pgbouncer
 from tests.support.processes import ServerProcess, serve_env
-from tests.support.roles import drop_app_role
 from tests.support.tokens import (
     TEST_ISSUER,
     TEST_KEY,
@@ -72,10 +65,8 @@ def server_url(embedded_server: object) -> str:
 @pytest.fixture(scope="session")
 async def fresh_database(server_url: str) -> AsyncIterator[str]:
     """One new database per test session, dropped at the end; yields its URL."""
-    name = f"quoteapi_test_{uuid.uuid4().hex[:10]}"
-    await create_database(server_url, name)
-    yield url_for_database(server_url, name)
-    await drop_database(server_url, name)
+    async with new_database(server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -89,9 +80,8 @@ async def owner_database_url(fresh_database: str) -> str:
 async def database_url(owner_database_url: str) -> AsyncIterator[str]:
     """The session's database as the service connects in production: a least-privilege role,
     so row-level security applies to every test that goes through the app."""
-    role = f"quoteapi_app_{uuid.uuid4().hex[:8]}"
-    yield await ensure_app_role(owner_database_url, role, "app-role-secret")
-    await drop_app_role(owner_database_url, role)
+    async with app_role(owner_database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -114,10 +104,8 @@ async def owner(owner_database_url: str) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture
 async def empty_database_url(server_url: str) -> AsyncIterator[str]:
     """A database of its own for one test that needs an empty schema (migration tests)."""
-    name = f"quoteapi_test_{uuid.uuid4().hex[:10]}"
-    await create_database(server_url, name)
-    yield url_for_database(server_url, name)
-    await drop_database(server_url, name)
+    async with new_database(server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

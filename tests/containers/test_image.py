@@ -16,12 +16,6 @@ import httpx
 import pytest
 
 from quoteapi.database.url import parse_database_url
-from quoteapi.dev.databases import (
-    create_database,
-    drop_database,
-    ensure_app_role,
-    url_for_database,
-)
 from quoteapi.migrations import head_revision
 from tests.containers.docker import (
     BASE_IMAGE,
@@ -31,10 +25,10 @@ from tests.containers.docker import (
     report,
     wait_until_healthy,
 )
+from tests.support.databases import app_role, new_database
 from tests.support.locks import hold_row_lock_until_a_put_waits
 from tests.support.polling import until
 from tests.support.processes import free_port, serve_env
-from tests.support.roles import drop_app_role
 from tests.support.tokens import TEST_KEY, mint
 
 pytestmark = pytest.mark.slow
@@ -98,10 +92,8 @@ def _remove(container: Container) -> None:
 async def owner_url(server_url: str) -> AsyncIterator[str]:
     """An empty database of this module's own on the test PostgreSQL (127.0.0.1), as a
     superuser."""
-    name = f"quoteapi_containers_{uuid.uuid4().hex[:10]}"
-    await create_database(server_url, name)
-    yield url_for_database(server_url, name)
-    await drop_database(server_url, name)
+    async with new_database(server_url, "quoteapi_containers") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +110,8 @@ def migrated(image: str, owner_url: str) -> str:
 @pytest.fixture(scope="module")
 async def app_url(migrated: str) -> AsyncIterator[str]:
     """The least-privilege role the service connects as in production."""
-    role = f"quoteapi_app_{uuid.uuid4().hex[:8]}"
-    yield await ensure_app_role(migrated, role, "app-role-secret")
-    await drop_app_role(migrated, role)
+    async with app_role(migrated) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -87,8 +87,10 @@ def self_signed_server(tmp_path: Path) -> Iterator[tuple[int, list[int]]]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield listener.getsockname()[1], connections
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(), which close() alone does not
     listener.close()
     thread.join(timeout=5)
+    assert not thread.is_alive()
 
 
 def _assert_one_line(result: subprocess.CompletedProcess[str], *expected: str) -> str:

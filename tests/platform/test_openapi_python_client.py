@@ -7,28 +7,28 @@ import importlib
 import inspect
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from types import ModuleType
 
 import httpx
 import pytest
 
-from tests.support.processes import ServerProcess
+from tests.support.processes import ServerProcess, serve_fixture
 from tests.support.tokens import TEST_KEY, mint
 
 PACKAGE = "quoteapi_generated_client"
 CONFIG = f"package_name_override: {PACKAGE}\npost_hooks: []\n"
 
 
-@pytest.fixture
-def server(database_url: str, start_server: Callable[..., ServerProcess]) -> ServerProcess:
-    return start_server(database_url)
+server = serve_fixture()
 
 
-@pytest.fixture
-def generated(server: ServerProcess, tmp_path: Path) -> Iterator[ModuleType]:
-    """The client package generated into `tmp_path` from the server's document, imported."""
+@pytest.fixture(scope="module")
+def generated(
+    server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ModuleType]:
+    """The client package generated from the server's document, imported."""
+    tmp_path = tmp_path_factory.mktemp("generated")
     document = tmp_path / "openapi.json"
     document.write_bytes(httpx.get(f"{server.url}/openapi.json").content)
     (tmp_path / "config.yaml").write_text(CONFIG)
