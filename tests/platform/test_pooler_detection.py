@@ -18,22 +18,22 @@ AuthHeaders = Callable[[str], dict[str, str]]
 
 
 @pytest.fixture
-def settings(pooled_database_url: str) -> Settings:
+def settings(pooled_database_url: str, caplog: pytest.LogCaptureFixture) -> Settings:
+    caplog.set_level(logging.INFO, logger="quoteapi.db")  # before the app starts, and detects
     settings = make_settings(pooled_database_url, database_pool_size=5)
     assert settings.database_transaction_pooler is None  # and 127.0.0.1 is no Neon host
     return settings
 
 
 def _detections(caplog: pytest.LogCaptureFixture) -> list[str]:
-    messages = [record.getMessage() for record in caplog.records]
+    records = caplog.get_records("setup") + caplog.get_records("call")  # start-up may log it
+    messages = [record.getMessage() for record in records]
     return [message for message in messages if "transaction_pooler_detected" in message]
 
 
 async def test_200_users_through_an_unnamed_pooler_see_no_error_and_one_line_says_so(
     client: httpx.AsyncClient, auth_headers: AuthHeaders, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="quoteapi.db")
-
     async def life_cycle(n: int) -> list[int]:
         headers = auth_headers(f"user_unnamed_pooler_{n}")
         statuses = []
@@ -56,7 +56,6 @@ async def test_200_users_through_an_unnamed_pooler_see_no_error_and_one_line_say
 async def test_300_readiness_probes_through_an_unnamed_pooler_all_answer_200(
     client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="quoteapi.db")
     responses = await asyncio.gather(*(client.get("/readyz") for _ in range(300)))
     assert [r.status_code for r in responses] == [200] * 300
     assert len(_detections(caplog)) == 1
