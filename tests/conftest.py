@@ -4,8 +4,10 @@ on top of it as the least-privilege role, the test signing key and a JWKS server
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from tests.support.app import EMPTY_USER_TABLES, RunningApp, make_settings, runn
 from tests.support.databases import app_role, new_database
 from tests.support.jwks import JwksServer
 from tests.support.pgbouncer import find_pgbouncer, run_pgbouncer
-from tests.support.processes import ServerProcess, serve_env
+from tests.support.processes import ServerProcess, running_server, serve_env
 from tests.support.tokens import (
     TEST_ISSUER,
     TEST_KEY,
@@ -204,19 +206,15 @@ def client(api: RunningApp) -> httpx.AsyncClient:
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """`start_server(database_url, *, port=None, **settings) -> ServerProcess`: a healthy
-    `quoteapi serve` process; stopped (SIGTERM, then SIGKILL) at teardown."""
-    started: list[ServerProcess] = []
+    `quoteapi serve` process of this test's own; stopped (SIGTERM, then SIGKILL) at teardown."""
+    numbers = itertools.count()
+    with ExitStack() as started:
 
-    def start_server(
-        database_url: str, *, port: int | None = None, **settings: object
-    ) -> ServerProcess:
-        server = ServerProcess(
-            tmp_path / f"server-{len(started)}", serve_env(database_url, **settings), port
-        )
-        started.append(server)
-        server.start()
-        return server
+        def start_server(
+            database_url: str, *, port: int | None = None, **settings: object
+        ) -> ServerProcess:
+            workdir = tmp_path / f"server-{next(numbers)}"
+            env = serve_env(database_url, **settings)
+            return started.enter_context(running_server(workdir, env, port))
 
-    yield start_server
-    for server in started:
-        server.stop()
+        yield start_server

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,17 +22,13 @@ from quoteapi.edge.limits import (
     LISTEN_BACKLOG,
     RESERVED_DESCRIPTORS,
 )
-from tests.support.polling import until, wait_until
+from tests.support.polling import until
 from tests.support.problems import PROBLEM_CONTENT_TYPE
 from tests.support.processes import (
     ServerProcess,
-    answers_200,
-    free_port,
     running_server,
     serve_env,
     serve_fixture,
-    spawn,
-    stop_process,
 )
 
 pytestmark = pytest.mark.slow
@@ -185,25 +180,15 @@ def serve_stopping_at_start_up(
 ) -> tuple[int, list[str]]:
     """Start `quoteapi serve` with `settings` and that soft open-file limit, expecting it to exit
     before it answers; its exit status and the lines of its stdout and stderr."""
-    port = free_port()
-    log = workdir / "serve.log"
-    process = spawn(
-        [sys.executable, "-m", "quoteapi", "serve", "--port", str(port)],
-        cwd=workdir,
-        env=serve_env(database_url, **settings),
-        log=log,
-        preexec_fn=open_files_limit(soft_open_files),
-    )
+    env = serve_env(database_url, **settings)
+    server = ServerProcess(workdir, env, preexec_fn=open_files_limit(soft_open_files))
     try:
-        wait_until(
-            lambda: process.poll() is not None or answers_200(f"http://127.0.0.1:{port}/healthz"),
-            within=30,
-            what="quoteapi serve exiting (or answering)",
-        )
-        assert process.poll() is not None, f"it started ({soft_open_files} open files, {settings})"
+        with pytest.raises(RuntimeError, match="the process exited"):
+            server.start()
     finally:
-        stop_process(process)
-    return process.returncode, log.read_text().strip().splitlines()
+        status = server.stop()
+    assert status is not None
+    return status, server.log.strip().splitlines()
 
 
 def test_max_connections_above_what_the_open_file_limit_allows_stops_start_up(
