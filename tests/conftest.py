@@ -26,7 +26,7 @@ from tests.support.app import EMPTY_USER_TABLES, RunningApp, make_settings, runn
 from tests.support.databases import app_role, new_database
 from tests.support.jwks import JwksServer
 from tests.support.pgbouncer import find_pgbouncer, run_pgbouncer
-from tests.support.processes import ServerProcess, running_server, serve_env
+from tests.support.processes import ServerProcess, running_server, serve_env, serve_fixture
 from tests.support.tokens import (
     TEST_ISSUER,
     TEST_KEY,
@@ -36,6 +36,7 @@ from tests.support.tokens import (
     SigningKey,
     mint,
 )
+from tests.support.webhooks import TEST_SECRET
 
 # === The database ================================================================================
 
@@ -201,6 +202,11 @@ def client(api: RunningApp) -> httpx.AsyncClient:
 
 
 # === `quoteapi serve` as a process on loopback ===================================================
+
+# Shared by every module that needs no settings of its own (each request carries its own user
+# and request id, so tests stay apart): the defaults, and the webhook endpoint on.
+server = serve_fixture(scope="session")
+webhook_server = serve_fixture(scope="session", clerk_webhook_signing_secret=TEST_SECRET)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from quoteapi.settings import Settings
 from tests.support.app import NO_DATABASE_URL, make_settings, running_app
 from tests.support.polling import until
 from tests.support.problems import assert_problem
-from tests.support.processes import ServerProcess, serve_fixture
+from tests.support.processes import ServerProcess
 from tests.support.raw_http import exchange, parse_response, request_bytes
 from tests.support.tokens import AuthHeaders, MintToken
 
@@ -27,7 +27,6 @@ SPA_ORIGIN = "http://localhost:5173"
 
 
 # A real `quoteapi serve`: only the server decides which bytes of an answer are sent.
-server = serve_fixture()
 
 
 @pytest.fixture

@@ -13,14 +13,11 @@ from types import ModuleType
 import httpx
 import pytest
 
-from tests.support.processes import ServerProcess, serve_fixture
+from tests.support.processes import ServerProcess
 from tests.support.tokens import TEST_KEY, mint
 
 PACKAGE = "quoteapi_generated_client"
 CONFIG = f"package_name_override: {PACKAGE}\npost_hooks: []\n"
-
-
-server = serve_fixture()
 
 
 @pytest.fixture(scope="module")

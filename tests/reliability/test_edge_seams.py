@@ -14,15 +14,12 @@ import uuid
 import pytest
 
 from quoteapi.edge.limits import MAX_FIELDS, MAX_TARGET_BYTES
-from tests.support.processes import ServerProcess, serve_fixture
+from tests.support.processes import ServerProcess
 from tests.support.raw_http import exchange, read_head, split_responses
 from tests.support.tokens import MintToken
-from tests.support.webhooks import TEST_SECRET, session_ended, signed
+from tests.support.webhooks import session_ended, signed
 
 pytestmark = pytest.mark.slow
-
-server = serve_fixture()
-hooks_server = serve_fixture(clerk_webhook_signing_secret=TEST_SECRET)
 
 
 async def _refused(server: ServerProcess, request: bytes) -> tuple[int, dict[str, object]]:
@@ -149,10 +146,10 @@ async def test_an_answer_before_a_large_body_ends_closes_instead_of_reading_it_a
 
 
 async def test_an_endless_chunk_extension_is_refused_400_once_past_the_head_cap(
-    hooks_server: ServerProcess,
+    webhook_server: ServerProcess,
 ) -> None:
     # A webhook delivery reads its whole body (the signature covers it) before anything else.
-    reader, writer = await asyncio.open_connection("127.0.0.1", hooks_server.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", webhook_server.port)
     head = (
         b"POST /webhooks/clerk HTTP/1.1\r\nHost: quoteapi.test\r\n"
         b"Content-Type: application/json\r\nsvix-id: msg_x\r\n"
@@ -197,7 +194,7 @@ async def test_a_put_asking_to_upgrade_is_served_with_its_body_then_the_connecti
 
 
 async def test_a_signed_webhook_asking_to_upgrade_is_verified_over_its_whole_body(
-    hooks_server: ServerProcess,
+    webhook_server: ServerProcess,
 ) -> None:
     body, headers = signed(session_ended("user_h2c", f"sess_{uuid.uuid4().hex[:12]}"))
     fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
@@ -207,5 +204,5 @@ async def test_a_signed_webhook_asking_to_upgrade_is_verified_over_its_whole_bod
         b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n%sContent-Length: %d\r\n\r\n%s"
         % (fields.encode(), len(body), body)
     )
-    [response] = split_responses(await exchange(hooks_server.port, request))
+    [response] = split_responses(await exchange(webhook_server.port, request))
     assert (response.status, json.loads(response.body)) == (200, {"outcome": "revoked"})

@@ -10,10 +10,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.support.processes import ServerProcess, serve_fixture
+from tests.support.processes import ServerProcess
 from tests.support.raw_http import exchange
-
-server = serve_fixture()
 
 
 @pytest.mark.parametrize(

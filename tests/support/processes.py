@@ -302,14 +302,15 @@ def running_server(
 
 def serve_fixture(
     *,
-    scope: Literal["function", "module"] = "module",
+    scope: Literal["function", "module", "session"] = "module",
     database: str = "database_url",
     preexec_fn: Callable[[], object] | None = None,
     **settings: object,
 ) -> Any:
     """A fixture yielding a healthy `quoteapi serve` with `settings`, on the URL the fixture
     named `database` gives, stopped at the end of its `scope`; `preexec_fn` runs in the process
-    before it starts (a resource limit). A module says only its settings:
+    before it starts (a resource limit). A module that needs settings of its own overrides the
+    session's `server` (tests/conftest.py) saying only those:
 
         server = serve_fixture(quoteapi_request_read_timeout_seconds=1.5)
     """
@@ -320,7 +321,7 @@ def serve_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[ServerProcess]:
         env = serve_env(request.getfixturevalue(database), **settings)
-        workdir = tmp_path_factory.mktemp(f"serve-{request.module.__name__.rsplit('.', 1)[-1]}")
+        workdir = tmp_path_factory.mktemp(f"serve-{request.fixturename}")
         with running_server(workdir, env, **popen) as process:
             yield process
 

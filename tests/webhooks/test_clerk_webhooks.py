@@ -25,7 +25,7 @@ from quoteapi.settings import ConfigError
 from quoteapi.webhooks.signatures import MAX_BODY_BYTES, TOLERANCE_SECONDS
 from tests.support.app import RunningApp, make_settings, running_app
 from tests.support.problems import assert_problem
-from tests.support.processes import ServerProcess, clean_env, serve_fixture
+from tests.support.processes import ServerProcess, clean_env
 from tests.support.tokens import MintToken, bearer
 from tests.support.webhooks import (
     OTHER_SECRET,
@@ -321,8 +321,6 @@ async def test_migration_0002_downgrades_and_upgrades_cleanly(empty_database_url
 
 
 # --- The CLI sender, against a `quoteapi serve` process on a free loopback port ---------------
-
-webhook_server = serve_fixture(clerk_webhook_signing_secret=TEST_SECRET)
 
 
 @pytest.fixture
