@@ -321,7 +321,8 @@ def serve_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[ServerProcess]:
         env = serve_env(request.getfixturevalue(database), **settings)
-        workdir = tmp_path_factory.mktemp(f"serve-{request.fixturename}")
+        owner = request.fixturename if scope == "session" else request.module.__name__
+        workdir = tmp_path_factory.mktemp(f"serve-{owner.rsplit('.', 1)[-1]}")
         with running_server(workdir, env, **popen) as process:
             yield process
 
