@@ -23,8 +23,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from quoteapi import problems
 from quoteapi.edge import EdgeLimits, EdgeProtocol, protocol_for
-from quoteapi.edge.protocol import refusal
 from quoteapi.edge.limits import MAX_HEAD_BYTES
+from quoteapi.edge.protocol import refusal
 from tests.support.polling import until
 from tests.support.processes import free_port
 from tests.support.raw_http import exchange, split_responses
