@@ -29,6 +29,7 @@ from quoteapi.middleware import (
 from quoteapi.problems import install_problem_handlers
 from quoteapi.services import Services
 from quoteapi.settings import ConfigError, Settings, load_settings
+from quoteapi.telemetry import fastapi_telemetry, tracing_from
 from quoteapi.webhooks.signatures import WebhookVerifier
 
 log = logging.getLogger("quoteapi")
@@ -46,6 +47,8 @@ def create_app(settings: Settings) -> FastAPI:
         )
     verifier = TokenVerifier.from_settings(settings)
     webhook_verifier = WebhookVerifier.from_settings(settings)  # None: no webhook endpoint
+    observers = None  # set below when metrics are on
+    tracing = tracing_from(settings)  # None (nothing of the SDK imported) unless OTEL_* asks
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,6 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
             connect_timeout=settings.database_connect_timeout,
             statement_timeout=settings.database_statement_timeout,
             lock_timeout=settings.database_lock_timeout,
+            observe_wait=observers.pool_wait if observers else None,
+            instrument=tracing.instrument_engine if tracing else None,
         )
         app.state.services = Services(
             settings=settings,
@@ -70,7 +75,11 @@ def create_app(settings: Settings) -> FastAPI:
         )
         # In the background: start-up must not wait on a database that is still waking.
         opening = asyncio.create_task(open_and_check_role(database))
-        await verifier.start()  # warms the keys; a failure only logs
+        jwks_http = None  # None: a key source that fetches makes its own client
+        if tracing:
+            tracing.start()
+            jwks_http = tracing.traced_client(settings.clerk_jwks_timeout_seconds)
+        await verifier.start(jwks_http)  # warms the keys; a failure only logs
         tune_garbage_collector(settings.quoteapi_gc_gen0_threshold)
         try:
             yield
@@ -79,6 +88,10 @@ def create_app(settings: Settings) -> FastAPI:
             await verifier.close()
             await database.dispose()
             del app.state.services
+            if tracing:  # sends the spans still buffered, off the event loop
+                assert jwks_http is not None
+                await jwks_http.aclose()
+                await asyncio.to_thread(tracing.shutdown)
 
     app = FastAPI(
         title="quoteapi",
@@ -88,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
         # Relative: the document describes whichever host served it.
         servers=[{"url": "/"}],
         lifespan=lifespan,
+        telemetry=fastapi_telemetry(tracing),
         docs_url=None,  # served by quoteapi.docs, without a CDN
         redoc_url=None,
         # Operation ids are the handler names (get_message, put_message, ...): stable and
@@ -139,14 +153,13 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
             max_age=600,
         )
-    observe = None
     if settings.quoteapi_metrics_enabled:  # off: not imported, no route, no per-request work
         from quoteapi import metrics
 
         assert settings.quoteapi_metrics_token is not None  # settings require it
         token = settings.quoteapi_metrics_token.get_secret_value()
-        observe = metrics.install(app, token)  # GET /metrics; each request timed where logged
-    app.add_middleware(RequestContextMiddleware, observe=observe)
+        observers = metrics.install(app, token)  # GET /metrics; each request timed where logged
+    app.add_middleware(RequestContextMiddleware, observe=observers.request if observers else None)
     use_problem_media_type(
         app,
         security_schemes=SECURITY_SCHEMES,

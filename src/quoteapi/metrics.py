@@ -1,11 +1,14 @@
 """Prometheus metrics at `GET /metrics`, only when QUOTEAPI_METRICS_ENABLED is on.
 
-Off, nothing here is imported: no route, no per-request work. On, a request (timed by the
-request-id middleware, which calls the observer `install` returns) costs one counter increment
-and one histogram observation (by method, route template and status). Everything else is read
-at scrape time from the objects that already keep it, by a collector: JWKS fetches
+Off, nothing here is imported: no route, no per-request work. On, names and labels follow the
+OpenTelemetry semantic conventions in their Prometheus form where one exists (HTTP server, the
+database client's pool); docs/observability.md lists them all. A request (timed by the
+request-id middleware, which calls the observer `install` returns) costs a gauge up and down
+and one histogram observation, plus a counter for a 401 or a webhook delivery; each unit of
+work one histogram observation (its wait for a pool slot). Everything else is read at scrape
+time from the objects that already keep it, by a collector: JWKS fetches
 (`JwksKeys.fetches_ok/_failed`), token-cache hits and misses (`TokenCache` counts them), and
-the SQLAlchemy pool's checked-out connections and size.
+the SQLAlchemy pool's connections.
 
 Each app has its own registry, and each process its own counts: with `serve --workers N` a
 scrape reaches whichever worker accepts it. Run one worker per container when metrics are on,
@@ -16,20 +19,22 @@ multiprocess mode is not used: it cannot carry the scrape-time collector's value
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.types import Scope
 
 from quoteapi.auth.keys import JwksKeys
 from quoteapi.middleware import RequestObserver
@@ -42,6 +47,7 @@ METRICS_TOKEN_INVALID = Problem(401, "metrics-token-invalid", "Metrics token req
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Paths no route matched (404s, CORS preflights) share one label: a scanner cannot create series.
 UNMATCHED_ROUTE = "<unmatched>"
+# Any other method is `_OTHER`, as the HTTP conventions say.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -82,43 +88,81 @@ class AppStateCollector(Collector):
         )
         engine = services.database.engine
         pool: Any = engine.pool if engine is not None else None  # None: not opened yet
-        yield GaugeMetricFamily(
-            "quoteapi_db_pool_checked_out",
-            "Database connections in use by requests now.",
-            value=pool.checkedout() if pool else 0,
+        connections = GaugeMetricFamily(
+            "db_client_connection_count",
+            "Database connections open now, by state (used: by a unit of work).",
+            labels=["db_client_connection_state"],
         )
+        connections.add_metric(["used"], pool.checkedout() if pool else 0)
+        connections.add_metric(["idle"], pool.checkedin() if pool else 0)
+        yield connections
         yield GaugeMetricFamily(
-            "quoteapi_db_pool_size",
+            "db_client_connection_max",
             "Database connections the pool may hold (DATABASE_POOL_SIZE).",
             value=services.settings.database_pool_size,
         )
 
 
-def install(app: FastAPI, token: str) -> RequestObserver:
+class Observers(NamedTuple):
+    """What `install` gives the app to call: per request, and per unit of work's pool wait."""
+
+    request: RequestObserver
+    pool_wait: Callable[[float], None]
+
+
+def install(app: FastAPI, token: str) -> Observers:
     """Add `GET /metrics` to `app`, answering only `token` as a bearer token, and return the
-    observer that records each request (call only when enabled)."""
+    observers that record each request and pool wait (call only when enabled)."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # CPU, memory, open files: read from /proc per scrape
     registry.register(AppStateCollector(app))
-    requests = Counter(
-        "quoteapi_http_requests",
-        "HTTP requests answered, by method, route template and status.",
-        ["method", "route", "status"],
+    duration = Histogram(
+        "http_server_request_duration_seconds",
+        "Duration of HTTP server requests.",
+        ["http_request_method", "http_route", "http_response_status_code"],
+        buckets=LATENCY_BUCKETS,
         registry=registry,
     )
-    duration = Histogram(
-        "quoteapi_http_request_duration_seconds",
-        "Time to answer an HTTP request, by method and route template.",
-        ["method", "route"],
+    active = Gauge(
+        "http_server_active_requests",
+        "Number of active HTTP server requests.",
+        ["http_request_method"],
+        registry=registry,
+    )
+    unauthorized = Counter(
+        "quoteapi_http_unauthorized_requests",
+        "Requests answered 401, by the problem's `code` (why the caller was refused).",
+        ["code"],
+        registry=registry,
+    )
+    webhooks = Counter(
+        "quoteapi_webhook_deliveries",
+        "Clerk webhook deliveries, by outcome: deleted, revoked, duplicate, ignored, refused.",
+        ["outcome"],
+        registry=registry,
+    )
+    pool_wait = Histogram(
+        "db_client_connection_wait_time_seconds",
+        "Time a unit of work waited for its turn at a pooled database connection.",
         buckets=LATENCY_BUCKETS,
         registry=registry,
     )
 
-    def record(method: str, route: str | None, status: int, seconds: float) -> None:
-        method = method if method in _METHODS else "other"
-        route = route or UNMATCHED_ROUTE
-        requests.labels(method, route, str(status)).inc()
-        duration.labels(method, route).observe(seconds)
+    def observe(scope: Scope) -> Callable[[str | None, int, float], None]:
+        method = scope["method"] if scope["method"] in _METHODS else "_OTHER"
+        in_flight = active.labels(method)
+        in_flight.inc()
+
+        def finished(route: str | None, status: int, seconds: float) -> None:
+            in_flight.dec()
+            duration.labels(method, route or UNMATCHED_ROUTE, str(status)).observe(seconds)
+            state = scope["state"]  # what the app noted there: see these names' writers
+            if status == 401 and "problem_code" in state:
+                unauthorized.labels(state["problem_code"]).inc()
+            if "webhook_outcome" in state:
+                webhooks.labels(state["webhook_outcome"]).inc()
+
+        return finished
 
     expected = f"Bearer {token}".encode()
 
@@ -133,4 +177,4 @@ def install(app: FastAPI, token: str) -> RequestObserver:
             )
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return record
+    return Observers(observe, pool_wait.observe)

@@ -35,9 +35,10 @@ CLIENT_CLOSED_REQUEST = 499
 # cancels the request's task, so that what it waits for (a slot, a lock, a statement) is freed.
 CLIENT_GONE = "quoteapi.client_gone"
 
-# Told of each finished request: method, route template (None: no route matched), status and
-# seconds (quoteapi.metrics provides one).
-RequestObserver = Callable[[str, str | None, int, float], None]
+# Told of each request as it begins (its scope) and returns what is told, once it is finished,
+# the route template (None: no route matched), the status and the seconds. The metrics module
+# provides one when metrics are on.
+RequestObserver = Callable[[Scope], Callable[[str | None, int, float], None]]
 
 
 class RequestContextMiddleware:
@@ -61,6 +62,7 @@ class RequestContextMiddleware:
         # HEAD is GET without the body (RFC 9110, section 9.3.2): the app answers it as a GET,
         # and the server, whose scope still says HEAD, sends the head only.
         app_scope = {**scope, "method": "GET"} if scope["method"] == "HEAD" else scope
+        finished = self.observe(scope) if self.observe is not None else None
         began = time.perf_counter()
         status = 500
         started = False
@@ -115,8 +117,8 @@ class RequestContextMiddleware:
                     "request_id": request_id,
                 }
             )
-            if self.observe is not None:
-                self.observe(method, route, status, seconds)
+            if finished is not None:
+                finished(route, status, seconds)
 
 
 def _log_access(fields: dict[str, object]) -> None:

@@ -101,6 +101,7 @@ def problem_response(
 ) -> JSONResponse:
     """The problem+json response, carrying the request id."""
     request_id = getattr(request.state, "request_id", None)
+    request.state.problem_code = problem.code  # quoteapi.metrics counts 401s by it
     body = problem_body(problem, detail, request_id, extra)
     # Set here too: a 500 is sent from outside the request-id middleware.
     all_headers = {**(headers or {}), **({"X-Request-ID": request_id} if request_id else {})}

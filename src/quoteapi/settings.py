@@ -147,6 +147,27 @@ class ServiceSettings(BaseModel):
         return value
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry's standard variables that decide whether traces are exported, and where
+    (docs/observability.md); the SDK reads the others (headers, sampler) from the environment."""
+
+    otel_sdk_disabled: bool = False
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_service_name: str = "quoteapi"
+
+    @property
+    def otlp_traces_endpoint(self) -> str | None:
+        """Where spans are sent over OTLP/HTTP; None: tracing is off."""
+        if self.otel_sdk_disabled:
+            return None
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        if self.otel_exporter_otlp_endpoint:  # a base URL: the signal's path goes after it
+            return self.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+        return None
+
+
 class DevSettings(BaseModel):
     """`quoteapi dev` only: the local token issuer, the web page, the data directory."""
 
@@ -156,7 +177,13 @@ class DevSettings(BaseModel):
 
 
 class Settings(
-    DatabaseSettings, ClerkSettings, HttpSettings, ServiceSettings, DevSettings, BaseSettings
+    DatabaseSettings,
+    ClerkSettings,
+    HttpSettings,
+    ServiceSettings,
+    TracingSettings,
+    DevSettings,
+    BaseSettings,
 ):
     """Every setting the service reads; names match the environment variables."""
 

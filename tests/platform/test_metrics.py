@@ -1,6 +1,7 @@
 """GET /metrics (QUOTEAPI_METRICS_ENABLED): off by default with nothing installed; on, it needs
-QUOTEAPI_METRICS_TOKEN and answers only a scraper sending it, and the request, JWKS,
-token-cache and pool metrics move with the traffic."""
+QUOTEAPI_METRICS_TOKEN and answers only a scraper sending it, and the request, 401, webhook,
+JWKS, token-cache and pool metrics move with the traffic, named and labelled by the
+OpenTelemetry semantic conventions in their Prometheus form where one exists."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tests.support.app import RunningApp, make_settings, running_app
 from tests.support.jwks import JwksServer
 from tests.support.problems import assert_problem
 from tests.support.tokens import TEST_ISSUER, AuthHeaders
+from tests.support.webhooks import TEST_SECRET, URL, signed, user_deleted
 
 METRICS_TOKEN = "metrics-scraper-token-for-the-tests"
 
@@ -43,6 +45,7 @@ async def metrics_api(database_url: str, jwks_server: JwksServer) -> AsyncIterat
         clerk_issuer=TEST_ISSUER,
         quoteapi_metrics_enabled=True,
         quoteapi_metrics_token=METRICS_TOKEN,
+        clerk_webhook_signing_secret=TEST_SECRET,
         database_pool_size=3,
     )
     async with running_app(settings) as api:
@@ -72,7 +75,14 @@ async def test_metrics_are_off_by_default_with_nothing_installed(
         assert (await api.http.get("/metrics")).status_code == 404
 
 
-async def test_metrics_count_requests_by_route_and_status_and_time_them(
+# The HTTP server metrics of the OpenTelemetry semantic conventions, in their Prometheus form
+# (dots become underscores, the unit a suffix): http.server.request.duration (s) and
+# http.server.active_requests.
+DURATION = "http_server_request_duration_seconds"
+ACTIVE = "http_server_active_requests"
+
+
+async def test_metrics_time_requests_by_method_route_and_status_as_the_conventions_name_them(
     metrics_client: httpx.AsyncClient, auth_headers: AuthHeaders
 ) -> None:
     auth = auth_headers(f"user_metrics_{uuid.uuid4().hex[:8]}")
@@ -83,19 +93,62 @@ async def test_metrics_count_requests_by_route_and_status_and_time_them(
         await metrics_client.put("/me/message", json={"message": "b"}, headers=auth)
     ).status_code == 200
     assert (await metrics_client.get("/no/such/page/123")).status_code == 404
+    assert (await metrics_client.request("BREW", "/me/message")).status_code == 405
 
     response = await scrape(metrics_client)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples = _samples(response.text)
-    requests = "quoteapi_http_requests_total"
-    assert _value(samples, requests, method="PUT", route="/me/message", status="201") == 1
-    assert _value(samples, requests, method="PUT", route="/me/message", status="200") == 1
-    # Unknown paths share one label, so they cannot grow the number of series.
-    assert _value(samples, requests, method="GET", route="<unmatched>", status="404") == 1
-    duration = "quoteapi_http_request_duration_seconds"
-    assert _value(samples, f"{duration}_count", method="PUT", route="/me/message") == 2
-    assert _value(samples, f"{duration}_sum", method="PUT", route="/me/message") > 0
+
+    def count(method: str, route: str, status: str) -> float:
+        labels = {"http_request_method": method, "http_route": route}
+        return _value(samples, f"{DURATION}_count", **labels, http_response_status_code=status)
+
+    assert count("PUT", "/me/message", "201") == 1
+    assert count("PUT", "/me/message", "200") == 1
+    # Unknown paths and methods share one label each, so they cannot grow the number of series.
+    assert count("GET", "<unmatched>", "404") == 1
+    assert count("_OTHER", "/me/message", "405") == 1
+    assert (
+        _value(
+            samples,
+            f"{DURATION}_sum",
+            http_request_method="PUT",
+            http_route="/me/message",
+            http_response_status_code="201",
+        )
+        > 0
+    )
+    # The scrape itself is the one request in flight.
+    assert _value(samples, ACTIVE, http_request_method="GET") == 1
+    assert _value(samples, ACTIVE, http_request_method="PUT") == 0
+
+
+async def test_metrics_count_401s_by_their_problem_code(
+    metrics_client: httpx.AsyncClient,
+) -> None:
+    await metrics_client.get("/me/message")
+    await metrics_client.get("/me/message", headers={"Authorization": "Bearer not.a.token"})
+    await metrics_client.get("/me/message", headers={"Authorization": "Bearer not.a.token"})
+    samples = _samples((await scrape(metrics_client)).text)
+    refused = "quoteapi_http_unauthorized_requests_total"
+    assert _value(samples, refused, code="token-missing") == 1
+    assert _value(samples, refused, code="token-malformed") == 2
+
+
+async def test_metrics_count_webhook_deliveries_by_outcome(
+    metrics_client: httpx.AsyncClient,
+) -> None:
+    body, headers = signed(user_deleted(f"user_metrics_{uuid.uuid4().hex[:8]}"))
+    await metrics_client.post(URL, content=body, headers=headers)
+    await metrics_client.post(URL, content=body, headers=headers)  # Svix retrying it
+    ignored, ignored_headers = signed({"type": "email.created", "data": {}})
+    await metrics_client.post(URL, content=ignored, headers=ignored_headers)
+    await metrics_client.post(URL, content=body, headers={**headers, "svix-signature": "v1,AA=="})
+    samples = _samples((await scrape(metrics_client)).text)
+    deliveries = "quoteapi_webhook_deliveries_total"
+    for outcome in ("deleted", "duplicate", "ignored", "refused"):
+        assert _value(samples, deliveries, outcome=outcome) == 1, outcome
 
 
 async def test_metrics_read_token_cache_jwks_and_pool_at_scrape_time(
@@ -105,11 +158,11 @@ async def test_metrics_read_token_cache_jwks_and_pool_at_scrape_time(
 ) -> None:
     before = _samples((await scrape(metrics_client)).text)
     assert _value(before, "quoteapi_jwks_fetches_total", outcome="ok") == 1  # the warm-up
-    assert _value(before, "quoteapi_db_pool_size") == 3
-    assert _value(before, "quoteapi_db_pool_checked_out") == 0
+    assert _value(before, "db_client_connection_max") == 3
+    assert _value(before, "db_client_connection_count", db_client_connection_state="used") == 0
     async with (await metrics_api.engine()).connect():
         during = _samples((await scrape(metrics_client)).text)
-    assert _value(during, "quoteapi_db_pool_checked_out") == 1
+    assert _value(during, "db_client_connection_count", db_client_connection_state="used") == 1
 
     auth = auth_headers(f"user_metrics_{uuid.uuid4().hex[:8]}")
     for _ in range(3):  # one full verification, then two cache hits
@@ -123,6 +176,10 @@ async def test_metrics_read_token_cache_jwks_and_pool_at_scrape_time(
     assert _value(after, misses) - _value(before, misses) == 2  # the new token and the bad one
     assert _value(after, "quoteapi_token_cache_entries") >= 1
     assert _value(after, "quoteapi_jwks_fetches_total", outcome="error") == 0
+    # Each unit of work's wait for its pool slot (none had to queue here).
+    waits = "db_client_connection_wait_time_seconds"
+    assert _value(after, f"{waits}_count") - _value(before, f"{waits}_count") == 3
+    assert _value(after, f"{waits}_bucket", le="0.001") == _value(after, f"{waits}_count")
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from tests.support.tokens import TEST_ISSUER, TEST_KEY
 
 # Variables of the developer's shell that would change the server under test: every setting
 # quoteapi reads starts with one of these (.env.example lists them).
-_OWN_PREFIXES = ("DATABASE_", "CLERK_", "QUOTEAPI_", "NEXT_PUBLIC_CLERK_", "CORS_")
+_OWN_PREFIXES = ("DATABASE_", "CLERK_", "QUOTEAPI_", "NEXT_PUBLIC_CLERK_", "CORS_", "OTEL_")
 
 
 def free_port() -> int:

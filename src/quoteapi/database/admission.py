@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -12,20 +13,27 @@ class FifoSlots:
     """A semaphore that admits strictly first come, first served, and gives up on a waiter after
     `wait` seconds (PoolTimeout). A free slot costs no timer: one is armed only for a request
     that has to queue. A released slot passes straight to the longest waiter, so no newcomer
-    can overtake the queue."""
+    can overtake the queue. `observe`, if given, is told each acquisition's wait in seconds
+    (0 for a free slot; given up or not)."""
 
-    def __init__(self, size: int, wait: float) -> None:
+    def __init__(
+        self, size: int, wait: float, observe: Callable[[float], None] | None = None
+    ) -> None:
         self._free = size
         self._wait = wait
+        self._observe = observe
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def acquire(self) -> None:
         if self._free:  # a slot is free only while nobody queues (release hands it over)
             self._free -= 1
+            if self._observe is not None:
+                self._observe(0.0)
             return
         loop = asyncio.get_running_loop()
         turn: asyncio.Future[None] = loop.create_future()
         self._waiters.append(turn)
+        queued_at = loop.time()
         timer = loop.call_later(self._wait, _give_up, turn, self._wait)
         try:
             await turn
@@ -36,6 +44,8 @@ class FifoSlots:
             raise
         finally:
             timer.cancel()
+            if self._observe is not None:
+                self._observe(loop.time() - queued_at)
 
     def release(self) -> None:
         while self._waiters:

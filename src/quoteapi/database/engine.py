@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -103,7 +103,11 @@ class Database:
         connect_timeout: float,
         statement_timeout: float,
         lock_timeout: float,
+        observe_wait: Callable[[float], None] | None = None,
+        instrument: Callable[[AsyncEngine], None] | None = None,
     ) -> None:
+        """`observe_wait`: told each unit's wait for its slot (metrics); `instrument`: given
+        the engine once it is built (traces)."""
         self.target = target
         self.role = target.role  # the connected role, for the GRANT a missing privilege names
         self._pooler = pooler  # None: ask the first connection
@@ -116,7 +120,8 @@ class Database:
             # A transaction idle that long mid-unit was left by a client that vanished.
             "idle_timeout": f"{round(statement_timeout * 1000)}ms",
         }
-        self._slots = FifoSlots(pool_size, pool_timeout)
+        self._slots = FifoSlots(pool_size, pool_timeout, observe_wait)
+        self._instrument = instrument
         self._opening = asyncio.Lock()
         self.engine: AsyncEngine | None = None  # built by `open`
         self._factory: async_sessionmaker[AsyncSession] | None = None
@@ -141,6 +146,8 @@ class Database:
                     connect_timeout=self._connect_timeout,
                     statement_timeout=self._statement_timeout,
                 )
+                if self._instrument is not None:
+                    self._instrument(self.engine)
                 self._transactional = pooler
                 # Loaded values stay usable after commit: responses are built after it.
                 self._factory = async_sessionmaker(

@@ -13,6 +13,7 @@ from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from quoteapi.auth.verify import storable_text
 from quoteapi.bodies import read_body
@@ -56,6 +57,7 @@ async def signed_event(request: Request, services: ServicesDep) -> SignedEvent:
         event = verifier.verify(body, signed)
     except ApiError as exc:
         log.warning("event=webhook_refused code=%s", exc.problem.code)
+        request.state.webhook_outcome = "refused"
         raise
     return SignedEvent(signed.msg_id, event)
 
@@ -108,27 +110,36 @@ _ACTIONS = {
         "security": [],
     },
 )
-async def clerk_webhook(delivery: SignedEventDep, session: SessionDep) -> WebhookAck:
+async def clerk_webhook(
+    request: Request, delivery: SignedEventDep, session: SessionDep
+) -> WebhookAck:
+    outcome = await _act(delivery, session)
+    request.state.webhook_outcome = outcome  # quoteapi.metrics counts deliveries by it
+    return WebhookAck(outcome=outcome)
+
+
+async def _act(delivery: SignedEvent, session: AsyncSession) -> str:
+    """Do what the event asks; its outcome (`WebhookAck.outcome`)."""
     event_type: str = delivery.event["type"]
     action = _ACTIONS.get(event_type)
     if action is None:
         log.debug("event=webhook_ignored svix_id=%s type=%r", delivery.msg_id, event_type[:64])
-        return WebhookAck(outcome="ignored")
+        return "ignored"
     ids = _ids(delivery, action.ids)
     if ids is None:
         # Acknowledged: a retry would carry the same body, and nothing could be done with it.
-        return WebhookAck(outcome="ignored")
+        return "ignored"
     if not all(storable_text(value) for value in ids):
         # No such user or session can be in an accepted token (PostgreSQL stores no NUL or lone
         # surrogate, and the verifier refuses them): act on nothing, but record the delivery and
         # answer 2xx, so Svix stops retrying it.
         log.info("event=webhook_id_unstorable svix_id=%s", delivery.msg_id)
         recorded = await repository.record_delivery(session, delivery.msg_id, event_type)
-        return WebhookAck(outcome="ignored" if recorded else "duplicate")
+        return "ignored" if recorded else "duplicate"
     if not await action.work(session, delivery.msg_id, event_type, *ids):
         log.info("event=webhook_duplicate svix_id=%s", delivery.msg_id)
-        return WebhookAck(outcome="duplicate")
-    return WebhookAck(outcome=action.outcome)
+        return "duplicate"
+    return action.outcome
 
 
 def _ids(delivery: SignedEvent, keys: tuple[str, ...]) -> list[str] | None:
