@@ -1,6 +1,6 @@
 """Traces by OpenTelemetry, sent over OTLP/HTTP when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT says
-where (settings.TracingSettings). Off, nothing of OpenTelemetry is imported and a request runs
-exactly as without this module.
+where (settings.TracingSettings). Off, nothing of the SDK, exporter or instrumentations is
+imported (FastAPI imports the OpenTelemetry API itself) and FastAPI's own telemetry is off.
 
 On: a server span per request and spans for its dependencies, handler and serialization
 (FastAPI's own telemetry; a W3C `traceparent` continues the caller's trace), a client span per

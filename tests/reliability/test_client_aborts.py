@@ -69,6 +69,8 @@ async def test_an_upload_cut_off_mid_body_is_logged_once_as_a_499_client_abort(
     async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
         scraped = await http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
         metrics = scraped.text
-    samples = [m for m in metrics.splitlines() if m.startswith("quoteapi_http_requests_total{")]
-    assert f'method="{method}",route="{path}",status="499"' in "\n".join(samples)
-    assert not [sample for sample in samples if 'status="5' in sample]
+    requests = "http_server_request_duration_seconds_count{"
+    samples = [m for m in metrics.splitlines() if m.startswith(requests)]
+    labels = f'http_request_method="{method}",http_response_status_code="499",http_route="{path}"'
+    assert labels in "\n".join(samples)
+    assert not [sample for sample in samples if 'status_code="5' in sample]
