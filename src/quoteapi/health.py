@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -21,7 +21,7 @@ from quoteapi.database.failures import (
     StatementTimeout,
 )
 from quoteapi.problems import RETRY_AFTER_SECONDS
-from quoteapi.services import ServicesDep
+from quoteapi.services import services_of
 
 log = logging.getLogger("quoteapi.health")
 
@@ -69,7 +69,8 @@ async def _readiness(session: AsyncSession, role: str) -> Readiness:
     responses={503: {"description": "Not ready: the body says which check failed"}},
     openapi_extra=_NO_AUTH,
 )
-async def readyz(services: ServicesDep) -> JSONResponse:
+async def readyz(request: Request) -> JSONResponse:
+    services = services_of(request)
     database = services.database
     try:
         # A unit of work like any request's, with the same bounds: a probe does not jump the

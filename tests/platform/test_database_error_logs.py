@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi import Request
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from quoteapi.services import SessionDep
+from quoteapi.services import services_of
 from tests.support.app import make_settings, running_app
 
 MARKER = "leaked-marker-0815"
@@ -21,9 +22,10 @@ async def _unencodable(session: AsyncSession) -> None:
     await session.exec(text("SELECT CAST(:v AS text)"), params={"v": f"\ud800{MARKER}"})
 
 
-async def run_statement_with(session: SessionDep) -> dict[str, str]:
+async def run_statement_with(request: Request) -> dict[str, str]:
     """A test-only route: a statement whose parameter the driver cannot encode."""
-    await _unencodable(session)
+    async with services_of(request).database.unit() as session:
+        await _unencodable(session)
     return {}
 
 

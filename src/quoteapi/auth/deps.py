@@ -11,7 +11,7 @@ from quoteapi.auth.keys import KeysUnavailable
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_MALFORMED, TOKEN_MISSING, TokenRejected
 from quoteapi.auth.verify import TokenVerifier, VerifiedUser
 from quoteapi.problems import RETRY_AFTER_SECONDS, ApiError, Problem
-from quoteapi.services import ServicesDep
+from quoteapi.services import services_of
 
 __all__ = ["CurrentUser", "VerifiedUser", "authenticate", "current_user", "rejection"]
 
@@ -93,10 +93,10 @@ def rejection(problem: Problem, detail: str) -> ApiError:
     return ApiError(problem, detail, headers={"WWW-Authenticate": challenge})
 
 
-async def current_user(request: Request, services: ServicesDep) -> VerifiedUser:
+async def current_user(request: Request) -> VerifiedUser:
     """The verified caller, by the app's verifier. A test that needs its own verifier overrides
     this with one that calls `authenticate`."""
-    return await authenticate(request, services.verifier)
+    return await authenticate(request, services_of(request).verifier)
 
 
 CurrentUser = Annotated[VerifiedUser, Depends(current_user)]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -29,7 +29,7 @@ from quoteapi.problems import (
     problem_doc,
     problem_response,
 )
-from quoteapi.services import ServicesDep, SessionDep
+from quoteapi.services import services_of
 
 MESSAGE_NOT_FOUND = Problem(404, "message-not-found", "No quote stored")
 PRECONDITION_FAILED = Problem(412, "precondition-failed", "Precondition failed")
@@ -60,11 +60,11 @@ router = APIRouter(
 )
 
 
-async def quote_text(request: Request, services: ServicesDep) -> str:
+async def _quote_text(request: Request) -> str:
     """The PUT body's quote, trimmed and within QUOTEAPI_MESSAGE_MAX_LENGTH: 415 when it is not
-    sent as JSON, 400 when it is not JSON, 422 when the quote is wrong. A dependency declared
-    after the caller, so read only once the caller is verified (FastAPI reads a body declared
-    as a parameter before any dependency)."""
+    sent as JSON, 400 when it is not JSON, 422 when the quote is wrong. The handler reads it,
+    so only once the caller is verified (FastAPI reads a body declared as a parameter before
+    any dependency)."""
     content_type = request.headers.get("content-type")
     if content_type is not None and not is_json_media_type(content_type):
         raise ApiError(
@@ -79,10 +79,7 @@ async def quote_text(request: Request, services: ServicesDep) -> str:
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
-    return quote.within(services.settings.quoteapi_message_max_length)
-
-
-QuoteText = Annotated[str, Depends(quote_text)]
+    return quote.within(services_of(request).settings.quoteapi_message_max_length)
 
 
 # The PUT body: a quote of at most a few KiB, JSON-escaped.
@@ -151,8 +148,9 @@ _QUOTE_RESPONSE = {
         412: problem_doc("If-Match did not hold", PRECONDITION_FAILED),
     },
 )
-async def get_message(request: Request, user: CurrentUser, session: SessionDep) -> Response:
-    stored = await repository.read_quote(session, user)
+async def get_message(request: Request, user: CurrentUser) -> Response:
+    async with services_of(request).database.unit() as session:
+        stored = await repository.read_quote(session, user)
     if stored is None:
         raise _not_found()
     # RFC 9110, section 13.2.2: If-Match first, then If-None-Match.
@@ -197,16 +195,16 @@ async def get_message(request: Request, user: CurrentUser, session: SessionDep) 
         422: problem_doc("The quote is not acceptable", VALIDATION_FAILED),
     },
 )
-async def put_message(
-    request: Request, user: CurrentUser, quote: QuoteText, session: SessionDep
-) -> Response:
+async def put_message(request: Request, user: CurrentUser) -> Response:
+    quote = await _quote_text(request)
     match, none_match = _conditions(request)
-    if match is None:
-        stored = await repository.save_quote(session, user, quote, if_none_match=none_match)
-    else:
-        stored = await repository.replace_quote(
-            session, user, quote, if_match=match, if_none_match=none_match
-        )
+    async with services_of(request).database.unit() as session:
+        if match is None:
+            stored = await repository.save_quote(session, user, quote, if_none_match=none_match)
+        else:
+            stored = await repository.replace_quote(
+                session, user, quote, if_match=match, if_none_match=none_match
+            )
     if stored is None:
         raise _precondition_failed()
     return _quote_response(stored, 201 if stored.created else 200)
@@ -223,11 +221,12 @@ async def put_message(
         412: problem_doc("If-Match or If-None-Match did not hold", PRECONDITION_FAILED),
     },
 )
-async def delete_message(request: Request, user: CurrentUser, session: SessionDep) -> Response:
+async def delete_message(request: Request, user: CurrentUser) -> Response:
     match, none_match = _conditions(request)
-    deletion = await repository.delete_quote(
-        session, user, if_match=match, if_none_match=none_match
-    )
+    async with services_of(request).database.unit() as session:
+        deletion = await repository.delete_quote(
+            session, user, if_match=match, if_none_match=none_match
+        )
     # With nothing stored the answer is 404 whatever the conditions (RFC 9110, section 13.2.1).
     if deletion is Deletion.NOTHING_STORED:
         raise _not_found()

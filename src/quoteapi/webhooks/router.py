@@ -19,7 +19,7 @@ from quoteapi.auth.verify import storable_text
 from quoteapi.bodies import read_body
 from quoteapi.database.problems import DATABASE_PROBLEMS
 from quoteapi.problems import PAYLOAD_TOO_LARGE, ApiError, problem_doc
-from quoteapi.services import ServicesDep, SessionDep
+from quoteapi.services import services_of
 from quoteapi.webhooks import SESSION_ENDED_EVENTS, USER_DELETED_EVENT, repository
 from quoteapi.webhooks.signatures import MAX_BODY_BYTES, parse_headers
 
@@ -47,9 +47,9 @@ class SignedEvent:
     event: dict[str, Any]
 
 
-async def signed_event(request: Request, services: ServicesDep) -> SignedEvent:
+async def signed_event(request: Request) -> SignedEvent:
     """The delivery, once its headers and its signature over the whole body check out."""
-    verifier = services.webhook_verifier
+    verifier = services_of(request).webhook_verifier
     assert verifier is not None  # the route is served only with a signing secret
     try:
         signed = parse_headers(request.headers)
@@ -110,10 +110,9 @@ _ACTIONS = {
         "security": [],
     },
 )
-async def clerk_webhook(
-    request: Request, delivery: SignedEventDep, session: SessionDep
-) -> WebhookAck:
-    outcome = await _act(delivery, session)
+async def clerk_webhook(request: Request, delivery: SignedEventDep) -> WebhookAck:
+    async with services_of(request).database.unit() as session:
+        outcome = await _act(delivery, session)
     request.state.webhook_outcome = outcome  # quoteapi.metrics counts deliveries by it
     return WebhookAck(outcome=outcome)
 
