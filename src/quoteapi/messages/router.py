@@ -99,7 +99,7 @@ def body_schemas(max_length: int) -> dict[str, Any]:
 def _header_parameter(name: str, description: str) -> dict[str, Any]:
     """An optional request header, documented as FastAPI documents a `Header()` parameter. The
     handlers read the conditional headers themselves: FastAPI solving them as parameters cost
-    13% of GET and 18% of PUT throughput (bench/README.md, issue 19)."""
+    13% of GET and 18% of PUT throughput (bench/README.md)."""
     schema = {"description": description, "title": name, "type": "string"}
     return {
         "description": description,
