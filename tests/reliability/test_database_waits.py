@@ -211,7 +211,10 @@ def _database_sockets(pid: int, port: int) -> list[tuple[str, int]]:
     `tr`: 2 is the keepalive timer on an idle connection) and when it fires, in jiffies."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = os.readlink(fd)
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:  # closed since it was listed (the test's HTTP connection)
+            continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:[") : -1])
     found = []
