@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,7 +19,7 @@ from quoteapi.database.engine import Database, open_and_check_role
 from quoteapi.database.pooler import pooler_by_host
 from quoteapi.database.problems import DATABASE_FAILURES, database_error
 from quoteapi.docs import install_docs, use_problem_media_type
-from quoteapi.logs import configure_logging
+from quoteapi.logs import EventLog, configure_logging
 from quoteapi.messages import router as messages
 from quoteapi.middleware import (
     ProblemCORSMiddleware,
@@ -32,7 +31,7 @@ from quoteapi.settings import ConfigError, Settings, load_settings
 from quoteapi.telemetry import fastapi_telemetry, tracing_from
 from quoteapi.webhooks.signatures import WebhookVerifier
 
-log = logging.getLogger("quoteapi")
+log = EventLog("quoteapi")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -53,7 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for note in target.notes:
-            log.warning("event=config_note note=%r", note)
+            log.warning("config_note", note)
         pooler = settings.database_transaction_pooler
         database = Database(
             target,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +19,11 @@ from quoteapi.database.failures import (
     LockTimeout,
     StatementTimeout,
 )
+from quoteapi.logs import EventLog
 from quoteapi.problems import RETRY_AFTER_SECONDS
 from quoteapi.services import services_of
 
-log = logging.getLogger("quoteapi.health")
+log = EventLog("quoteapi.health")
 
 router = APIRouter(tags=["health"])
 # Probes take no token: `security: []` says so to tooling reading the OpenAPI document.
@@ -78,16 +78,16 @@ async def readyz(request: Request) -> JSONResponse:
         async with database.unit() as session:
             readiness = await _readiness(session, database.role)
     except PoolTimeout:
-        log.warning("event=readyz_server_busy")
+        log.warning("readyz_server_busy")
         return _not_ready({"database": "busy"})
     except (DatabaseConnectTimeout, StatementTimeout, LockTimeout) as exc:
-        log.warning("event=readyz_database_timeout error=%s", type(exc).__name__)
+        log.warning("readyz_database_timeout", error=type(exc).__name__)
         return _not_ready({"database": "timeout"})
     except DatabaseUnreachable as exc:
-        log.warning("event=readyz_database_unreachable error=%s", type(exc).__name__)
+        log.warning("readyz_database_unreachable", error=type(exc).__name__)
         return _not_ready({"database": "unreachable"})
     except DatabaseFailure as exc:
-        log.warning("event=readyz_database_failed error=%s", type(exc).__name__)
+        log.warning("readyz_database_failed", error=type(exc).__name__)
         return _not_ready({"database": "failed"})
     checks = {"database": "ok", **_schema(readiness, services.schema_revisions)}
     if readiness.missing:

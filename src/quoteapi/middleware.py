@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import time
 import uuid
@@ -17,6 +16,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from quoteapi.logs import EventLog, current_request_id
 from quoteapi.problems import (
     PROBLEM_MEDIA_TYPE,
     RETRY_AFTER_SECONDS,
@@ -25,7 +25,7 @@ from quoteapi.problems import (
     problem_body,
 )
 
-access_log = logging.getLogger("quoteapi.access")
+access_log = EventLog("quoteapi.access")
 
 # A client-supplied id is echoed only if it is short and plain: it ends up in logs.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -83,50 +83,40 @@ class RequestContextMiddleware:
                     message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
             await send(message)
 
+        during = current_request_id.set(request_id)  # every line logged from here on carries it
         try:
             await self.app(app_scope, receive_noting_disconnect, send_with_id)
         except ClientDisconnect:  # reading the body of a client that hung up: no server error
             abandoned = True
         except asyncio.CancelledError:
-            if scope.get(CLIENT_GONE):
-                # Its client left: no error (uvicorn would log one); the access line records it.
-                abandoned = True
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
-                return
-            # The shutdown grace period ran out: a problem, not uvicorn's text/plain 500.
-            if not started:
-                status = SHUTTING_DOWN.status
-                detail = "The server is shutting down; retry the request."
-                retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-                await _send_problem(scope, send_with_id, SHUTTING_DOWN, detail, retry)
-            raise
+            if not scope.get(CLIENT_GONE):
+                # The shutdown grace period ran out: a problem, not uvicorn's text/plain 500.
+                if not started:
+                    status = SHUTTING_DOWN.status
+                    detail = "The server is shutting down; retry the request."
+                    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+                    await _send_problem(scope, send_with_id, SHUTTING_DOWN, detail, retry)
+                raise
+            # Its client left: no error (uvicorn would log one); the access line records it.
+            abandoned = True
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         finally:
             if abandoned:  # whatever the app answered, nobody got it
                 status = CLIENT_CLOSED_REQUEST
             seconds = time.perf_counter() - began
             # The method the client sent; the route the router noted in the app's scope.
             method, route = scope["method"], getattr(app_scope.get("route"), "path", None)
-            _log_access(
-                {
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 2),
-                    "request_id": request_id,
-                }
+            duration_ms = round(seconds * 1000, 2)
+            access_log.info(
+                "request", method=method, route=route, status=status, duration_ms=duration_ms
             )
             if finished is not None:
                 finished(route, status, seconds)
-
-
-def _log_access(fields: dict[str, object]) -> None:
-    """`access_log.info`, less its walk up the stack for a file and line no access line shows."""
-    if access_log.isEnabledFor(logging.INFO):
-        record = access_log.makeRecord(access_log.name, logging.INFO, "", 0, "request", (), None)
-        record.fields = fields
-        access_log.handle(record)
+        # Left set when an error goes up: the lines logged for it (the 500 handler's, outside
+        # this middleware, and the server's) belong to this request, whose task ends with it.
+        current_request_id.reset(during)
 
 
 CORS_PREFLIGHT_REFUSED = Problem(400, "cors-preflight-refused", "CORS preflight refused")

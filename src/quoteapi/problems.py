@@ -7,7 +7,6 @@ itself."""
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-log = logging.getLogger("quoteapi.errors")
+from quoteapi.logs import EventLog
+
+log = EventLog("quoteapi.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 # How long a client should wait before retrying when a dependency (database, Clerk) is down.
@@ -210,7 +211,7 @@ def is_json_media_type(content_type: str) -> bool:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error("event=unhandled_error error=%s", type(exc).__name__, exc_info=exc)
+    log.error("unhandled_error", exc=exc, error=type(exc).__name__)
     return problem_response(
         request, INTERNAL_ERROR, "Something went wrong on our side; it has been logged."
     )

@@ -15,6 +15,7 @@ from jwt.algorithms import ECAlgorithm
 from quoteapi.settings import Settings
 from tests.support.app import running_app
 from tests.support.jwks import JwksServer
+from tests.support.logs import events
 from tests.support.problems import assert_problem
 from tests.support.tokens import SigningKey, mint
 
@@ -67,7 +68,8 @@ async def test_two_usable_keys_sharing_a_kid_refuse_only_tokens_naming_it(
                 ambiguous = await api.whoami(mint(key, "user_ambiguous"))
                 assert_problem(ambiguous, 401, "token-ambiguous-key")
             assert (await api.whoami(mint(other, "user_other_kid"))).status_code == 200
-    assert f"event=jwks_ambiguous_kid url={jwks_server.url} kids={signing_key.kid}" in caplog.text
+    (ambiguous_kid,) = events(caplog.records, "jwks_ambiguous_kid")
+    assert (ambiguous_kid["url"], ambiguous_kid["kids"]) == (jwks_server.url, signing_key.kid)
 
 
 async def test_the_same_key_listed_twice_under_its_kid_is_not_ambiguous(

@@ -211,28 +211,35 @@ async def test_the_application_role_cannot_switch_rls_off(as_app_role: asyncpg.C
         await as_app_role.execute("ALTER TABLE user_messages DISABLE ROW LEVEL SECURITY")
 
 
-async def _startup_warnings(database_url: str, caplog: pytest.LogCaptureFixture) -> list[str]:
+async def _startup_verdict(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> list[logging.LogRecord]:
+    """The start-up role check's records (`rls_bypassed` or `rls_role_ok`)."""
     caplog.set_level(logging.INFO, logger="quoteapi.db")
+
+    def verdict() -> list[logging.LogRecord]:
+        verdicts = ("rls_bypassed", "rls_role_ok")
+        return [r for r in caplog.records if getattr(r, "fields", {}).get("event") in verdicts]
+
     async with running_app(make_settings(database_url)):
         # The role check runs in the background: poll for its verdict.
-        await until(
-            lambda: any("event=rls_" in r.getMessage() for r in caplog.records),
-            within=10,
-            what="the start-up role check",
-        )
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        await until(lambda: bool(verdict()), within=10, what="the start-up role check")
+    return verdict()
 
 
 async def test_startup_warns_when_the_role_bypasses_rls(
     owner_database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    warnings = await _startup_warnings(owner_database_url, caplog)
-    assert any("event=rls_bypassed" in w and "reason=superuser" in w for w in warnings)
+    (record,) = await _startup_verdict(owner_database_url, caplog)
+    assert record.levelno == logging.WARNING
+    assert record.fields["event"] == "rls_bypassed"  # type: ignore[attr-defined]
+    assert record.fields["reason"] == "superuser"  # type: ignore[attr-defined]
+    assert "least-privilege role" in record.getMessage()  # what to do about it
 
 
 async def test_startup_is_quiet_for_the_least_privilege_role(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    warnings = await _startup_warnings(database_url, caplog)
-    assert not any("rls_bypassed" in w for w in warnings)
-    assert any("event=rls_role_ok" in r.getMessage() for r in caplog.records)
+    (record,) = await _startup_verdict(database_url, caplog)
+    assert record.levelno == logging.INFO
+    assert record.fields["event"] == "rls_role_ok"  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ import pytest
 
 from quoteapi.settings import Settings
 from tests.support.app import make_settings
+from tests.support.logs import events
 
 AuthHeaders = Callable[[str], dict[str, str]]
 
@@ -27,8 +28,7 @@ def settings(pooled_database_url: str, caplog: pytest.LogCaptureFixture) -> Sett
 
 def _detections(caplog: pytest.LogCaptureFixture) -> list[str]:
     records = caplog.get_records("setup") + caplog.get_records("call")  # start-up may log it
-    messages = [record.getMessage() for record in records]
-    return [message for message in messages if "transaction_pooler_detected" in message]
+    return [str(e["message"]) for e in events(records, "transaction_pooler_detected")]
 
 
 async def test_200_users_through_an_unnamed_pooler_see_no_error_and_one_line_says_so(

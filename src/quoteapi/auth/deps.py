@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -10,12 +9,13 @@ from fastapi import Depends, Request
 from quoteapi.auth.keys import KeysUnavailable
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, TOKEN_MALFORMED, TOKEN_MISSING, TokenRejected
 from quoteapi.auth.verify import TokenVerifier, VerifiedUser
+from quoteapi.logs import EventLog
 from quoteapi.problems import RETRY_AFTER_SECONDS, ApiError, Problem
 from quoteapi.services import services_of
 
 __all__ = ["CurrentUser", "VerifiedUser", "authenticate", "current_user", "rejection"]
 
-log = logging.getLogger("quoteapi.auth")
+log = EventLog("quoteapi.auth")
 
 SESSION_COOKIE = "__session"
 _CHALLENGE = 'Bearer realm="quoteapi"'
@@ -75,7 +75,7 @@ async def authenticate(request: Request, verifier: TokenVerifier) -> VerifiedUse
     except TokenRejected as exc:
         raise rejection(exc.problem, exc.detail) from None
     except KeysUnavailable:
-        log.warning("event=auth_unavailable code=%s", AUTH_UNAVAILABLE.code)
+        log.warning("auth_unavailable", code=AUTH_UNAVAILABLE.code)
         raise ApiError(
             AUTH_UNAVAILABLE,
             "The Clerk signing keys cannot be fetched right now; retry shortly.",
@@ -86,7 +86,7 @@ async def authenticate(request: Request, verifier: TokenVerifier) -> VerifiedUse
 def rejection(problem: Problem, detail: str) -> ApiError:
     """The 401 for a token refused for `problem`, with RFC 6750's challenge, logged by its code
     only: token contents never reach the logs."""
-    log.info("event=token_rejected code=%s", problem.code)
+    log.info("token_rejected", code=problem.code)
     # RFC 6750 limits error_description to printable ASCII without `"` and `\`.
     description = "".join(c for c in detail if " " <= c <= "~" and c not in '"\\')
     challenge = f'{_CHALLENGE}, error="invalid_token", error_description="{description}"'

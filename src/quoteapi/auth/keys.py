@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -24,8 +23,9 @@ from jwt.algorithms import RSAAlgorithm
 from jwt.exceptions import PyJWTError
 
 from quoteapi.auth.problems import TOKEN_AMBIGUOUS_KEY, TOKEN_UNKNOWN_KEY, TokenRejected
+from quoteapi.logs import EventLog
 
-log = logging.getLogger("quoteapi.auth")
+log = EventLog("quoteapi.auth")
 
 # A JWKS holds a handful of keys (a few KiB); a bigger answer is refused, not buffered.
 MAX_JWKS_BYTES = 256 * 1024
@@ -158,7 +158,7 @@ class JwksKeys:
         if self._warm_up:
             await asyncio.shield(self._refresh())
             if math.isinf(self._fetched_at):
-                log.warning("event=jwks_warm_up_failed url=%s", self.url)
+                log.warning("jwks_warm_up_failed", url=self.url)
 
     async def close(self) -> None:
         if self._inflight is not None:
@@ -231,10 +231,7 @@ class JwksKeys:
             age = self._clock() - self._fetched_at
             stale = "none" if math.isinf(age) else f"{age:.0f}s"
             log.warning(
-                "event=jwks_fetch_failed url=%s error=%s cached_keys_age=%s",
-                self.url,
-                _describe(exc),
-                stale,
+                "jwks_fetch_failed", url=self.url, error=_describe(exc), cached_keys_age=stale
             )
             return
         finally:
@@ -245,13 +242,14 @@ class JwksKeys:
         if key_set.fingerprint == self._key_set.fingerprint:
             return  # the old key objects stay, so `refreshed_key` can tell a rotation
         self._key_set = key_set
-        log.info("event=jwks_keys_loaded url=%s kids=%s", self.url, ",".join(sorted(key_set.keys)))
+        kids = ",".join(sorted(key_set.keys))
+        log.info("jwks_keys_loaded", url=self.url, kids=kids)
         if key_set.ambiguous:
             log.warning(
-                "event=jwks_ambiguous_kid url=%s kids=%s: two different RS256 keys share "
-                "each of these kids; tokens naming them are refused",
-                self.url,
-                ",".join(sorted(key_set.ambiguous)),
+                "jwks_ambiguous_kid",
+                "two different RS256 keys share each of these kids; tokens naming them are refused",
+                url=self.url,
+                kids=",".join(sorted(key_set.ambiguous)),
             )
         self._on_change()
 
@@ -272,7 +270,7 @@ class JwksKeys:
 def _log_unexpected(task: asyncio.Task[None]) -> None:
     # A background refresh nobody awaits must not fail silently.
     if not task.cancelled() and (exc := task.exception()) is not None:
-        log.error("event=jwks_refresh_crashed error=%s", type(exc).__name__, exc_info=exc)
+        log.error("jwks_refresh_crashed", exc=exc, error=type(exc).__name__)
 
 
 def _describe(exc: Exception) -> str:

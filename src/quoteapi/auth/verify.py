@@ -5,7 +5,6 @@ and a cache of verified tokens. Each extra check says on its line which threat i
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,9 +19,10 @@ from quoteapi.auth import problems, sources
 from quoteapi.auth.cache import TokenCache
 from quoteapi.auth.keys import Clock, KeyProvider
 from quoteapi.auth.problems import TokenRejected
+from quoteapi.logs import EventLog
 from quoteapi.settings import Settings
 
-log = logging.getLogger("quoteapi.auth")
+log = EventLog("quoteapi.auth")
 
 # The JOSE header `cat` of Clerk's session tokens, and the one instances with
 # `use_ignore_jwt_cat` put on every token (Clerk's SDKs read it as no `cat` at all).
@@ -78,7 +78,7 @@ class TokenVerifier:
     async def start(self, client: httpx.AsyncClient | None = None) -> None:
         """Warm the keys (fetched with `client`, else a client of the key source's own, made
         only for a JWKS URL: a PEM key needs none); a failure is logged, not raised."""
-        log.info("event=auth_configured key_source=%s issuer=%s", self.key_source, self.issuer)
+        log.info("auth_configured", key_source=self.key_source, issuer=self.issuer)
         await self.keys.start(client)
 
     async def close(self) -> None:

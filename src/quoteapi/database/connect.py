@@ -5,7 +5,6 @@ failed and the fix when it cannot be opened."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import ssl
 from typing import Any
@@ -13,8 +12,9 @@ from typing import Any
 import asyncpg
 
 from quoteapi.database.failures import DatabaseConnectTimeout, DatabaseUnreachable
+from quoteapi.logs import EventLog
 
-log = logging.getLogger("quoteapi.db")
+log = EventLog("quoteapi.db")
 
 # A Neon compute that scaled to zero takes a moment to wake; these pauses cover it, within the
 # connect timeout (DATABASE_CONNECT_TIMEOUT bounds the attempts and the pauses together).
@@ -77,7 +77,7 @@ async def connect(*, timeout: float, **kwargs: Any) -> asyncpg.Connection:  # no
                     ) from exc
                 fix = "check the host and port in DATABASE_URL, and that the server is up"
                 raise _cannot_connect(kwargs, exc, fix) from exc
-            log.warning("event=db_connect_retry error=%s pause_s=%s", type(exc).__name__, pause)
+            log.warning("db_connect_retry", error=type(exc).__name__, pause_s=pause)
             await asyncio.sleep(pause)
         else:
             _keep_alive(connection)

@@ -6,7 +6,6 @@ the pool, `database.admission`'s."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,8 +20,9 @@ from quoteapi.database.connect import connect
 from quoteapi.database.failures import failure_of
 from quoteapi.database.pooler import POOLER_SAFE_STATEMENTS, behind_a_pooler
 from quoteapi.database.url import DatabaseTarget
+from quoteapi.logs import EventLog
 
-log = logging.getLogger("quoteapi.db")
+log = EventLog("quoteapi.db")
 
 
 def create_engine(
@@ -234,14 +234,15 @@ async def open_and_check_role(database: Database) -> None:
         async with (await database.open()).connect() as connection:
             role, superuser, bypass = (await connection.execute(query)).one()
     except Exception as exc:  # the database may be down at start-up; requests will say so
-        log.info("event=rls_role_check_skipped error=%s", type(exc).__name__)
+        log.info("rls_role_check_skipped", error=type(exc).__name__)
         return
     if superuser or bypass:
         log.warning(
-            "event=rls_bypassed role=%s reason=%s: row-level security does not apply to this "
-            "role; connect as a least-privilege role (docs/security.md: Row-level security)",
-            role,
-            "superuser" if superuser else "bypassrls",
+            "rls_bypassed",
+            "row-level security does not apply to this role; connect as a least-privilege role "
+            "(docs/security.md: Row-level security)",
+            role=role,
+            reason="superuser" if superuser else "bypassrls",
         )
     else:
-        log.info("event=rls_role_ok role=%s", role)
+        log.info("rls_role_ok", role=role)

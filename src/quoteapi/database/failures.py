@@ -4,14 +4,14 @@ driver raised into one of them."""
 
 from __future__ import annotations
 
-import logging
 import re
 
 from sqlalchemy import exc as sa_exc
 
 from quoteapi.database.privileges import grant_needed_on
+from quoteapi.logs import EventLog
 
-log = logging.getLogger("quoteapi.db")
+log = EventLog("quoteapi.db")
 
 
 class DatabaseFailure(Exception):
@@ -80,12 +80,11 @@ def failure_of(exc: BaseException, role: str, noted: set[str]) -> DatabaseFailur
         if grant not in noted:
             noted.add(grant)
             log.error(
-                "event=database_privilege_missing: the role %s lacks a privilege on %s %s; "
-                "as the database owner, run: %s",
-                role,
-                kind,
-                name,
-                grant,
+                "database_privilege_missing",
+                f"the role lacks a privilege; as the database owner, run: {grant}",
+                role=role,
+                object=f"{kind} {name}",
+                grant=grant,
             )
         return PrivilegeMissing(grant)
     if sqlstate in _UNDEFINED_OBJECTS:
@@ -93,9 +92,9 @@ def failure_of(exc: BaseException, role: str, noted: set[str]) -> DatabaseFailur
         if key not in noted:
             noted.add(key)
             log.error(
-                "event=database_schema_behind sqlstate=%s: the code needs a newer schema "
-                "than the database has; run `quoteapi migrate`",
-                sqlstate,
+                "database_schema_behind",
+                "the code needs a newer schema than the database has; run `quoteapi migrate`",
+                sqlstate=sqlstate,
             )
         return SchemaBehind("the schema lacks an object the code uses")
     if exc.connection_invalidated or isinstance(

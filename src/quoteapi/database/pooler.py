@@ -3,14 +3,14 @@ work behind one, and how the service knows one is there when nobody said."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Any
 
 from quoteapi.database.connect import connect
 from quoteapi.database.url import DatabaseTarget
+from quoteapi.logs import EventLog
 
-log = logging.getLogger("quoteapi.db")
+log = EventLog("quoteapi.db")
 
 
 def _unique_statement_name() -> str:
@@ -54,7 +54,8 @@ async def behind_a_pooler(
         connection.terminate()
     if pooler:
         log.info(
-            "event=transaction_pooler_detected: statements are pooler-safe; set "
-            "DATABASE_TRANSACTION_POOLER=true to skip this check at start-up"
+            "transaction_pooler_detected",
+            "statements are pooler-safe; set DATABASE_TRANSACTION_POOLER=true to skip this check "
+            "at start-up",
         )
     return pooler

@@ -4,7 +4,6 @@ Each is a 503 with Retry-After: the request may succeed later, unchanged."""
 
 from __future__ import annotations
 
-import logging
 import traceback
 
 from fastapi import Request
@@ -21,6 +20,7 @@ from quoteapi.database.failures import (
     SchemaBehind,
     StatementTimeout,
 )
+from quoteapi.logs import EventLog
 from quoteapi.problems import (
     INTERNAL_ERROR,
     RETRY_AFTER_SECONDS,
@@ -29,7 +29,7 @@ from quoteapi.problems import (
     unexpected_error,
 )
 
-log = logging.getLogger("quoteapi.db")
+log = EventLog("quoteapi.db")
 
 # Every pool slot stayed busy past DATABASE_POOL_TIMEOUT: overload, not an outage.
 SERVER_BUSY = Problem(503, "server-busy", "Server busy")
@@ -82,7 +82,7 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
     """A 503 naming the wait that ran out or the failure; anything else is a bug (500)."""
     for failure, problem, why in _ANSWERS:
         if isinstance(exc, failure):
-            log.warning("event=%s error=%s", problem.code.replace("-", "_"), type(exc).__name__)
+            log.warning("database_request_failed", code=problem.code, error=type(exc).__name__)
             return problem_response(
                 request,
                 problem,
@@ -94,10 +94,10 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
         # for query argument $1: '...'"), whatever hide_parameters says: log the error class,
         # the SQLSTATE and where it happened, never the message.
         log.error(
-            "event=database_error error=%s sqlstate=%s\n%s",
-            type(exc.orig).__name__,
-            getattr(exc.orig, "sqlstate", None) or "-",
-            "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+            "database_error",
+            error=type(exc.orig).__name__,
+            sqlstate=getattr(exc.orig, "sqlstate", None),
+            stack="".join(traceback.format_tb(exc.__traceback__)).rstrip(),
         )
         return problem_response(
             request, INTERNAL_ERROR, "Something went wrong on our side; it has been logged."

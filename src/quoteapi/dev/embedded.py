@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import platform
 import socket
@@ -12,9 +11,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from quoteapi.dev.databases import kept_password
+from quoteapi.logs import EventLog
 from quoteapi.settings import ConfigError
 
-log = logging.getLogger("quoteapi.embedded")
+log = EventLog("quoteapi.embedded")
 
 # PostgreSQL refuses to run as root; when we are root, its processes run as this system user.
 _SYSTEM_USER = "quoteapi-postgres"
@@ -93,14 +93,14 @@ class EmbeddedPostgres:
         self._pg_ctl(
             "start", "-w", "-t", "60", "-l", str(self.pgdata / "server.log"), "-o", options
         )
-        log.info("event=embedded_postgres_started port=%s data_dir=%s", self.port, self.data_dir)
+        log.info("embedded_postgres_started", port=self.port, data_dir=self.data_dir)
         return self.url()
 
     def stop(self, *, mode: str = "fast") -> None:
         """Stop the server if it runs; `mode` is pg_ctl's: fast, or immediate for a crash."""
         if self._running_port() is not None:
             self._pg_ctl("stop", "-w", "-t", "60", "-m", mode)
-            log.info("event=embedded_postgres_stopped data_dir=%s", self.data_dir)
+            log.info("embedded_postgres_stopped", data_dir=self.data_dir)
         self.port = None
 
     def _running_port(self) -> int | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import socket
 from collections.abc import Iterator
@@ -21,14 +20,14 @@ from quoteapi.dev import issuer
 from quoteapi.dev.databases import create_database, ensure_app_role, kept_password
 from quoteapi.dev.embedded import EmbeddedPostgres
 from quoteapi.edge import EdgeLimits, protocol_for
-from quoteapi.logs import configure_logging
+from quoteapi.logs import EventLog, configure_logging
 from quoteapi.settings import ConfigError, Settings, load_settings, require_database
 
 DEV_DATABASE = "quoteapi"
 # The role `quoteapi dev` runs the API as on the embedded server: row-level security applies.
 DEV_APP_ROLE = "quoteapi_app"
 
-log = logging.getLogger("quoteapi")
+log = EventLog("quoteapi")
 
 # What stops `quoteapi dev` as Ctrl-C does: a process manager's SIGTERM, and the SIGHUP of the
 # terminal it runs in closing (by default SIGHUP kills it, leaving its embedded server running).
@@ -126,7 +125,8 @@ def _page_server(settings: Settings, host: str, api_port: int, web_port: int) ->
 
     directory = web_dir()
     if directory is None:
-        log.warning("event=web_page_not_served reason=%s", "web/ is only in a clone of the repo")
+        reason = "web/ is only in a clone of the repo"
+        log.warning("web_page_not_served", reason=reason)
         return None
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -136,10 +136,10 @@ def _page_server(settings: Settings, host: str, api_port: int, web_port: int) ->
     except OSError as exc:
         sock.close()
         log.warning(
-            "event=web_page_not_served port=%s error=%s fix=%s",
-            web_port,
-            type(exc).__name__,
-            "free the port or pass --web-port (0: no page)",
+            "web_page_not_served",
+            port=web_port,
+            error=type(exc).__name__,
+            fix="free the port or pass --web-port (0: no page)",
         )
         return None
     config = PageConfig(

@@ -6,7 +6,6 @@ tests/platform/test_edge_internals.py."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from http import HTTPStatus
 from typing import Any
@@ -19,10 +18,11 @@ from quoteapi.edge.lingering import LINGER_SECONDS, LingeringClose
 from quoteapi.edge.reading import Reading, RequestReading
 from quoteapi.edge.worker import Worker
 from quoteapi.edge.write_deadline import WriteDeadline
+from quoteapi.logs import EventLog
 from quoteapi.middleware import CLIENT_GONE, problem_answer
 from quoteapi.problems import RETRY_AFTER_SECONDS, TOO_MANY_CONNECTIONS, Problem
 
-log = logging.getLogger("quoteapi.http")
+log = EventLog("quoteapi.http")
 
 
 class EdgeProtocol(RequestReading):
@@ -199,10 +199,10 @@ class EdgeProtocol(RequestReading):
         request_id = uuid.uuid4().hex
         if logged:
             log.warning(
-                "event=http_request_refused status=%s code=%s request_id=%s",
-                problem.status,
-                problem.code,
-                request_id,
+                "http_request_refused",
+                status=problem.status,
+                code=problem.code,
+                request_id=request_id,
             )
         answer = refusal(problem, detail, request_id, headers or {})
         cycle = self.cycle

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import collections
-import logging
 from typing import TYPE_CHECKING
 
 from quoteapi.edge.limits import (
@@ -13,11 +12,12 @@ from quoteapi.edge.limits import (
     EdgeLimits,
 )
 from quoteapi.edge.lingering import MAX_LINGERING
+from quoteapi.logs import EventLog
 
 if TYPE_CHECKING:
     from quoteapi.edge.protocol import EdgeProtocol
 
-log = logging.getLogger("quoteapi.http")
+log = EventLog("quoteapi.http")
 
 
 class Worker:
@@ -43,11 +43,11 @@ class Worker:
         self._reached += 1
         if now >= self._warned_at + CAP_WARNING_INTERVAL_SECONDS:
             log.warning(
-                "event=connection_cap_reached cap=%s connections=%s idle=%s times=%s",
-                self.limits.max_connections,
-                len(others) + 1,
-                len(candidates),
-                self._reached,
+                "connection_cap_reached",
+                cap=self.limits.max_connections,
+                connections=len(others) + 1,
+                idle=len(candidates),
+                times=self._reached,
             )
             self._warned_at, self._reached = now, 0
         return min(candidates, key=lambda other: other.waiting_since or now, default=None)

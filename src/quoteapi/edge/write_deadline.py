@@ -5,13 +5,14 @@ so that a client that stops reading cannot hold the connection and its buffers f
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING
+
+from quoteapi.logs import EventLog
 
 if TYPE_CHECKING:
     from quoteapi.edge.protocol import EdgeProtocol
 
-log = logging.getLogger("quoteapi.http")
+log = EventLog("quoteapi.http")
 
 
 class WriteDeadline:
@@ -54,5 +55,5 @@ class WriteDeadline:
         if not stalled:
             self.watch()
             return
-        log.warning("event=write_timeout pending_bytes=%s", pending)
+        log.warning("write_timeout", pending_bytes=pending)
         connection.abort()

@@ -3,7 +3,6 @@ that ended, prune what no longer matters."""
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 from typing import Final
 
@@ -12,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from quoteapi.database.engine import SERVER_WAITS, server_waits, transaction
+from quoteapi.logs import EventLog
 
-log = logging.getLogger("quoteapi.webhooks")
+log = EventLog("quoteapi.webhooks")
 
 # Svix retries a failed delivery for about a day and a half; a week covers that and a manual
 # resend from the dashboard. Older ids are pruned a batch at a time as new deliveries arrive.
@@ -78,7 +78,7 @@ async def erase_user(session: AsyncSession, svix_id: str, event_type: str, user_
         return False
     rows = (await connection.execute(_ERASE, {"user_id": user_id})).rowcount
     await _prune(connection)
-    log.info("event=webhook_user_deleted svix_id=%s user_id=%s rows=%d", svix_id, user_id, rows)
+    log.info("webhook_user_deleted", svix_id=svix_id, user_id=user_id, rows=rows)
     return True
 
 
@@ -94,11 +94,11 @@ async def revoke_session(
     await connection.execute(_REVOKE, params)
     await _prune(connection)
     log.info(
-        "event=webhook_session_ended svix_id=%s type=%s user_id=%s session_id=%s",
-        svix_id,
-        event_type,
-        user_id,
-        session_id,
+        "webhook_session_ended",
+        svix_id=svix_id,
+        type=event_type,
+        user_id=user_id,
+        session_id=session_id,
     )
     return True
 

@@ -6,7 +6,6 @@ before it takes a database session: an unsigned or dribbling client holds no sha
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, NamedTuple
@@ -18,12 +17,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from quoteapi.auth.verify import storable_text
 from quoteapi.bodies import read_body
 from quoteapi.database.problems import DATABASE_PROBLEMS
+from quoteapi.logs import EventLog
 from quoteapi.problems import PAYLOAD_TOO_LARGE, ApiError, problem_doc
 from quoteapi.services import services_of
 from quoteapi.webhooks import SESSION_ENDED_EVENTS, USER_DELETED_EVENT, repository
 from quoteapi.webhooks.signatures import MAX_BODY_BYTES, parse_headers
 
-log = logging.getLogger("quoteapi.webhooks")
+log = EventLog("quoteapi.webhooks")
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -56,7 +56,7 @@ async def signed_event(request: Request) -> SignedEvent:
         body = await read_body(request, MAX_BODY_BYTES)
         event = verifier.verify(body, signed)
     except ApiError as exc:
-        log.warning("event=webhook_refused code=%s", exc.problem.code)
+        log.warning("webhook_refused", code=exc.problem.code)
         request.state.webhook_outcome = "refused"
         raise
     return SignedEvent(signed.msg_id, event)
@@ -122,7 +122,8 @@ async def _act(delivery: SignedEvent, session: AsyncSession) -> str:
     event_type: str = delivery.event["type"]
     action = _ACTIONS.get(event_type)
     if action is None:
-        log.debug("event=webhook_ignored svix_id=%s type=%r", delivery.msg_id, event_type[:64])
+        ignored = event_type[:64]
+        log.debug("webhook_ignored", svix_id=delivery.msg_id, type=ignored)
         return "ignored"
     ids = _ids(delivery, action.ids)
     if ids is None:
@@ -132,11 +133,11 @@ async def _act(delivery: SignedEvent, session: AsyncSession) -> str:
         # No such user or session can be in an accepted token (PostgreSQL stores no NUL or lone
         # surrogate, and the verifier refuses them): act on nothing, but record the delivery and
         # answer 2xx, so Svix stops retrying it.
-        log.info("event=webhook_id_unstorable svix_id=%s", delivery.msg_id)
+        log.info("webhook_id_unstorable", svix_id=delivery.msg_id)
         recorded = await repository.record_delivery(session, delivery.msg_id, event_type)
         return "ignored" if recorded else "duplicate"
     if not await action.work(session, delivery.msg_id, event_type, *ids):
-        log.info("event=webhook_duplicate svix_id=%s", delivery.msg_id)
+        log.info("webhook_duplicate", svix_id=delivery.msg_id)
         return "duplicate"
     return action.outcome
 
@@ -148,7 +149,6 @@ def _ids(delivery: SignedEvent, keys: tuple[str, ...]) -> list[str] | None:
     ids = [value for key in keys if isinstance(value := data.get(key), str) and value]
     if len(ids) == len(keys):
         return ids
-    log.warning(
-        "event=webhook_without_id svix_id=%s type=%s", delivery.msg_id, delivery.event["type"]
-    )
+    without = {"svix_id": delivery.msg_id, "type": delivery.event["type"]}
+    log.warning("webhook_without_id", **without)
     return None
