@@ -68,9 +68,10 @@ def _add_context(fields: dict[str, object]) -> dict[str, object]:
     during = current_request_id.get()
     if during is not None:
         fields["request_id"] = during
-    # Only if something imported it: with tracing off, logging imports nothing for it.
-    trace = sys.modules.get("opentelemetry.trace")
-    if trace is not None:
+    # Only with tracing on (FastAPI imports OpenTelemetry's API anyway; the SDK only tracing).
+    if "opentelemetry.sdk.trace" in sys.modules:
+        from opentelemetry import trace
+
         span = trace.get_current_span().get_span_context()
         if span.is_valid:
             fields["trace_id"], fields["span_id"] = f"{span.trace_id:032x}", f"{span.span_id:016x}"

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import opentelemetry.sdk.trace  # noqa: F401 - loaded as with tracing on: logs.py then reads spans
 import pytest
 from opentelemetry import trace
 
 from quoteapi.logs import EventLog, JsonFormatter, ReadableFormatter, current_request_id
 from tests.support.app import make_settings, running_app
+from tests.support.otlp import OtlpReceiver
 from tests.support.polling import wait_until
 from tests.support.processes import ServerProcess, free_port, running_server, serve_env
 from tests.support.tokens import TEST_KEY, MintToken, mint
@@ -140,6 +142,16 @@ async def test_the_line_of_an_unhandled_error_carries_its_request_id(
     assert entry["request_id"] == "bug-1"
 
 
+@pytest.fixture
+def server_with_tracing(
+    database_url: str, tmp_path: Path
+) -> Iterator[tuple[ServerProcess, OtlpReceiver]]:
+    with OtlpReceiver().running() as receiver:
+        env = serve_env(database_url, otel_exporter_otlp_endpoint=receiver.url)
+        with running_server(tmp_path, env) as server:
+            yield server, receiver
+
+
 def _lines_of_one_request(
     server: ServerProcess, **request: Any
 ) -> tuple[str, list[dict[str, Any]]]:
@@ -224,3 +236,18 @@ def test_serve_with_two_workers_logs_json_access_lines_without_the_token(
         assert access[request_id]["status"] == 404
     assert token not in text
     assert all("event=" not in entry["message"] for entry in entries)
+
+
+def test_with_tracing_on_every_line_of_a_request_carries_its_trace_and_span_ids(
+    server_with_tracing: tuple[ServerProcess, OtlpReceiver],
+) -> None:
+    server, receiver = server_with_tracing
+    caller_trace_id = uuid.uuid4().hex
+    traceparent = f"00-{caller_trace_id}-00f067aa0ba902b7-01"
+    headers = {"Authorization": "Bearer not.a.jwt", "traceparent": traceparent}
+    _, written = _lines_of_one_request(server, headers=headers)
+    assert [r["event"] for r in written] == ["token_rejected", "request"]
+    assert {r["trace_id"] for r in written} == {caller_trace_id}
+    server.stop()  # sends the spans still buffered
+    exported = {s.span_id for s in receiver.spans if s.trace_id == caller_trace_id}
+    assert {r["span_id"] for r in written} <= exported

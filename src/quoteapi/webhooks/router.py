@@ -149,6 +149,5 @@ def _ids(delivery: SignedEvent, keys: tuple[str, ...]) -> list[str] | None:
     ids = [value for key in keys if isinstance(value := data.get(key), str) and value]
     if len(ids) == len(keys):
         return ids
-    without = {"svix_id": delivery.msg_id, "type": delivery.event["type"]}
-    log.warning("webhook_without_id", **without)
+    log.warning("webhook_without_id", svix_id=delivery.msg_id, type=delivery.event["type"])
     return None
