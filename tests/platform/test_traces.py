@@ -23,6 +23,7 @@ from tests.support.webhooks import TEST_SECRET, URL, signed, user_deleted
 CALLER_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01"
+TRACESTATE = "spa=page-42,vendor=abc"
 _TRACING_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter", "opentelemetry.instrumentation")
 
 
@@ -86,13 +87,18 @@ async def test_a_request_continues_the_callers_trace_with_its_statement_and_jwks
     quote = f"A quote no span may carry {uuid.uuid4().hex}"
     async with running_app(settings) as api:
         jwks_server.publish(TEST_KEY, rotated)
-        headers = {"Authorization": f"Bearer {token}", "traceparent": TRACEPARENT}
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "traceparent": TRACEPARENT,
+            "tracestate": TRACESTATE,
+        }
         response = await api.http.put("/me/message", json={"message": quote}, headers=headers)
         assert response.status_code == 201
     # The lifespan's end has sent every span still buffered.
 
     request = _server_span(receiver, "PUT /me/message")
     assert (request.trace_id, request.parent_span_id) == (CALLER_TRACE_ID, CALLER_SPAN_ID)
+    assert request.trace_state == TRACESTATE
     assert request.attributes["http.route"] == "/me/message"
     assert request.resource["service.name"] == "quoteapi-under-test"
     statements = _under(receiver, request, "sqlalchemy")

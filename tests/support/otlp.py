@@ -28,6 +28,7 @@ class ReceivedSpan:
     trace_id: str
     span_id: str
     parent_span_id: str  # "" for a root span
+    trace_state: str  # the W3C `tracestate` the span carries on
     attributes: dict[str, Any]
     events: tuple[dict[str, Any], ...]  # each event's attributes (a recorded exception)
     resource: dict[str, Any]
@@ -107,6 +108,7 @@ def _flatten(export: ExportTraceServiceRequest) -> Iterator[ReceivedSpan]:
                     trace_id=span.trace_id.hex(),
                     span_id=span.span_id.hex(),
                     parent_span_id=span.parent_span_id.hex(),
+                    trace_state=span.trace_state,
                     attributes=_attributes(span.attributes),
                     events=tuple(_attributes(event.attributes) for event in span.events),
                     resource=resource,
