@@ -5,6 +5,7 @@ that need a real server and a real database process are in test_database_waits.p
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -118,3 +119,21 @@ async def test_a_silent_database_host_is_503_connect_timeout_within_the_bound(
     assert_retry_later(response, "database-connect-timeout")
     assert CONNECT_TIMEOUT_S <= waited < CONNECT_TIMEOUT_S + 1, waited
     assert (ready.status_code, ready.json()["database"]) == (503, "timeout")
+
+
+async def test_requests_waiting_together_on_a_silent_host_each_get_503_within_the_bound(
+    auth_headers: AuthHeaders,
+) -> None:
+    with silent_host() as port:
+        url = f"postgresql://app:secret@127.0.0.1:{port}/quoteapi"
+        settings = make_settings(url, database_connect_timeout=CONNECT_TIMEOUT_S)
+        async with running_app(settings) as api:
+
+            async def timed_get(n: int) -> tuple[int, float]:
+                started = time.monotonic()
+                response = await api.http.get("/me/message", headers=auth_headers(f"user_{n}"))
+                return response.status_code, time.monotonic() - started
+
+            results = await asyncio.gather(*(timed_get(n) for n in range(5)))
+    assert [status for status, _ in results] == [503] * 5
+    assert max(waited for _, waited in results) < CONNECT_TIMEOUT_S + 1, results

@@ -122,7 +122,7 @@ class Database:
         }
         self._slots = FifoSlots(pool_size, pool_timeout, observe_wait)
         self._instrument = instrument
-        self._opening = asyncio.Lock()
+        self._opening: asyncio.Future[AsyncEngine] | None = None
         self.engine: AsyncEngine | None = None  # built by `open`
         self._factory: async_sessionmaker[AsyncSession] | None = None
         self._transactional = False
@@ -130,33 +130,41 @@ class Database:
 
     async def open(self) -> AsyncEngine:
         """The engine, built once the pooler is known (asking the server when neither
-        DATABASE_TRANSACTION_POOLER nor the host name said)."""
-        async with self._opening:
-            if self.engine is None:
-                pooler = self._pooler
-                if pooler is None:
-                    pooler = await behind_a_pooler(
-                        self.target, self._connect_timeout, self._statement_timeout
-                    )
-                self.engine = create_engine(
-                    self.target,
-                    pooler=pooler,
-                    pool_size=self._pool_size,
-                    pool_timeout=self._pool_timeout,
-                    connect_timeout=self._connect_timeout,
-                    statement_timeout=self._statement_timeout,
-                )
-                if self._instrument is not None:
-                    self._instrument(self.engine)
-                self._transactional = pooler
-                # Loaded values stay usable after commit: responses are built after it.
-                self._factory = async_sessionmaker(
-                    self.engine,
-                    class_=AsyncSession,
-                    expire_on_commit=False,
-                    info={_WAITS: self._waits},
-                )
+        DATABASE_TRANSACTION_POOLER nor the host name said). Callers arriving while it opens
+        share that one attempt and its outcome (single flight): each waits at most one
+        DATABASE_CONNECT_TIMEOUT, however many queue; a failed attempt is retried by the next."""
+        if self.engine is not None:
             return self.engine
+        if self._opening is None or self._opening.done():
+            self._opening = asyncio.ensure_future(self._build())
+            # Its failure is each waiter's to raise; this only marks it seen if none remained.
+            self._opening.add_done_callback(lambda f: f.cancelled() or f.exception())
+        # Shielded: a caller that leaves does not cancel the attempt the others wait on.
+        return await asyncio.shield(self._opening)
+
+    async def _build(self) -> AsyncEngine:
+        pooler = self._pooler
+        if pooler is None:
+            pooler = await behind_a_pooler(
+                self.target, self._connect_timeout, self._statement_timeout
+            )
+        engine = create_engine(
+            self.target,
+            pooler=pooler,
+            pool_size=self._pool_size,
+            pool_timeout=self._pool_timeout,
+            connect_timeout=self._connect_timeout,
+            statement_timeout=self._statement_timeout,
+        )
+        if self._instrument is not None:
+            self._instrument(engine)
+        self._transactional = pooler
+        # Loaded values stay usable after commit: responses are built after it.
+        self._factory = async_sessionmaker(
+            engine, class_=AsyncSession, expire_on_commit=False, info={_WAITS: self._waits}
+        )
+        self.engine = engine
+        return engine
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[AsyncSession]:
@@ -188,6 +196,8 @@ class Database:
             self._slots.release()
 
     async def dispose(self) -> None:
+        if self._opening is not None:
+            self._opening.cancel()
         if self.engine is not None:
             await self.engine.dispose()
 
