@@ -23,6 +23,10 @@ import httpx
 import hypothesis
 import pytest
 import schemathesis
+
+# Imported here, not lazily by `from_url` mid-test: CPython 3.11's AST constructor can fail
+# ("recursion depth mismatch") when pytest rewrites a module imported after a test ran deep.
+import schemathesis.specs.openapi.schemas
 from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
