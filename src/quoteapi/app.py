@@ -1,7 +1,7 @@
 """The application factory: wiring only (routers, middleware, problem handlers, lifespan).
 
-The lifespan builds the app's one `Services` object; routes reach it through the dependencies
-of `quoteapi.services`."""
+The lifespan builds the app's one `Services` object; routes reach it through
+`quoteapi.services.services_of`."""
 
 from __future__ import annotations
 

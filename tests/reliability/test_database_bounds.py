@@ -104,17 +104,25 @@ async def test_an_erasure_waiting_on_the_users_lock_gets_503_lock_timeout_and_is
     assert (redelivered.status_code, redelivered.json()) == (200, {"outcome": "deleted"})
 
 
-async def test_a_silent_database_host_is_503_connect_timeout_within_the_bound(
-    auth_headers: AuthHeaders,
-) -> None:
+@pytest.fixture
+async def silent_database_app() -> AsyncIterator[RunningApp]:
+    """The app with DATABASE_URL at a host that accepts connections and never answers."""
     with silent_host() as port:
         url = f"postgresql://app:secret@127.0.0.1:{port}/quoteapi"
-        settings = make_settings(url, database_connect_timeout=CONNECT_TIMEOUT_S)
-        async with running_app(settings) as api:
-            started = time.monotonic()
-            response = await api.http.get("/me/message", headers=auth_headers("user_silent"))
-            waited = time.monotonic() - started
-            ready = await api.http.get("/readyz")
+        async with running_app(
+            make_settings(url, database_connect_timeout=CONNECT_TIMEOUT_S)
+        ) as api:
+            yield api
+
+
+async def test_a_silent_database_host_is_503_connect_timeout_within_the_bound(
+    silent_database_app: RunningApp, auth_headers: AuthHeaders
+) -> None:
+    api = silent_database_app
+    started = time.monotonic()
+    response = await api.http.get("/me/message", headers=auth_headers("user_silent"))
+    waited = time.monotonic() - started
+    ready = await api.http.get("/readyz")
     print(f"\nsilent host: 503 after {waited:.2f} s")
     assert_retry_later(response, "database-connect-timeout")
     assert CONNECT_TIMEOUT_S <= waited < CONNECT_TIMEOUT_S + 1, waited
@@ -122,18 +130,14 @@ async def test_a_silent_database_host_is_503_connect_timeout_within_the_bound(
 
 
 async def test_requests_waiting_together_on_a_silent_host_each_get_503_within_the_bound(
-    auth_headers: AuthHeaders,
+    silent_database_app: RunningApp, auth_headers: AuthHeaders
 ) -> None:
-    with silent_host() as port:
-        url = f"postgresql://app:secret@127.0.0.1:{port}/quoteapi"
-        settings = make_settings(url, database_connect_timeout=CONNECT_TIMEOUT_S)
-        async with running_app(settings) as api:
+    async def timed_get(n: int) -> tuple[int, float]:
+        started = time.monotonic()
+        headers = auth_headers(f"user_{n}")
+        response = await silent_database_app.http.get("/me/message", headers=headers)
+        return response.status_code, time.monotonic() - started
 
-            async def timed_get(n: int) -> tuple[int, float]:
-                started = time.monotonic()
-                response = await api.http.get("/me/message", headers=auth_headers(f"user_{n}"))
-                return response.status_code, time.monotonic() - started
-
-            results = await asyncio.gather(*(timed_get(n) for n in range(5)))
+    results = await asyncio.gather(*(timed_get(n) for n in range(5)))
     assert [status for status, _ in results] == [503] * 5
     assert max(waited for _, waited in results) < CONNECT_TIMEOUT_S + 1, results
