@@ -42,7 +42,7 @@ from quoteapi.app import tune_garbage_collector
 from quoteapi.database.url import parse_database_url
 from quoteapi.messages.models import UserMessage
 
-_SELECT = "SELECT message, create_ts, update_ts, version FROM user_messages WHERE user_id = $1"
+SELECT = "SELECT message, create_ts, update_ts, version FROM user_messages WHERE user_id = $1"
 # The service's PUT without preconditions: insert, or replace with a new version; xmax = 0 on a
 # row version this statement inserted.
 _UPSERT = """\
@@ -80,7 +80,7 @@ def create_bare_app() -> FastAPI:
     return app
 
 
-def _token_checker() -> Any:
+def token_checker() -> Any:
     """PyJWT on every request, no cache: the user id of a valid token, else None."""
     key = load_pem_public_key(os.environ["BENCH_JWT_KEY"].encode())
     assert isinstance(key, RSAPublicKey)
@@ -112,7 +112,7 @@ def _token_checker() -> Any:
 
 def create_raw_app() -> FastAPI:
     """/me/message by hand: PyJWT on every request, raw asyncpg."""
-    user_of = _token_checker()
+    user_of = token_checker()
     database = parse_database_url(os.environ["BENCH_DATABASE_URL"])
     pool_size = int(os.environ.get("BENCH_POOL_SIZE", "10"))
     gc_threshold = int(os.environ.get("BENCH_GC_GEN0_THRESHOLD", "0"))
@@ -155,7 +155,7 @@ def create_raw_app() -> FastAPI:
         user = user_of(request)
         if user is None:
             return problem(401, "token-invalid")
-        row = await pools[0].fetchrow(_SELECT, user)
+        row = await pools[0].fetchrow(SELECT, user)
         return problem(404, "message-not-found") if row is None else message(row)
 
     @app.put("/me/message")
@@ -176,7 +176,7 @@ def create_raw_app() -> FastAPI:
 
 def create_tutorial_app() -> FastAPI:
     """/me/message as a tutorial writes it: one dependency (PyJWT + a SQLModel session)."""
-    user_of = _token_checker()
+    user_of = token_checker()
     database = parse_database_url(os.environ["BENCH_DATABASE_URL"])
     pool_size = int(os.environ.get("BENCH_POOL_SIZE", "10"))
     engine = create_async_engine(
