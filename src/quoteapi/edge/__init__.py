@@ -5,15 +5,14 @@ the protocol, per connection: ASGI middleware sees a request only once its head 
 never sees the connection.
 
 - reading.py: a request arrives within its read deadline (408); a head or trailer section, its
-  fields and target are capped (431, 414); Host is one host and port (400); `chunked` is the only
-  transfer coding (501); pipelined requests queue up to a bound, then reading stops.
-- upgrade.py: an Upgrade is ignored, its request served with its body, then the connection closes.
-- write_deadline.py: output the client leaves untaken for the write deadline aborts.
-- worker.py: at the worker's connection cap, a newcomer closes the connection idle (or dribbling
-  a head) for longest; with none, it is 503.
-- half_close.py: a client that half-closes gets its answers; one that left has its request
-  cancelled. protocol.py: an answer that begins before the body arrived whole closes.
-- protocol.py, lingering.py: a refused request is answered in problem+json after the
+  fields and target are capped (431, 414); pipelined requests queue up to a bound, then reading
+  stops. heads.py: Host is one host and port (400); `chunked` is the only transfer coding (501);
+  an Upgrade is ignored, its request served with its body, then the connection closes.
+- limits.py: at the worker's connection cap, a newcomer closes the connection idle (or
+  dribbling a head) for longest; with none, it is 503.
+- protocol.py: output the client leaves untaken for the write deadline aborts; a client that
+  half-closes gets its answers, one that left has its request cancelled; an answer that begins
+  before the body arrived whole closes; a refused request is answered in problem+json after the
   answers pipelined before it, and the connection closes without destroying that answer.
 """
 
@@ -22,9 +21,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from quoteapi.edge.limits import LISTEN_BACKLOG, EdgeLimits
+from quoteapi.edge.limits import LISTEN_BACKLOG, EdgeLimits, Worker
 from quoteapi.edge.protocol import EdgeProtocol
-from quoteapi.edge.worker import Worker
 
 __all__ = ["LISTEN_BACKLOG", "EdgeLimits", "EdgeProtocol", "protocol_for"]
 

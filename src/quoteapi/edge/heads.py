@@ -1,9 +1,15 @@
-"""What a request head must be before any app sees it, and what it says of its body (pure: the
-protocol calls these with the header fields uvicorn collected, names lower-cased)."""
+"""What a request head must be before any app sees it, what it says of its body, and the parser
+of the body past an Upgrade (header fields as uvicorn collects them, names lower-cased)."""
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+import httptools
+
+if TYPE_CHECKING:
+    from quoteapi.edge.reading import RequestReading
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -12,6 +18,7 @@ Headers = list[tuple[bytes, bytes]]
 _HOST = re.compile(
     rb"(\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(:[0-9]*)?"
 )
+_FRAMING = (b"transfer-encoding", b"content-length")
 
 
 def host_problem(http_version: str, headers: Headers) -> str | None:
@@ -29,8 +36,8 @@ def host_problem(http_version: str, headers: Headers) -> str | None:
 
 
 def coding_problem(headers: Headers) -> str | None:
-    """Why the request's Transfer-Encoding asks for what this server does not do, or None: it
-    decodes `chunked` only (RFC 9112, section 6.1: any other coding is 501)."""
+    """Why the request's Transfer-Encoding is refused (RFC 9112, section 6.1: any coding but
+    `chunked` is 501), or None."""
     codings = [
         coding.strip().lower()
         for name, value in headers
@@ -43,9 +50,49 @@ def coding_problem(headers: Headers) -> str | None:
 
 
 def has_body(headers: Headers) -> bool:
-    """The head announces a body (a Content-Length above 0, or a transfer coding)."""
     return any(
         (name == b"content-length" and value.strip() not in (b"0", b""))
         or name == b"transfer-encoding"
         for name, value in headers
     )
+
+
+def parser_past_upgrade(
+    connection: RequestReading, headers: Headers
+) -> httptools.HttpRequestParser:
+    """httptools stops at the head of a request that asks to upgrade. The Upgrade is ignored (RFC
+    9110, section 7.8: there is no other protocol here): this parser hands `connection` the
+    request's body and trailers, framed as its head said, and reads nothing after them."""
+    framing = next(
+        (name + b": " + value for name, value in headers if name in _FRAMING),
+        b"content-length: 0",
+    )
+    parser = httptools.HttpRequestParser(_BodyPastUpgrade(connection))
+    parser.feed_data(b"POST / HTTP/1.1\r\n%s\r\n\r\n" % framing)
+    return parser
+
+
+class _BodyPastUpgrade:
+    def __init__(self, connection: RequestReading) -> None:
+        self.connection = connection
+        self.head_done = False  # the head that frames the body is dropped
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:  # a trailer field
+            self.connection.on_header(name, value)
+
+    def on_body(self, body: bytes) -> None:
+        self.connection.on_body(body)
+
+    def on_chunk_header(self) -> None:
+        self.connection.on_chunk_header()
+
+    def on_chunk_complete(self) -> None:
+        self.connection.on_chunk_complete()
+
+    def on_message_complete(self) -> None:
+        self.connection.on_message_complete()
+        self.connection.drop()

@@ -1,20 +1,20 @@
-"""Reading requests, held to the edge's limits: bytes are parsed in slices while few pipelined
-requests wait, each field section and target is capped, each request has its read deadline, and
-framing is checked before any app sees a head. `quoteapi.edge.protocol` answers and closes."""
+"""Reading requests, held to the edge's limits (the package's docstring lists them);
+`quoteapi.edge.protocol` answers and closes."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from quoteapi.edge import heads
+from quoteapi.edge.heads import coding_problem, host_problem, parser_past_upgrade
 from quoteapi.edge.limits import (
+    LINGER_MAX_BYTES,
     MAX_FIELDS,
     MAX_HEAD_BYTES,
     MAX_QUEUED_REQUESTS,
@@ -22,8 +22,6 @@ from quoteapi.edge.limits import (
     PARSE_SLICE_BYTES,
     EdgeLimits,
 )
-from quoteapi.edge.lingering import LINGER_MAX_BYTES
-from quoteapi.edge.upgrade import parser_past_upgrade
 from quoteapi.problems import (
     BAD_REQUEST,
     HEADERS_TOO_LARGE,
@@ -35,8 +33,8 @@ from quoteapi.problems import (
 
 
 class Reading(enum.Enum):
-    """What the connection expects to read next. Every request goes IDLE -> HEAD -> BODY (->
-    TRAILERS -> BODY ...) -> IDLE; any state may end in DROPPING."""
+    """What the connection expects to read next: IDLE -> HEAD -> BODY (-> TRAILERS -> BODY ...)
+    -> IDLE; any state may end in DROPPING."""
 
     IDLE = "idle"  # the first byte of the next request
     HEAD = "head"  # the rest of a request head; no app has it yet
@@ -46,8 +44,8 @@ class Reading(enum.Enum):
 
 
 class RequestReading(HttpToolsProtocol):
-    """uvicorn's httptools protocol, its reading held to the edge's limits. A request that
-    passes one is refused (`_refuse`, the connection's own)."""
+    """uvicorn's httptools protocol, its reading held to the edge's limits: a request that
+    passes one is refused."""
 
     def __init__(self, *args: Any, limits: EdgeLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -55,28 +53,23 @@ class RequestReading(HttpToolsProtocol):
         self._reading = Reading.IDLE
         self._unparsed: bytes | memoryview = b""  # read, not parsed while the queue is full
         # The field section being read (a head, or what follows a chunk's size line): bytes the
-        # parser reported, bytes it took without a word (an unfinished line), field lines.
+        # parser reported, bytes it took without a callback (an unfinished line), field lines.
         self._section_bytes = self._unheard_bytes = self._fields = self._target_bytes = 0
-        self._heard = 0  # parser callbacks acted on, to tell a slice taken without a word
         self._dropped_bytes = 0
         self._read_deadline: asyncio.TimerHandle | None = None
         # Since when the connection has handed the app no request (idle, or still sending a
         # head: dribbling one never counts as busy); None while busy. The cap evicts by it.
         self.waiting_since: float | None = None
 
+    if TYPE_CHECKING:  # the connection's own (quoteapi.edge.protocol)
+
+        def _refuse(self, problem: Problem, detail: str) -> None: ...
+        def _busy(self) -> bool: ...
+        def close(self) -> None: ...
+
     @property
     def closing(self) -> bool:
         return self.transport.is_closing()
-
-    # The connection's own (quoteapi.edge.protocol):
-    def _refuse(self, problem: Problem, detail: str) -> None:
-        raise NotImplementedError
-
-    def _busy(self) -> bool:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -122,7 +115,10 @@ class RequestReading(HttpToolsProtocol):
             self._feed(data)
 
     def _feed(self, data: bytes | memoryview) -> None:
-        heard = self._heard
+        # Every callback that acts zeroes the count: what it still holds, the parser took
+        # without a word (an unfinished field line, which httptools buffers, or a chunk's size
+        # line and its extensions, which it skips).
+        self._unheard_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -136,16 +132,13 @@ class RequestReading(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             self._refuse(BAD_REQUEST, f"The request is not valid HTTP/1.1 ({exc}).")
             return
-        if self._heard != heard or self._reading in (Reading.IDLE, Reading.DROPPING):
-            return
-        # The parser took the whole slice without a word: an unfinished field line (which
-        # httptools buffers), or a chunk's size line and its extensions (which it skips).
-        self._unheard_bytes += len(data)
         if self._reading is Reading.BODY:
             if self._unheard_bytes > MAX_HEAD_BYTES:
                 why = f"Send chunk size lines (extensions too) of at most {MAX_HEAD_BYTES} bytes."
                 self._refuse(BAD_REQUEST, why)
-        elif self._section_bytes + self._unheard_bytes > MAX_HEAD_BYTES:
+        elif self._reading in (Reading.HEAD, Reading.TRAILERS) and (
+            self._section_bytes + self._unheard_bytes > MAX_HEAD_BYTES
+        ):
             self._refuse_fields(f"{MAX_HEAD_BYTES} bytes")
 
     def drop(self) -> None:
@@ -171,7 +164,6 @@ class RequestReading(HttpToolsProtocol):
         if self._reading is Reading.DROPPING:
             return
         super().on_url(url)
-        self._heard += 1
         self._target_bytes += len(url)  # httptools may report a long target in pieces
         if self._target_bytes > MAX_TARGET_BYTES:
             why = f"Send a request target of at most {MAX_TARGET_BYTES} bytes."
@@ -184,7 +176,6 @@ class RequestReading(HttpToolsProtocol):
             return
         if self._reading is Reading.HEAD:  # a trailer field is counted, never a header
             super().on_header(name, value)
-        self._heard += 1
         self._fields += 1
         if self._fields > MAX_FIELDS:
             self._refuse_fields(f"{MAX_FIELDS} fields")
@@ -194,10 +185,10 @@ class RequestReading(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self._reading is Reading.DROPPING:
             return
-        if (wrong := heads.host_problem(self.parser.get_http_version(), self.headers)) is not None:
+        if (wrong := host_problem(self.parser.get_http_version(), self.headers)) is not None:
             self._refuse(BAD_REQUEST, wrong)
             return
-        if (wrong := heads.coding_problem(self.headers)) is not None:
+        if (wrong := coding_problem(self.headers)) is not None:
             self._refuse(TRANSFER_CODING_NOT_IMPLEMENTED, wrong)
             return
         self._heard_from(Reading.BODY)
@@ -228,8 +219,6 @@ class RequestReading(HttpToolsProtocol):
         super().on_message_complete()
 
     def _heard_from(self, reading: Reading) -> None:
-        """A callback acted: the parser took no bytes unheard since; `reading` comes next."""
-        self._heard += 1
         self._reading = reading
         self._unheard_bytes = 0
 
