@@ -4,7 +4,6 @@ and CORS with problem+json refusals, where browsers on other origins are allowed
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 import uuid
@@ -12,18 +11,12 @@ from collections.abc import Callable, Mapping
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quoteapi.logs import EventLog, current_request_id
-from quoteapi.problems import (
-    PROBLEM_MEDIA_TYPE,
-    RETRY_AFTER_SECONDS,
-    SHUTTING_DOWN,
-    Problem,
-    problem_body,
-)
+from quoteapi.problems import RETRY_AFTER_SECONDS, SHUTTING_DOWN, Problem, problem_response
 
 access_log = EventLog("quoteapi.access")
 
@@ -94,8 +87,9 @@ class RequestContextMiddleware:
                 if not started:
                     status = SHUTTING_DOWN.status
                     detail = "The server is shutting down; retry the request."
-                    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-                    await _send_problem(scope, send_with_id, SHUTTING_DOWN, detail, retry)
+                    headers = {"Retry-After": str(RETRY_AFTER_SECONDS), "Connection": "close"}
+                    answer = _ProblemAnswer(SHUTTING_DOWN, detail, headers)
+                    await answer(scope, receive, send_with_id)
                 raise
             # Its client left: no error (uvicorn would log one); the access line records it.
             abandoned = True
@@ -158,47 +152,14 @@ class ProblemCORSMiddleware(CORSMiddleware):
 
 
 class _ProblemAnswer(Response):
-    """`_send_problem` as a Response (the request id is in the scope); the connection stays."""
+    """A problem answer from outside the app (its exception handlers are not there), made once
+    the scope, which holds the request id, is known."""
 
     def __init__(self, problem: Problem, detail: str, headers: Mapping[str, str]) -> None:
         super().__init__(status_code=problem.status)
         self.problem, self.detail, self.extra_headers = problem, detail, headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _send_problem(scope, send, self.problem, self.detail, self.extra_headers, close=False)
-
-
-async def _send_problem(
-    scope: Scope,
-    send: Send,
-    problem: Problem,
-    detail: str,
-    headers: Mapping[str, str] | None = None,
-    *,
-    close: bool = True,
-) -> None:
-    """Answer with `problem` from outside the app (its exception handlers are not there), and
-    with `close` end the connection (the server is stopping)."""
-    request_id = scope.get("state", {}).get("request_id")
-    fields, body = problem_answer(problem, detail, request_id, headers or {}, close=close)
-    await send({"type": "http.response.start", "status": problem.status, "headers": fields})
-    await send({"type": "http.response.body", "body": body})
-
-
-def problem_answer(
-    problem: Problem,
-    detail: str,
-    request_id: str | None,
-    headers: Mapping[str, str],
-    *,
-    close: bool,
-) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    """The header fields and body of a `problem` answer written without the app."""
-    body = json.dumps(problem_body(problem, detail, request_id)).encode()
-    fields = [
-        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-        (b"content-length", str(len(body)).encode()),
-        *((name.lower().encode(), value.encode()) for name, value in headers.items()),
-        *([(b"connection", b"close")] if close else []),
-    ]
-    return fields, body
+        request = Request(scope)
+        answer = problem_response(request, self.problem, self.detail, headers=self.extra_headers)
+        await answer(scope, receive, send)
