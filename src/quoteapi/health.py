@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -34,6 +33,7 @@ _REVISION = text("SELECT version_num FROM alembic_version")
 # Planned as a request's statement is, so it waits as long on a lock held on the table (a
 # migration's ACCESS EXCLUSIVE): while requests cannot be answered in time, neither is this.
 _TABLE_PROBE = text("SELECT FROM user_messages WHERE false")
+_NOT_READY = ("behind", "missing", "unknown")
 
 
 @router.get("/healthz", summary="The process is alive (no database check)", openapi_extra=_NO_AUTH)
@@ -41,17 +41,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@dataclass(frozen=True)
-class Readiness:
-    """What the database said: its schema revision (unknown: the role may not read it) and the
-    privileges the role lacks."""
-
-    revision: str | None
-    revision_known: bool
-    missing: list[str]  # GRANTs, one per object whose privileges are missing
-
-
-async def _readiness(session: AsyncSession, role: str) -> Readiness:
+async def _checks(session: AsyncSession, role: str, known: tuple[str, ...]) -> dict[str, Any]:
     connection = await session.connection()
     rows = (await connection.execute(_PRIVILEGES, privileges.CHECK_PARAMETERS)).all()
     held = {(name, privilege): ok for _, name, privilege, ok in rows}
@@ -59,7 +49,10 @@ async def _readiness(session: AsyncSession, role: str) -> Readiness:
     revision = await connection.scalar(_REVISION) if readable else None
     if held[("user_messages", "SELECT")]:
         await connection.execute(_TABLE_PROBE)
-    return Readiness(revision, readable is not False, privileges.missing_grants(rows, role))
+    checks = {"database": "ok", **_schema(revision, readable is not False, known)}
+    if missing := privileges.missing_grants(rows, role):  # GRANTs, one per object
+        checks |= {"privileges": "missing", "missing": missing}
+    return checks
 
 
 @router.get(
@@ -76,44 +69,32 @@ async def readyz(request: Request) -> JSONResponse:
         # A unit of work like any request's, with the same bounds: a probe does not jump the
         # FIFO queue, and says not-ready whenever a request could not be answered in time.
         async with database.unit() as session:
-            readiness = await _readiness(session, database.role)
+            checks = await _checks(session, database.role, services.schema_revisions)
     except PoolTimeout:
         log.warning("readyz_server_busy")
-        return _not_ready({"database": "busy"})
-    except (DatabaseConnectTimeout, StatementTimeout, LockTimeout) as exc:
-        log.warning("readyz_database_timeout", error=type(exc).__name__)
-        return _not_ready({"database": "timeout"})
-    except DatabaseUnreachable as exc:
-        log.warning("readyz_database_unreachable", error=type(exc).__name__)
-        return _not_ready({"database": "unreachable"})
+        checks = {"database": "busy"}
     except DatabaseFailure as exc:
-        log.warning("readyz_database_failed", error=type(exc).__name__)
-        return _not_ready({"database": "failed"})
-    checks = {"database": "ok", **_schema(readiness, services.schema_revisions)}
-    if readiness.missing:
-        checks |= {"privileges": "missing", "missing": readiness.missing}
-    if checks["schema"] in ("behind", "missing", "unknown") or readiness.missing:
-        return _not_ready(checks)
-    return JSONResponse({"status": "ready", **checks})
+        state = "unreachable" if isinstance(exc, DatabaseUnreachable) else "failed"
+        if isinstance(exc, DatabaseConnectTimeout | StatementTimeout | LockTimeout):
+            state = "timeout"
+        log.warning(f"readyz_database_{state}", error=type(exc).__name__)
+        checks = {"database": state}
+    ready = checks["database"] == "ok" and checks["schema"] not in _NOT_READY
+    if ready and "missing" not in checks:
+        return JSONResponse({"status": "ready", **checks})
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return JSONResponse({"status": "not-ready", **checks}, status_code=503, headers=headers)
 
 
-def _schema(readiness: Readiness, known: tuple[str, ...]) -> dict[str, Any]:
+def _schema(current: str | None, revision_known: bool, known: tuple[str, ...]) -> dict[str, Any]:
     """The schema check: at this release's head; ahead (migrated by a later release, whose
     migrations keep this release's code working: ready); behind, missing, or unknown (the role
     may not read the revision): not ready."""
-    current, head = readiness.revision, known[0]
+    head = known[0]
     if current is not None and current == head:
         return {"schema": head}
-    if not readiness.revision_known:
+    if not revision_known:
         state = "unknown"
     else:
         state = "missing" if current is None else "behind" if current in known else "ahead"
     return {"schema": state, "current": current, "head": head}
-
-
-def _not_ready(checks: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(
-        {"status": "not-ready", **checks},
-        status_code=503,
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
