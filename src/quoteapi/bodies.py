@@ -1,7 +1,5 @@
-"""Reading a request body within a size limit, where a route reads it: refused with 413 before
-a byte is read when Content-Length says it is too large, else as soon as the stream passes the
-limit. Routes that read no body never buffer one (the protocol's read deadline bounds the rest).
-"""
+"""Reading a request body where a route reads it, within a size limit: routes that read no body
+never buffer one (the protocol's read deadline bounds the rest)."""
 
 from __future__ import annotations
 
@@ -11,7 +9,8 @@ from quoteapi.problems import PAYLOAD_TOO_LARGE, ApiError
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body of `request`, or a 413 problem when it is over `limit` bytes."""
+    """The whole body of `request`; a 413 problem, before a byte is read when Content-Length
+    says so, once it is over `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise _too_large(limit)
