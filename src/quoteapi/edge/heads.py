@@ -76,6 +76,9 @@ class _BodyPastUpgrade:
     def __init__(self, connection: RequestReading) -> None:
         self.connection = connection
         self.head_done = False  # the head that frames the body is dropped
+        self.on_body = connection.on_body
+        self.on_chunk_header = connection.on_chunk_header
+        self.on_chunk_complete = connection.on_chunk_complete
 
     def on_headers_complete(self) -> None:
         self.head_done = True
@@ -83,15 +86,6 @@ class _BodyPastUpgrade:
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.head_done:  # a trailer field
             self.connection.on_header(name, value)
-
-    def on_body(self, body: bytes) -> None:
-        self.connection.on_body(body)
-
-    def on_chunk_header(self) -> None:
-        self.connection.on_chunk_header()
-
-    def on_chunk_complete(self) -> None:
-        self.connection.on_chunk_complete()
 
     def on_message_complete(self) -> None:
         self.connection.on_message_complete()
