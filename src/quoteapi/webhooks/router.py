@@ -1,16 +1,14 @@
 """POST /webhooks/clerk: Clerk's signed events. `user.deleted` erases that user's data for good;
 `session.revoked`, `session.ended` and `session.removed` stop that session's tokens at once.
-
 A delivery is authenticated (headers, then the signature over the whole, size-capped body)
 before it takes a database session: an unsigned or dribbling client holds no shared slot."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, NamedTuple
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -39,44 +37,11 @@ class WebhookAck(BaseModel):
     )
 
 
-@dataclass(frozen=True)
-class SignedEvent:
-    """A delivery whose signature verified: its Svix message id and the event."""
-
-    msg_id: str
-    event: dict[str, Any]
-
-
-async def signed_event(request: Request) -> SignedEvent:
-    """The delivery, once its headers and its signature over the whole body check out."""
-    verifier = services_of(request).webhook_verifier
-    assert verifier is not None  # the route is served only with a signing secret
-    try:
-        signed = parse_headers(request.headers)
-        body = await read_body(request, MAX_BODY_BYTES)
-        event = verifier.verify(body, signed)
-    except ApiError as exc:
-        log.warning("webhook_refused", code=exc.problem.code)
-        request.state.webhook_outcome = "refused"
-        raise
-    return SignedEvent(signed.msg_id, event)
-
-
-SignedEventDep = Annotated[SignedEvent, Depends(signed_event)]
-
-
-class Action(NamedTuple):
-    """What an event does: the ids it needs from `data`, the work given them, its outcome."""
-
-    ids: tuple[str, ...]
-    work: Callable[..., Awaitable[bool]]
-    outcome: str
-
-
-_ACTIONS = {
-    USER_DELETED_EVENT: Action(("id",), repository.erase_user, "deleted"),
+# What an event does: the `data` ids its work takes after the delivery, the work, its outcome.
+_ACTIONS: dict[str, tuple[tuple[str, ...], Callable[..., Awaitable[bool]], str]] = {
+    USER_DELETED_EVENT: (("id",), repository.erase_user, "deleted"),
     **{
-        event: Action(("user_id", "id"), repository.revoke_session, "revoked")
+        event: (("user_id", "id"), repository.revoke_session, "revoked")
         for event in SESSION_ENDED_EVENTS
     },
 }
@@ -110,44 +75,46 @@ _ACTIONS = {
         "security": [],
     },
 )
-async def clerk_webhook(request: Request, delivery: SignedEventDep) -> WebhookAck:
-    async with services_of(request).database.unit() as session:
-        outcome = await _act(delivery, session)
-    request.state.webhook_outcome = outcome  # quoteapi.metrics counts deliveries by it
+async def clerk_webhook(request: Request) -> WebhookAck:
+    services = services_of(request)
+    assert services.webhook_verifier is not None  # the route is served only with a secret
+    try:
+        headers = parse_headers(request.headers)
+        body = await read_body(request, MAX_BODY_BYTES)
+        event = services.webhook_verifier.verify(body, headers)
+    except ApiError as exc:
+        log.warning("webhook_refused", code=exc.problem.code)
+        request.state.webhook_outcome = "refused"  # quoteapi.metrics counts deliveries by it
+        raise
+    async with services.database.unit() as session:
+        outcome = await _act(session, headers["webhook-id"], event)
+    request.state.webhook_outcome = outcome
     return WebhookAck(outcome=outcome)
 
 
-async def _act(delivery: SignedEvent, session: AsyncSession) -> str:
+async def _act(session: AsyncSession, svix_id: str, event: dict[str, Any]) -> str:
     """Do what the event asks; its outcome (`WebhookAck.outcome`)."""
-    event_type: str = delivery.event["type"]
-    action = _ACTIONS.get(event_type)
-    if action is None:
-        ignored = event_type[:64]
-        log.debug("webhook_ignored", svix_id=delivery.msg_id, type=ignored)
+    event_type: str = event["type"]
+    if event_type not in _ACTIONS:
+        log.debug("webhook_ignored", svix_id=svix_id, type=event_type[:64])
         return "ignored"
-    ids = _ids(delivery, action.ids)
-    if ids is None:
+    keys, work, outcome = _ACTIONS[event_type]
+    data = event.get("data")
+    ids = [
+        v for key in keys if isinstance(data, dict) and isinstance(v := data.get(key), str) and v
+    ]
+    if len(ids) < len(keys):
         # Acknowledged: a retry would carry the same body, and nothing could be done with it.
+        log.warning("webhook_without_id", svix_id=svix_id, type=event_type)
         return "ignored"
     if not all(storable_text(value) for value in ids):
         # No such user or session can be in an accepted token (PostgreSQL stores no NUL or lone
         # surrogate, and the verifier refuses them): act on nothing, but record the delivery and
         # answer 2xx, so Svix stops retrying it.
-        log.info("webhook_id_unstorable", svix_id=delivery.msg_id)
-        recorded = await repository.record_delivery(session, delivery.msg_id, event_type)
+        log.info("webhook_id_unstorable", svix_id=svix_id)
+        recorded = await repository.record_delivery(session, svix_id, event_type)
         return "ignored" if recorded else "duplicate"
-    if not await action.work(session, delivery.msg_id, event_type, *ids):
-        log.info("webhook_duplicate", svix_id=delivery.msg_id)
+    if not await work(session, svix_id, event_type, *ids):
+        log.info("webhook_duplicate", svix_id=svix_id)
         return "duplicate"
-    return action.outcome
-
-
-def _ids(delivery: SignedEvent, keys: tuple[str, ...]) -> list[str] | None:
-    """The event's `data` ids named by `keys`, each a non-empty string; None (logged) if not."""
-    data = delivery.event.get("data")
-    data = data if isinstance(data, dict) else {}
-    ids = [value for key in keys if isinstance(value := data.get(key), str) and value]
-    if len(ids) == len(keys):
-        return ids
-    log.warning("webhook_without_id", svix_id=delivery.msg_id, type=delivery.event["type"])
-    return None
+    return outcome
