@@ -1,5 +1,4 @@
-"""Clerk's webhooks (POST /webhooks/clerk): `signatures` (Svix), `router`, `repository`, `models`.
-Here: the events the service acts on, named once for the router and `quoteapi webhook-send`."""
+"""Clerk's webhooks (POST /webhooks/clerk); here the events the service acts on, named once."""
 
 USER_DELETED_EVENT = "user.deleted"
 # A session that can no longer be used, whatever its tokens say.

@@ -1,5 +1,4 @@
-"""Every statement of the webhook feature: record a delivery, erase a user, record a session
-that ended, prune what no longer matters."""
+"""Every statement of the webhook feature: record a delivery, erase a user, end a session, prune."""
 
 from __future__ import annotations
 
@@ -15,18 +14,15 @@ from quoteapi.logs import EventLog
 
 log = EventLog("quoteapi.webhooks")
 
-# Svix retries a failed delivery for about a day and a half; a week covers that and a manual
-# resend from the dashboard. Older ids are pruned a batch at a time as new deliveries arrive.
+# Svix retries a failed delivery for about a day and a half; a week also covers a manual resend.
 DELIVERY_RETENTION = timedelta(days=7)
-# A session that ended matters while a token issued before it ended can still be accepted:
-# Clerk's session tokens live 60 s, accepted up to CLERK_LEEWAY_SECONDS (at most 300 s) past
-# their expiry. A day covers that many times over, and the verifier refuses any token living
-# longer than auth.verify.MAX_TOKEN_LIFETIME_SECONDS (12 h), so no token outlives this record.
+# A session that ended matters while a token issued before can still be accepted: at most 12 h
+# (auth.verify.MAX_TOKEN_LIFETIME_SECONDS) plus 300 s of leeway; Clerk's tokens live 60 s.
 REVOCATION_RETENTION = timedelta(days=1)
 
-# A delivery that acts binds its transaction to the user for row-level security (`bind_user`,
-# as `act_as` does for a request) once the server's bounds on lock waits are set (SERVER_WAITS,
-# read first); an erasure also takes the user's lock exclusively: no write of theirs overlaps it.
+# A delivery that acts binds its transaction to the user for row-level security (`bind_user`, as
+# `act_as` does for a request) after SERVER_WAITS bounds its lock waits; an erasure also takes the
+# user's lock exclusively: no write of theirs overlaps it.
 _BIND: Final = text(f"SELECT bind_user(:user_id) FROM {SERVER_WAITS}")
 _BIND_AND_LOCK: Final = text(
     f"SELECT bind_user(:user_id), lock_user(:user_id, exclusive => true) FROM {SERVER_WAITS}"
@@ -46,10 +42,9 @@ INSERT INTO revoked_sessions (session_id, user_id, expires_at)
 VALUES (:session_id, :user_id, now() + CAST(:kept AS interval))
 ON CONFLICT DO NOTHING
 """)
-# A batch of the oldest expired delivery ids; rows another transaction is pruning are skipped
-# rather than waited for. Then every user's expired revocations, a batch at a time: the function
-# runs with the table owner's rights (migration 0005), so that this role itself can neither see
-# other users' revocations nor delete any.
+# A batch of the oldest expired delivery ids, skipping rows another transaction is pruning. Then
+# expired revocations, by a function with the owner's rights (migration 0005): this role can
+# neither see other users' revocations nor delete any.
 _PRUNE_DELIVERIES: Final = text("""
 DELETE FROM webhook_deliveries WHERE svix_id IN (
     SELECT svix_id FROM webhook_deliveries
@@ -63,8 +58,7 @@ _PRUNE_REVOCATIONS: Final = text("SELECT prune_revoked_sessions()")
 
 
 async def record_delivery(session: AsyncSession, svix_id: str, event_type: str) -> bool:
-    """Record a delivery that changes nothing; False when this svix-id was already recorded
-    (so a redelivery is answered `duplicate`)."""
+    """Record a delivery; False when this svix-id was already recorded (a redelivery)."""
     connection = await session.connection()
     recorded = await connection.execute(_RECORD, {"svix_id": svix_id, "event_type": event_type})
     return recorded.first() is not None
@@ -72,7 +66,7 @@ async def record_delivery(session: AsyncSession, svix_id: str, event_type: str) 
 
 async def erase_user(session: AsyncSession, svix_id: str, event_type: str, user_id: str) -> bool:
     """Record the delivery, the user as erased, and delete their quote, in one transaction that
-    holds the user's lock; False (and nothing changed) when this svix-id was already recorded."""
+    holds the user's lock; False (nothing changed) for a redelivery."""
     connection = await _bound(session, _BIND_AND_LOCK, user_id)
     if not await record_delivery(session, svix_id, event_type):
         return False
@@ -85,8 +79,7 @@ async def erase_user(session: AsyncSession, svix_id: str, event_type: str, user_
 async def revoke_session(
     session: AsyncSession, svix_id: str, event_type: str, user_id: str, session_id: str
 ) -> bool:
-    """Record the delivery and the session as ended, in one transaction; False (and nothing
-    changed) when this svix-id was already recorded."""
+    """Record the delivery and the session as ended; False (nothing changed) for a redelivery."""
     connection = await _bound(session, _BIND, user_id)
     if not await record_delivery(session, svix_id, event_type):
         return False
@@ -104,7 +97,6 @@ async def revoke_session(
 
 
 async def _bound(session: AsyncSession, bind: TextClause, user_id: str) -> AsyncConnection:
-    """The rest of the unit of work as one transaction, bound to the user by `bind`."""
     await transaction(session)
     connection = await session.connection()
     await connection.execute(bind, {"user_id": user_id, **server_waits(session)})
