@@ -1,10 +1,5 @@
-"""The token-signing keys: one PEM key, or a JWKS URL's keys, cached (sources.py picks which).
-
-A JWKS is fetched with the app's httpx client and kept `ttl` seconds, then refreshed in the
-background while the old keys serve; concurrent fetches collapse into one; an unknown `kid` or
-a bad signature forces at most one refetch per `cooldown`; while the source is down the last
-good keys serve for up to `max_stale` seconds.
-"""
+"""The token-signing keys: one PEM key, or a JWKS URL's keys, cached as docs/authentication.md
+("Signing keys and the token cache") describes; sources.py picks which."""
 
 from __future__ import annotations
 
@@ -14,7 +9,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -22,8 +17,14 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
 from jwt.exceptions import PyJWTError
 
-from quoteapi.auth.problems import TOKEN_AMBIGUOUS_KEY, TOKEN_UNKNOWN_KEY, TokenRejected
+from quoteapi.auth.problems import (
+    AUTH_UNAVAILABLE,
+    TOKEN_AMBIGUOUS_KEY,
+    TOKEN_UNKNOWN_KEY,
+    TokenRejected,
+)
 from quoteapi.logs import EventLog
+from quoteapi.problems import RETRY_AFTER_SECONDS, ApiError
 
 log = EventLog("quoteapi.auth")
 
@@ -31,14 +32,21 @@ log = EventLog("quoteapi.auth")
 MAX_JWKS_BYTES = 256 * 1024
 
 Clock = Callable[[], float]
+# The usable keys by `kid`, each by its (n, e): two different keys under one kid make it ambiguous.
+KeySet = dict[str, dict[tuple[str, str], RSAPublicKey]]
 
 
 class JwksRefused(ValueError):
     """A JWKS answer that is not used (the message is the reason logged)."""
 
 
-class KeysUnavailable(Exception):
-    """No usable key: the JWKS source cannot be reached and no recent keys are cached."""
+class KeysUnavailable(ApiError):
+    """No usable key: the JWKS source is unreachable and no recent keys are cached (a 503)."""
+
+    def __init__(self) -> None:
+        detail = "The Clerk signing keys cannot be fetched right now; retry shortly."
+        retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        super().__init__(AUTH_UNAVAILABLE, detail, headers=retry)
 
 
 class StaticKey:
@@ -60,40 +68,23 @@ class StaticKey:
         return None
 
 
-@dataclass(frozen=True)
-class KeySet:
-    """The usable keys by `kid`, the kids two different usable keys share, and a fingerprint
-    of the usable entries to tell when the set changed."""
-
-    keys: dict[str, RSAPublicKey]
-    ambiguous: frozenset[str]
-    fingerprint: frozenset[tuple[str, str, str]]
-
-
 def parse_jwks(document: Any) -> KeySet:
     """The keys of a JWKS document that can verify an RS256 signature. RFC 7517 lets one `kid`
-    name equivalent keys of other types or uses: those are skipped, so they never make a `kid`
-    ambiguous."""
+    name equivalent keys of other types or uses: those are skipped, never making it ambiguous."""
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise ValueError("not a JWKS document")
-    by_kid: dict[str, dict[tuple[str, str], RSAPublicKey]] = {}
+    key_set: KeySet = {}
     for entry in entries:
         key = _rs256_verification_key(entry)
         if key is not None:
-            by_kid.setdefault(entry["kid"], {})[(str(entry["n"]), str(entry["e"]))] = key
-    if not by_kid:
+            key_set.setdefault(entry["kid"], {})[(str(entry["n"]), str(entry["e"]))] = key
+    if not key_set:
         raise ValueError("no RS256 signing keys")
-    return KeySet(
-        keys={kid: next(iter(keys.values())) for kid, keys in by_kid.items() if len(keys) == 1},
-        ambiguous=frozenset(kid for kid, keys in by_kid.items() if len(keys) > 1),
-        fingerprint=frozenset((kid, *values) for kid, keys in by_kid.items() for values in keys),
-    )
+    return key_set
 
 
 def _rs256_verification_key(entry: Any) -> RSAPublicKey | None:
-    """The RSA public key of a JWK meant to verify RS256 signatures (RFC 7517 `kty`, `use`,
-    `alg`, `key_ops`), or None."""
     if not (
         isinstance(entry, dict)
         and entry.get("kty") == "RSA"
@@ -112,50 +103,37 @@ def _rs256_verification_key(entry: Any) -> RSAPublicKey | None:
     return key if isinstance(key, RSAPublicKey) and key.key_size >= 2048 else None
 
 
+@dataclass(eq=False)
 class JwksKeys:
-    """Keys from a JWKS URL, cached; see the module docstring for the refresh rules."""
+    """Keys from a JWKS URL: kept `ttl` seconds, then refreshed in the background while the old
+    keys serve; one fetch at a time; an unknown `kid` or a bad signature forces at most one
+    refetch per `cooldown`; the last good keys serve up to `max_stale` seconds of outage."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        ttl: float = 300.0,
-        cooldown: float = 30.0,
-        max_stale: float = 86400.0,
-        retry_after: float = 5.0,
-        timeout: float = 5.0,
-        warm_up: bool = True,
-        clock: Clock = time.time,
-        on_change: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.url = url
-        self._headers = dict(headers or {})
-        self._ttl = ttl
-        self._cooldown = cooldown
-        self._max_stale = max_stale
-        self._retry_after = retry_after
-        self._timeout = timeout
-        self._warm_up = warm_up
-        self._clock = clock
-        self._on_change = on_change
-        self._client: httpx.AsyncClient | None = None
-        self._own_client = False
-        self._key_set = KeySet(keys={}, ambiguous=frozenset(), fingerprint=frozenset())
-        self._fetched_at = -math.inf  # last successful fetch
-        self._next_refresh_at = -math.inf  # after a success: +ttl; after a failure: +retry_after
-        self._last_forced_at = -math.inf  # last refetch for an unknown kid or a bad signature
-        self._inflight: asyncio.Task[None] | None = None
-        # Fetches by outcome, read by /metrics at scrape time (a fetch is never on a hot path).
-        self.fetches_ok = 0
-        self.fetches_failed = 0
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    ttl: float = 300.0
+    cooldown: float = 30.0
+    max_stale: float = 86400.0
+    timeout: float = 5.0
+    warm_up: bool = True
+    clock: Clock = time.time
+    on_change: Callable[[], None] = lambda: None
+    # Fetches by outcome, read by /metrics at scrape time (a fetch is never on a hot path).
+    fetches_ok: int = field(default=0, init=False)
+    fetches_failed: int = field(default=0, init=False)
+    _client: httpx.AsyncClient | None = field(default=None, init=False)
+    _own_client: bool = field(default=False, init=False)
+    _keys: KeySet = field(default_factory=dict, init=False)
+    _fetched_at: float = field(default=-math.inf, init=False)  # the last successful fetch
+    _next_refresh_at: float = field(default=-math.inf, init=False)
+    _last_forced_at: float = field(default=-math.inf, init=False)  # for an unknown kid
+    _inflight: asyncio.Task[None] | None = field(default=None, init=False)
 
     async def start(self, client: httpx.AsyncClient | None = None) -> None:
-        """Fetch with `client` (None: one of our own, closed with us) and warm the cache; a
-        failure is logged, not raised."""
+        """Fetch with `client` (None: one of our own) and warm the cache; a failure only logs."""
         self._own_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=self._timeout)
-        if self._warm_up:
+        self._client = client or httpx.AsyncClient(timeout=self.timeout)
+        if self.warm_up:
             await asyncio.shield(self._refresh())
             if math.isinf(self._fetched_at):
                 log.warning("jwks_warm_up_failed", url=self.url)
@@ -170,48 +148,49 @@ class JwksKeys:
         self._client = None
 
     async def key_for(self, kid: str) -> RSAPublicKey:
-        now = self._clock()
+        now = self.clock()
         if now >= self._next_refresh_at:
             refresh = self._refresh()
             if not self._usable(now):
                 await asyncio.shield(refresh)
-        if not self._usable(self._clock()):
+        if not self._usable(self.clock()):
+            log.warning("auth_unavailable", code=AUTH_UNAVAILABLE.code)
             raise KeysUnavailable
-        key = self._key_set.keys.get(kid)
-        if key is None and kid not in self._key_set.ambiguous and await self._forced_refresh():
-            key = self._key_set.keys.get(kid)
+        if kid not in self._keys:
+            await self._forced_refresh()
+        keys = self._keys.get(kid)
+        if keys is None:
+            raise TokenRejected(
+                TOKEN_UNKNOWN_KEY, "The token is signed by a key the issuer does not publish."
+            )
         # Two different keys under one kid: which one signed cannot be told, so neither counts.
-        if kid in self._key_set.ambiguous:
+        if len(keys) > 1:
             raise TokenRejected(
                 TOKEN_AMBIGUOUS_KEY,
                 "The issuer publishes two different keys under this token's kid: which one "
                 "signed it cannot be told.",
             )
-        if key is None:
-            raise TokenRejected(
-                TOKEN_UNKNOWN_KEY, "The token is signed by a key the issuer does not publish."
-            )
-        return key
+        return next(iter(keys.values()))
 
     async def refreshed_key(self, kid: str, failed: RSAPublicKey) -> RSAPublicKey | None:
         """After a signature failed with `failed`: refetch once (cooldown permitting) and return
         the key now published under `kid` if it differs (the keys were rotated)."""
         await self._forced_refresh()
-        key = self._key_set.keys.get(kid)
-        return key if key is not None and key is not failed else None
+        keys = self._keys.get(kid, {})
+        key = next(iter(keys.values())) if len(keys) == 1 else None
+        return key if key is not failed else None
 
     def _usable(self, now: float) -> bool:
-        return now - self._fetched_at <= self._max_stale
+        return now - self._fetched_at <= self.max_stale
 
-    async def _forced_refresh(self) -> bool:
-        """Join the fetch in flight, or start one if the cooldown allows; False if neither."""
+    async def _forced_refresh(self) -> None:
+        """Join the fetch in flight, or start one if the cooldown allows."""
         if self._inflight is None:
-            now = self._clock()
-            if now - self._last_forced_at < self._cooldown:
-                return False
+            now = self.clock()
+            if now - self._last_forced_at < self.cooldown:
+                return
             self._last_forced_at = now
         await asyncio.shield(self._refresh())
-        return True
 
     def _refresh(self) -> asyncio.Task[None]:
         """The fetch in flight, started if there is none (single flight)."""
@@ -223,12 +202,12 @@ class JwksKeys:
     async def _fetch(self) -> None:
         try:
             # One deadline for the whole answer: httpx's own timeouts are per read.
-            async with asyncio.timeout(self._timeout):
-                key_set = parse_jwks(await self._download())
+            async with asyncio.timeout(self.timeout):
+                keys = parse_jwks(await self._download())
         except (httpx.HTTPError, ValueError, TimeoutError) as exc:
             self.fetches_failed += 1
-            self._next_refresh_at = self._clock() + self._retry_after
-            age = self._clock() - self._fetched_at
+            self._next_refresh_at = self.clock() + RETRY_AFTER_SECONDS
+            age = self.clock() - self._fetched_at
             stale = "none" if math.isinf(age) else f"{age:.0f}s"
             log.warning(
                 "jwks_fetch_failed", url=self.url, error=_describe(exc), cached_keys_age=stale
@@ -237,27 +216,25 @@ class JwksKeys:
         finally:
             self._inflight = None
         self.fetches_ok += 1
-        self._fetched_at = self._clock()
-        self._next_refresh_at = self._fetched_at + self._ttl
-        if key_set.fingerprint == self._key_set.fingerprint:
+        self._fetched_at = self.clock()
+        self._next_refresh_at = self._fetched_at + self.ttl
+        if _published(keys) == _published(self._keys):
             return  # the old key objects stay, so `refreshed_key` can tell a rotation
-        self._key_set = key_set
-        kids = ",".join(sorted(key_set.keys))
-        log.info("jwks_keys_loaded", url=self.url, kids=kids)
-        if key_set.ambiguous:
+        self._keys = keys
+        ambiguous = ",".join(sorted(kid for kid, k in keys.items() if len(k) > 1))
+        log.info("jwks_keys_loaded", url=self.url, kids=",".join(sorted(keys)))
+        if ambiguous:
             log.warning(
                 "jwks_ambiguous_kid",
                 "two different RS256 keys share each of these kids; tokens naming them are refused",
                 url=self.url,
-                kids=",".join(sorted(key_set.ambiguous)),
+                kids=ambiguous,
             )
-        self._on_change()
+        self.on_change()
 
     async def _download(self) -> Any:
-        """The JWKS document, read at most MAX_JWKS_BYTES."""
-        if self._client is None:
-            raise RuntimeError("the key store is not started (no HTTP client)")
-        async with self._client.stream("GET", self.url, headers=self._headers) as response:
+        assert self._client is not None, "start() makes the client"
+        async with self._client.stream("GET", self.url, headers=self.headers) as response:
             response.raise_for_status()
             body = bytearray()
             async for chunk in response.aiter_bytes():
@@ -265,6 +242,10 @@ class JwksKeys:
                 if len(body) > MAX_JWKS_BYTES:
                     raise JwksRefused("too-large")
         return json.loads(body)
+
+
+def _published(keys: KeySet) -> dict[str, set[tuple[str, str]]]:
+    return {kid: set(by_numbers) for kid, by_numbers in keys.items()}
 
 
 def _log_unexpected(task: asyncio.Task[None]) -> None:
@@ -280,9 +261,7 @@ def _describe(exc: Exception) -> str:
         return str(exc)
     if isinstance(exc, TimeoutError):
         return "timeout"
-    if isinstance(exc, ValueError):
-        return "invalid-jwks"
-    return type(exc).__name__
+    return "invalid-jwks" if isinstance(exc, ValueError) else type(exc).__name__
 
 
 # What the verifier asks of a key source.

@@ -23,7 +23,14 @@ TOKEN_SESSION_PENDING = Problem(401, "token-session-pending", "Session not activ
 # The token verifies, but its session ended in Clerk: the database says so (messages.repository).
 SESSION_REVOKED = Problem(401, "session-revoked", "Session ended")
 AUTH_UNAVAILABLE = Problem(503, "auth-unavailable", "Authentication temporarily unavailable")
+CHALLENGE = 'Bearer realm="quoteapi"'
 
 
 class TokenRejected(ApiError):
-    """The token fails one check; `problem` names which (its `code` is stable)."""
+    """The 401 for a token that fails the check `problem` names, with RFC 6750's challenge."""
+
+    def __init__(self, problem: Problem, detail: str) -> None:
+        # RFC 6750 limits error_description to printable ASCII without `"` and `\`.
+        description = "".join(c for c in detail if " " <= c <= "~" and c not in '"\\')
+        challenge = f'{CHALLENGE}, error="invalid_token", error_description="{description}"'
+        super().__init__(problem, detail, headers={"WWW-Authenticate": challenge})

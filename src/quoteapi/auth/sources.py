@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from quoteapi.auth.keys import Clock, JwksKeys, KeyProvider, StaticKey
-from quoteapi.problems import RETRY_AFTER_SECONDS
 from quoteapi.settings import ConfigError, Settings
 
 CLERK_API_JWKS_URL = "https://api.clerk.com/v1/jwks"
@@ -162,7 +161,6 @@ def key_provider(
         ttl=settings.clerk_jwks_cache_seconds,
         cooldown=settings.clerk_jwks_cooldown_seconds,
         max_stale=settings.clerk_jwks_max_stale_seconds,
-        retry_after=RETRY_AFTER_SECONDS,
         timeout=settings.clerk_jwks_timeout_seconds,
         # The dev issuer's JWKS is served by the app itself, which is not listening yet.
         warm_up=not settings.quoteapi_dev_issuer,
