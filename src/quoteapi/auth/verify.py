@@ -1,7 +1,5 @@
-"""Clerk session-token verification. PyJWT parses the token and checks its RS256 signature and
-registered claims (`exp`/`nbf`/`iat` within CLERK_LEEWAY_SECONDS, `iss`, the required claims);
-this module adds what only Clerk's tokens carry (`cat`, `sid`, `azp`, `sts`), the lifetime cap,
-and a cache of verified tokens. Each extra check says on its line which threat it stops."""
+"""Clerk session-token verification (docs/authentication.md, "What is checked"): PyJWT checks the
+signature and registered claims; here only what Clerk's tokens add, each check naming its threat."""
 
 from __future__ import annotations
 
@@ -61,8 +59,7 @@ class TokenVerifier:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = time.time) -> TokenVerifier:
-        """Build from the CLERK_* settings (`clock` ages the JWKS cache); ConfigError (one line)
-        when they cannot work."""
+        """From the CLERK_* settings (`clock` ages the JWKS cache); ConfigError if unusable."""
         source = sources.resolve_key_source(settings)
         cache = TokenCache(settings.clerk_token_cache_size)
         return cls(
@@ -76,8 +73,7 @@ class TokenVerifier:
         )
 
     async def start(self, client: httpx.AsyncClient | None = None) -> None:
-        """Warm the keys (fetched with `client`, else a client of the key source's own, made
-        only for a JWKS URL: a PEM key needs none); a failure is logged, not raised."""
+        """Warm the keys (a JWKS is fetched with `client`, else its own); a failure only logs."""
         log.info("auth_configured", key_source=self.key_source, issuer=self.issuer)
         await self.keys.start(client)
 
@@ -135,8 +131,8 @@ class TokenVerifier:
         return self._check_claims(claims)
 
     def _decode(self, token: str, key: RSAPublicKey) -> dict[str, Any] | None:
-        """PyJWT's decode (RS256 only: no `none`, no HMAC keyed with the public key); None if
-        the signature fails."""
+        """PyJWT's decode, RS256 only (no `none`, no HMAC keyed with the public key); None if the
+        signature fails."""
         try:
             return jwt.decode(
                 token,
@@ -152,12 +148,14 @@ class TokenVerifier:
             detail = "Only RS256-signed Clerk session tokens are accepted."
             raise TokenRejected(problems.TOKEN_INVALID_ALGORITHM, detail) from None
         except jwt.ExpiredSignatureError:
-            raise TokenRejected(
-                problems.TOKEN_EXPIRED, "The token has expired; send a fresh one."
-            ) from None
-        except jwt.ImmatureSignatureError:
-            # Raised for a future iat and a future nbf alike, only once the signature verified.
-            raise _in_the_future(jwt.decode(token, options={"verify_signature": False})) from None
+            detail = "The token has expired; send a fresh one."
+            raise TokenRejected(problems.TOKEN_EXPIRED, detail) from None
+        except jwt.ImmatureSignatureError as exc:  # PyJWT checks iat, then nbf
+            if str(exc).endswith("(nbf)"):
+                detail = "The token is not valid yet (nbf)."
+                raise TokenRejected(problems.TOKEN_NOT_ACTIVE_YET, detail) from None
+            detail = "The token is issued in the future; check the clocks."
+            raise TokenRejected(problems.TOKEN_IAT_IN_THE_FUTURE, detail) from None
         except (jwt.InvalidIssuerError, jwt.MissingRequiredClaimError) as exc:
             # PyJWT requires `iss` because an issuer is expected: no `iss` is a wrong issuer.
             if isinstance(exc, jwt.MissingRequiredClaimError) and exc.claim != "iss":
@@ -172,14 +170,10 @@ class TokenVerifier:
         user_id, session_id = claims["sub"], claims["sid"]
         # `sub` owns a quote and `sid` is what a revocation names: an empty or non-text one
         # would name nobody (or everybody); PostgreSQL cannot store NUL or a lone surrogate.
-        if not all(isinstance(value, str) and value for value in (user_id, session_id)):
-            raise TokenRejected(
-                problems.TOKEN_MALFORMED, "The token sub and sid must be non-empty strings."
-            )
-        if not (storable_text(user_id) and storable_text(session_id)):
+        if not all(isinstance(v, str) and v and storable_text(v) for v in (user_id, session_id)):
             raise TokenRejected(
                 problems.TOKEN_MALFORMED,
-                "The token sub and sid must not contain NUL or lone surrogates.",
+                "The token sub and sid must be non-empty strings without NUL or lone surrogates.",
             )
         # NumericDates are JSON numbers (RFC 7519); PyJWT's int() would also take "1700000000".
         times = (claims["exp"], claims["iat"], claims.get("nbf", 0))
@@ -214,17 +208,3 @@ class TokenVerifier:
 def storable_text(text: str) -> bool:
     """Text PostgreSQL can store: no NUL, and valid UTF-8 (JSON can carry a lone surrogate)."""
     return _UNSTORABLE.search(text) is None
-
-
-def _in_the_future(claims: dict[str, Any]) -> TokenRejected:
-    """The refusal for whichever of `nbf` and `iat` PyJWT found in the future: the later one
-    (`nbf` when they are equal)."""
-    try:
-        nbf_later = int(claims["nbf"]) >= int(claims["iat"])
-    except (KeyError, TypeError, ValueError, OverflowError):  # no nbf, or one PyJWT never read
-        nbf_later = False
-    if nbf_later:
-        return TokenRejected(problems.TOKEN_NOT_ACTIVE_YET, "The token is not valid yet (nbf).")
-    return TokenRejected(
-        problems.TOKEN_IAT_IN_THE_FUTURE, "The token is issued in the future; check the clocks."
-    )
