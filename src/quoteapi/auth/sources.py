@@ -1,5 +1,5 @@
-"""The CLERK_* settings turned into a key source, its key provider and the issuer; a setting that
-cannot work is a one-line ConfigError at start-up."""
+"""The CLERK_* settings turned into a key source, its key provider and the issuer (a setting that
+cannot work: a one-line ConfigError at start-up)."""
 
 from __future__ import annotations
 
@@ -17,32 +17,34 @@ from quoteapi.auth.keys import Clock, JwksKeys, KeyProvider, StaticKey
 from quoteapi.settings import ConfigError, Settings
 
 CLERK_API_JWKS_URL = "https://api.clerk.com/v1/jwks"
-_PUBLISHABLE_PREFIXES = ("pk_test_", "pk_live_")
 
 
 def frontend_api_from_publishable_key(publishable_key: str) -> str:
     """The Frontend API host inside `pk_test_...`/`pk_live_...` (base64 of `<host>$`)."""
     key = publishable_key.strip()
-    prefix = next((p for p in _PUBLISHABLE_PREFIXES if key.startswith(p)), None)
-    if prefix is None:
-        raise ValueError("does not start with pk_test_ or pk_live_")
-    encoded = key.removeprefix(prefix)
+    encoded = key[len("pk_test_") :]  # as long as "pk_live_"
     try:
-        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-        host = decoded.decode("ascii")
+        host = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True).decode("ascii")
     except (binascii.Error, UnicodeDecodeError):
-        raise ValueError("is not base64 after its pk_test_/pk_live_ prefix") from None
-    if not host.endswith("$"):
-        raise ValueError("does not decode to a Frontend API host ending in $")
-    host = host.removesuffix("$")
-    if not host or any(c in host for c in "/:@ \t?#") or not host.isprintable():
-        raise ValueError("does not decode to a Frontend API host name")
+        host = ""
+    host = host.removesuffix("$") if host.endswith("$") else ""
+    if not (
+        key.startswith(("pk_test_", "pk_live_"))
+        and host
+        and host.isprintable()
+        and not any(c in host for c in "/:@ \t?#")
+    ):
+        raise ConfigError(
+            "CLERK_PUBLISHABLE_KEY",
+            "is not `pk_test_` or `pk_live_` followed by the base64 of `<Frontend API host>$`",
+            "copy the publishable key again from the Clerk dashboard (API keys)",
+        )
     return host
 
 
 @dataclass(frozen=True)
 class KeySource:
-    """One PEM key, or a JWKS URL (and its headers), and the variable it came from."""
+    """One PEM key, or a JWKS URL and its headers; `setting` names the variable."""
 
     setting: str
     static_key: RSAPublicKey | None = None
@@ -81,7 +83,7 @@ def resolve_key_source(settings: Settings) -> KeySource:
             )
         return KeySource("CLERK_JWKS_URL", jwks_url=url)
     if settings.clerk_publishable_key:
-        host = _frontend_api(settings.clerk_publishable_key)
+        host = frontend_api_from_publishable_key(settings.clerk_publishable_key)
         return KeySource("CLERK_PUBLISHABLE_KEY", jwks_url=f"https://{host}/.well-known/jwks.json")
     if settings.clerk_secret_key:
         secret = settings.clerk_secret_key.get_secret_value()
@@ -104,7 +106,7 @@ def resolve_issuer(settings: Settings) -> str:
     if settings.clerk_issuer and settings.clerk_issuer.strip():
         return settings.clerk_issuer.strip().rstrip("/")
     if settings.clerk_publishable_key:
-        return f"https://{_frontend_api(settings.clerk_publishable_key)}"
+        return f"https://{frontend_api_from_publishable_key(settings.clerk_publishable_key)}"
     raise ConfigError(
         "CLERK_ISSUER",
         "is not set and there is no CLERK_PUBLISHABLE_KEY to derive it from",
@@ -119,17 +121,6 @@ def is_loopback_host(host: str) -> bool:
         return host.lower() == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _frontend_api(publishable_key: str) -> str:
-    try:
-        return frontend_api_from_publishable_key(publishable_key)
-    except ValueError as exc:
-        raise ConfigError(
-            "CLERK_PUBLISHABLE_KEY",
-            str(exc),
-            "copy the publishable key again from the Clerk dashboard (API keys)",
-        ) from None
 
 
 def _load_pem(pem: str) -> RSAPublicKey:
@@ -151,7 +142,6 @@ def _load_pem(pem: str) -> RSAPublicKey:
 def key_provider(
     source: KeySource, settings: Settings, *, clock: Clock, on_change: Callable[[], None]
 ) -> KeyProvider:
-    """The provider for `source`, tuned by the CLERK_JWKS_* settings."""
     if source.static_key is not None:
         return StaticKey(source.static_key)
     assert source.jwks_url is not None
