@@ -10,8 +10,8 @@ if TYPE_CHECKING:
 
 
 class TokenCache:
-    """Verified tokens by SHA-256 of the whole token: bounded LRU, each entry good until `exp`.
-    Hits and misses are counted (for /metrics: two increments, nothing to measure)."""
+    """Verified tokens by SHA-256 of the token: a bounded LRU, each entry good until `exp`; hits
+    and misses counted for /metrics."""
 
     __slots__ = ("_entries", "_max_size", "hits", "misses")
 
