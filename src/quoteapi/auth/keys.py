@@ -37,7 +37,7 @@ KeySet = dict[str, dict[tuple[str, str], RSAPublicKey]]
 
 
 class JwksRefused(ValueError):
-    """A JWKS answer that is not used (the message is the reason logged)."""
+    """A JWKS answer refused; the message is the reason logged."""
 
 
 class KeysUnavailable(ApiError):
@@ -173,8 +173,7 @@ class JwksKeys:
         return next(iter(keys.values()))
 
     async def refreshed_key(self, kid: str, failed: RSAPublicKey) -> RSAPublicKey | None:
-        """After a signature failed with `failed`: refetch once (cooldown permitting) and return
-        the key now published under `kid` if it differs (the keys were rotated)."""
+        """After `failed` did not verify: refetch (cooldown permitting); the new key under `kid`."""
         await self._forced_refresh()
         keys = self._keys.get(kid, {})
         key = next(iter(keys.values())) if len(keys) == 1 else None

@@ -69,17 +69,13 @@ def resolve_key_source(settings: Settings) -> KeySource:
         return KeySource("CLERK_JWT_KEY", static_key=_load_pem(settings.clerk_jwt_key))
     if settings.clerk_jwks_url:
         url = settings.clerk_jwks_url.strip()
-        if not url.startswith(("https://", "http://")):
-            raise ConfigError(
-                "CLERK_JWKS_URL", "is not an http(s) URL", "set it to your instance's JWKS URL"
-            )
         # Keys fetched over plain http off this machine could be swapped in transit.
-        if url.startswith("http://") and not is_loopback_host(urlsplit(url).hostname or ""):
+        loopback = url.startswith("http://") and is_loopback_host(urlsplit(url).hostname or "")
+        if not (url.startswith("https://") or loopback):
             raise ConfigError(
                 "CLERK_JWKS_URL",
-                "uses http:// for a host that is not loopback (the keys could be swapped in "
-                "transit)",
-                "use the https:// URL (plain http is allowed only for 127.0.0.1, ::1 or localhost)",
+                "is not an https:// URL (keys fetched over plain http could be swapped in transit)",
+                "use your instance's https:// JWKS URL (http only for 127.0.0.1, ::1 or localhost)",
             )
         return KeySource("CLERK_JWKS_URL", jwks_url=url)
     if settings.clerk_publishable_key:

@@ -1,7 +1,5 @@
-"""POST /webhooks/clerk: Clerk's signed events. `user.deleted` erases that user's data for good;
-`session.revoked`, `session.ended` and `session.removed` stop that session's tokens at once.
-A delivery is authenticated (headers, then the signature over the whole, size-capped body)
-before it takes a database session: an unsigned or dribbling client holds no shared slot."""
+"""POST /webhooks/clerk (docs/authentication.md, "Webhooks"). A delivery is authenticated before
+it takes a database session: an unsigned or dribbling client holds no shared slot."""
 
 from __future__ import annotations
 
