@@ -1,77 +1,93 @@
-"""What a unit of work raises when the database fails it, one exception per cause, so that each
-becomes its own answer (`database.problems`, /readyz); and `failure_of`, which turns what the
-driver raised into one of them."""
+"""What a unit of work raises when the database fails it: one exception per cause, each with
+the 503 it is answered with (`database.problems`); /readyz reads them too. `failure_of` turns
+what the driver raised into one of them."""
 
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 from sqlalchemy import exc as sa_exc
 
 from quoteapi.database.privileges import grant_needed_on
 from quoteapi.logs import EventLog
+from quoteapi.problems import Problem
 
 log = EventLog("quoteapi.db")
 
 
 class DatabaseFailure(Exception):
-    """The database could not serve a unit of work; the message says why, for the log."""
+    """The database could not serve a unit of work; the message says why, for the log. The
+    client gets `problem`, told `answer`: the request may succeed later, unchanged."""
+
+    problem: ClassVar[Problem]
+    answer: ClassVar[str]
 
 
 class DatabaseUnreachable(DatabaseFailure, ConnectionError):
     """No connection could be opened, retries included: the database is down or unreachable,
     or refuses us. The message is one line: where, what failed, and the fix."""
 
+    problem = Problem(503, "database-unavailable", "Database unavailable")
+    answer = "The database cannot be reached right now"
+
 
 class DatabaseConnectTimeout(DatabaseUnreachable):
-    """A new connection got no answer within DATABASE_CONNECT_TIMEOUT, retries included (a host
-    that accepts TCP and says nothing, a network that drops the packets)."""
+    """A new connection got no answer within DATABASE_CONNECT_TIMEOUT, retries included."""
+
+    problem = Problem(503, "database-connect-timeout", "Database connection timed out")
+    answer = "The database did not answer a new connection in time"
 
 
 class StatementTimeout(DatabaseFailure):
     """A statement got no answer within DATABASE_STATEMENT_TIMEOUT (a frozen backend, a half-open
     link, a pooler's queue, a table lock taken while the statement was planned)."""
 
+    problem = Problem(503, "database-statement-timeout", "Database statement timed out")
+    answer = "The database did not answer in time"
+
 
 class LockTimeout(DatabaseFailure):
-    """A statement waited on a lock longer than DATABASE_LOCK_TIMEOUT (a row another transaction
-    writes, a user's quote being erased)."""
+    """A statement waited on a lock longer than DATABASE_LOCK_TIMEOUT."""
+
+    problem = Problem(503, "database-lock-timeout", "Database lock wait timed out")
+    answer = "Your data is locked by another change right now"
 
 
 class PrivilegeMissing(DatabaseFailure):
     """The connected role lacks a privilege the code needs: an operator's GRANT is missing."""
 
+    problem = Problem(503, "database-privilege-missing", "Database privilege missing")
+    answer = "The service lacks a database privilege; its operator has been told"
+
 
 class SchemaBehind(DatabaseFailure):
-    """The code uses a table, column or function the database does not have yet: it was rolled
-    out before `quoteapi migrate` ran."""
+    """The code uses an object the database lacks: it was rolled out before `quoteapi migrate`."""
+
+    problem = Problem(503, "database-schema-behind", "Database schema behind")
+    answer = "The database schema is older than this service; its operator has been told"
 
 
-# SQLSTATEs: lock_not_available (lock_timeout), query_canceled (statement_timeout, or a cancel
-# by an operator), insufficient_privilege, and the objects a newer revision adds.
-_LOCK_NOT_AVAILABLE = "55P03"
-_QUERY_CANCELED = "57014"
-_INSUFFICIENT_PRIVILEGE = "42501"
-_UNDEFINED_OBJECTS = {"42P01", "42883", "42703", "3F000"}
-# PostgreSQL's wording for a missing privilege (42501 also means a row-level-security violation,
-# which is a bug, not an operator's GRANT).
+# The SQLSTATEs of a cause: lock_not_available (lock_timeout), query_canceled (statement_timeout
+# or an operator's cancel), and the objects a newer revision adds.
+_BY_SQLSTATE: dict[str, type[DatabaseFailure]] = {
+    "55P03": LockTimeout,
+    "57014": StatementTimeout,
+    **dict.fromkeys(("42P01", "42883", "42703", "3F000"), SchemaBehind),
+}
+# 42501 is also a row-level-security violation: a bug, not an operator's missing GRANT.
 _PERMISSION_DENIED = re.compile(r"permission denied for (\w+) (\S+)")
 
 
 def failure_of(exc: BaseException, role: str, noted: set[str]) -> DatabaseFailure | None:
-    """The failure `exc` (raised by a unit of work) means, or None when it is no failure of the
-    database (a bug). `role` is the connected role, for the GRANT a missing privilege names;
-    `noted`: what was logged already, so that each missing GRANT or object is logged once."""
+    """The failure `exc` means, or None when it is a bug. `role` is the connected role, for the
+    GRANT to name; `noted`: the missing GRANTs and objects logged already (each once)."""
     if isinstance(exc, TimeoutError):  # asyncpg's command_timeout
         return StatementTimeout("a statement got no answer in time")
     if not isinstance(exc, sa_exc.DBAPIError):
         return None
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    if sqlstate == _LOCK_NOT_AVAILABLE:
-        return LockTimeout("a lock wait ran out")
-    if sqlstate == _QUERY_CANCELED:
-        return StatementTimeout("the database cancelled a statement")
-    if sqlstate == _INSUFFICIENT_PRIVILEGE:
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    if sqlstate == "42501":  # insufficient_privilege
         denied = _PERMISSION_DENIED.search(str(exc.orig))
         if denied is None:
             return None
@@ -87,16 +103,15 @@ def failure_of(exc: BaseException, role: str, noted: set[str]) -> DatabaseFailur
                 grant=grant,
             )
         return PrivilegeMissing(grant)
-    if sqlstate in _UNDEFINED_OBJECTS:
-        key = f"schema:{sqlstate}"
-        if key not in noted:
-            noted.add(key)
+    if failure := _BY_SQLSTATE.get(sqlstate):
+        if failure is SchemaBehind and sqlstate not in noted:
+            noted.add(sqlstate)
             log.error(
                 "database_schema_behind",
                 "the code needs a newer schema than the database has; run `quoteapi migrate`",
                 sqlstate=sqlstate,
             )
-        return SchemaBehind("the schema lacks an object the code uses")
+        return failure(f"SQLSTATE {sqlstate}")
     if exc.connection_invalidated or isinstance(
         exc, sa_exc.OperationalError | sa_exc.InterfaceError
     ):

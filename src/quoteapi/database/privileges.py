@@ -1,8 +1,6 @@
-"""The privileges the running code needs on the database, written once: the application role's
-recipe grants exactly these (`quoteapi dev`, compose.yaml and docs/security.md show the same
-SQL), /readyz checks that the connected role holds them, and a request that meets a missing one
-names the GRANT that would fix it. Migrations carry the grants of the objects they add to the
-roles an earlier recipe made (alembic/versions/0005)."""
+"""The privileges the running code needs, written once: the application role's recipe grants
+them (`quoteapi dev`; compose.yaml and docs/security.md show the same SQL), /readyz checks them,
+and a request that meets a missing one names the GRANT to run (migrations grant what they add)."""
 
 from __future__ import annotations
 
@@ -50,20 +48,11 @@ NEEDED = (
     Grant(("SELECT",), "TABLE", "alembic_version"),  # /readyz reads the schema's revision
 )
 
-# What PostgreSQL's "permission denied for <kind> <name>" calls each kind.
-_KINDS = {
-    "table": "TABLE",
-    "relation": "TABLE",
-    "sequence": "SEQUENCE",
-    "function": "FUNCTION",
-    "schema": "SCHEMA",
-}
-
 
 def grant_needed_on(kind: str, name: str, role: str) -> str:
     """The GRANT that gives `role` what the code needs on the object PostgreSQL named when it
     refused a privilege ("permission denied for table revoked_sessions")."""
-    wanted = _KINDS.get(kind.lower())
+    wanted = "TABLE" if kind.lower() == "relation" else kind.upper()
     for grant in NEEDED:
         if grant.kind == wanted and grant.name.split("(")[0] == name:
             return grant.sql(role)
@@ -89,9 +78,7 @@ FROM unnest(CAST(:kinds AS text[]), CAST(:names AS text[]), CAST(:privileges AS 
 # CHECK_SQL's parameters: NEEDED, one privilege per row.
 _ROWS = [(grant.kind, grant.name, privilege) for grant in NEEDED for privilege in grant.privileges]
 CHECK_PARAMETERS = {
-    "kinds": [kind for kind, _, _ in _ROWS],
-    "names": [name for _, name, _ in _ROWS],
-    "privileges": [privilege for _, _, privilege in _ROWS],
+    key: [row[i] for row in _ROWS] for i, key in enumerate(("kinds", "names", "privileges"))
 }
 
 
