@@ -34,72 +34,37 @@ from quoteapi.services import services_of
 MESSAGE_NOT_FOUND = Problem(404, "message-not-found", "No quote stored")
 PRECONDITION_FAILED = Problem(412, "precondition-failed", "Precondition failed")
 USER_DELETED = Problem(403, "user-deleted", "User deleted")
-
-# Errors every route here can answer, documented once for all of them.
-_AUTHENTICATED_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: problem_doc(
-        "Missing or invalid session token, or its session ended",
-        TOKEN_MISSING,
-        TOKEN_EXPIRED,
-        SESSION_REVOKED,
-    ),
-    500: problem_doc("Unexpected error (no internals disclosed)", INTERNAL_ERROR),
-    503: problem_doc(
-        "The database or Clerk's signing keys cannot serve the request now (`code` says which "
-        "wait ran out); retry after Retry-After",
-        *DATABASE_PROBLEMS,
-        AUTH_UNAVAILABLE,
-        headers={"Retry-After": {"schema": {"type": "integer"}}},
-    ),
-}
+# The PUT body: a quote of at most a few KiB, JSON-escaped.
+BODY_LIMIT = 16 * 1024
 
 router = APIRouter(
     prefix="/me",
     tags=["me"],
-    responses=_AUTHENTICATED_RESPONSES,
+    # Errors every route here can answer, documented once for all of them.
+    responses={
+        401: problem_doc(
+            "Missing or invalid session token, or its session ended",
+            TOKEN_MISSING,
+            TOKEN_EXPIRED,
+            SESSION_REVOKED,
+        ),
+        500: problem_doc("Unexpected error (no internals disclosed)", INTERNAL_ERROR),
+        503: problem_doc(
+            "The database or Clerk's signing keys cannot serve the request now (`code` says "
+            "which wait ran out); retry after Retry-After",
+            *DATABASE_PROBLEMS,
+            AUTH_UNAVAILABLE,
+            headers={"Retry-After": {"schema": {"type": "integer"}}},
+        ),
+    },
 )
 
 
-async def _quote_text(request: Request) -> str:
-    """The PUT body's quote, trimmed and within QUOTEAPI_MESSAGE_MAX_LENGTH: 415 when it is not
-    sent as JSON, 400 when it is not JSON, 422 when the quote is wrong. The handler reads it,
-    so only once the caller is verified (FastAPI reads a body declared as a parameter before
-    any dependency)."""
-    content_type = request.headers.get("content-type")
-    if content_type is not None and not is_json_media_type(content_type):
-        raise ApiError(
-            UNSUPPORTED_MEDIA_TYPE, "Send the body as JSON with `Content-Type: application/json`."
-        )
-    body = await read_body(request, BODY_LIMIT)
-    if not body:
-        missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
-        raise RequestValidationError([missing])
-    try:
-        quote = MessageIn.model_validate_json(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
-    return quote.within(services_of(request).settings.quoteapi_message_max_length)
-
-
-# The PUT body: a quote of at most a few KiB, JSON-escaped.
-BODY_LIMIT = 16 * 1024
-# The body `_quote_text` reads, as FastAPI would have documented it (docs.py adds the schema).
-_MESSAGE_IN_BODY = {
-    "required": True,
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageIn"}}},
-}
-
-
-def body_schemas(max_length: int) -> dict[str, Any]:
-    """The schemas of the bodies the handlers here read themselves, for the OpenAPI document."""
-    return {"MessageIn": MessageIn.openapi_schema(max_length)}
-
-
-def _header_parameter(name: str, description: str) -> dict[str, Any]:
-    """An optional request header, documented as FastAPI documents a `Header()` parameter. The
-    handlers read the conditional headers themselves: FastAPI solving them as parameters cost
-    13% of GET and 18% of PUT throughput (bench/README.md)."""
+# The handlers read the conditional headers and the body themselves, so their documentation is
+# written here as FastAPI would have generated it: solving the headers as parameters cost 13%
+# of GET and 18% of PUT throughput (bench/README.md), and FastAPI reads a body declared as a
+# parameter before any dependency, before the caller is verified.
+def _optional_header(name: str, description: str) -> dict[str, Any]:
     schema = {"description": description, "title": name, "type": "string"}
     return {
         "description": description,
@@ -110,40 +75,49 @@ def _header_parameter(name: str, description: str) -> dict[str, Any]:
     }
 
 
-_IF_MATCH = _header_parameter(
-    "If-Match",
-    "Only act if the stored quote still has one of these ETags (`*`: if one exists); "
-    'otherwise 412. Compared strongly: a weak tag (`W/"7"`) never matches. '
-    "Protects against lost updates between two open tabs.",
-)
-_IF_NONE_MATCH = _header_parameter(
-    "If-None-Match",
-    "Only act if the stored quote has none of these ETags (`*`: if none is stored); otherwise "
-    "GET answers 304, PUT and DELETE 412. `PUT` with `*` creates only, never replaces.",
-)
+def _header(description: str) -> dict[str, Any]:
+    return {"description": description, "required": True, "schema": {"type": "string"}}
 
-_MESSAGE_EXAMPLE = {
+
+def body_schemas(max_length: int) -> dict[str, Any]:
+    """The schemas, by name, of the bodies read here, for the OpenAPI document."""
+    return {"MessageIn": MessageIn.openapi_schema(max_length)}
+
+
+_CONDITIONAL = {
+    **SESSION_TOKEN_REQUIRED,
+    "parameters": [
+        _optional_header(
+            "If-Match",
+            "Only act if the stored quote still has one of these ETags (`*`: if one exists); "
+            'otherwise 412. Compared strongly: a weak tag (`W/"7"`) never matches. '
+            "Protects against lost updates between two open tabs.",
+        ),
+        _optional_header(
+            "If-None-Match",
+            "Only act if the stored quote has none of these ETags (`*`: if none is stored); "
+            "otherwise GET answers 304, PUT and DELETE 412. `PUT` with `*` creates only, never "
+            "replaces.",
+        ),
+    ],
+}
+_ETAG = {"ETag": _header("Version of the quote")}
+_EXAMPLE = {
     "message": "Stay hungry, stay foolish.",
     "created_at": "2026-11-26T09:30:00.123456Z",
     "updated_at": "2026-11-26T09:30:00.123456Z",
 }
-_ETAG_HEADER = {
-    "ETag": {"description": "Version of the quote", "required": True, "schema": {"type": "string"}}
-}
-_QUOTE_RESPONSE = {
-    "headers": _ETAG_HEADER,
-    "content": {"application/json": {"example": _MESSAGE_EXAMPLE}},
-}
+_QUOTE = {"headers": _ETAG, "content": {"application/json": {"example": _EXAMPLE}}}
 
 
 @router.get(
     "/message",
-    openapi_extra={**SESSION_TOKEN_REQUIRED, "parameters": [_IF_MATCH, _IF_NONE_MATCH]},
+    openapi_extra=_CONDITIONAL,
     summary="Read your quote",
     response_model=MessageOut,
     responses={
-        200: _QUOTE_RESPONSE,
-        304: {"description": "Unchanged since the ETag in If-None-Match", "headers": _ETAG_HEADER},
+        200: _QUOTE,
+        304: {"description": "Unchanged since the ETag in If-None-Match", "headers": _ETAG},
         404: problem_doc("No quote stored", MESSAGE_NOT_FOUND),
         412: problem_doc("If-Match did not hold", PRECONDITION_FAILED),
     },
@@ -165,27 +139,21 @@ async def get_message(request: Request, user: CurrentUser) -> Response:
 @router.put(
     "/message",
     openapi_extra={
-        **SESSION_TOKEN_REQUIRED,
-        "parameters": [_IF_MATCH, _IF_NONE_MATCH],
-        "requestBody": _MESSAGE_IN_BODY,
+        **_CONDITIONAL,
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageIn"}}},
+        },
     },
     summary="Save or replace your quote",
     response_model=MessageOut,
-    status_code=200,
     responses={
-        200: {"description": "Replaced", **_QUOTE_RESPONSE},
+        200: {"description": "Replaced", **_QUOTE},
         201: {
             "description": "Created",
             "model": MessageOut,
-            **_QUOTE_RESPONSE,
-            "headers": {
-                **_ETAG_HEADER,
-                "Location": {
-                    "description": "/me/message",
-                    "required": True,
-                    "schema": {"type": "string"},
-                },
-            },
+            **_QUOTE,
+            "headers": {**_ETAG, "Location": _header("/me/message")},
         },
         400: problem_doc("The body is not JSON", INVALID_JSON),
         403: problem_doc("The user was deleted in Clerk: nothing can be stored", USER_DELETED),
@@ -212,7 +180,7 @@ async def put_message(request: Request, user: CurrentUser) -> Response:
 
 @router.delete(
     "/message",
-    openapi_extra={**SESSION_TOKEN_REQUIRED, "parameters": [_IF_MATCH, _IF_NONE_MATCH]},
+    openapi_extra=_CONDITIONAL,
     summary="Delete your quote",
     status_code=204,
     responses={
@@ -235,6 +203,26 @@ async def delete_message(request: Request, user: CurrentUser) -> Response:
     return Response(status_code=204)
 
 
+async def _quote_text(request: Request) -> str:
+    """The PUT body's quote, trimmed: 415 when it is not sent as JSON, 400 when it is not JSON,
+    422 when the quote is wrong (over QUOTEAPI_MESSAGE_MAX_LENGTH, say)."""
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not is_json_media_type(content_type):
+        raise ApiError(
+            UNSUPPORTED_MEDIA_TYPE, "Send the body as JSON with `Content-Type: application/json`."
+        )
+    body = await read_body(request, BODY_LIMIT)
+    if not body:
+        missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
+        raise RequestValidationError([missing])
+    max_length = services_of(request).settings.quoteapi_message_max_length
+    try:
+        return MessageIn.model_validate_json(body, context={"max_length": max_length}).message
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
 async def _refused(request: Request, exc: Exception) -> JSONResponse:
     """`act_as`'s refusals (the repository's exceptions), answered as the caller's problem."""
     if isinstance(exc, repository.SessionRevoked):
@@ -253,26 +241,19 @@ REFUSAL_HANDLERS = {repository.SessionRevoked: _refused, repository.UserDeleted:
 
 
 def _conditions(request: Request) -> tuple[TagList | None, TagList | None]:
-    """The request's If-Match, compared strongly (RFC 9110, section 13.1.1), and If-None-Match,
-    compared weakly; None for a header not sent."""
-    if_match = _header(request, "if-match")
-    if_none_match = _header(request, "if-none-match")
+    """If-Match, compared strongly (RFC 9110, section 13.1.1), and If-None-Match, weakly; None
+    for a header not sent. A header's field lines are one list (RFC 9110, section 5.3)."""
+    if_match = request.headers.getlist("if-match")
+    if_none_match = request.headers.getlist("if-none-match")
     return (
-        None if if_match is None else TagList.parse(if_match, strong=True),
-        None if if_none_match is None else TagList.parse(if_none_match),
+        TagList.parse(", ".join(if_match), strong=True) if if_match else None,
+        TagList.parse(", ".join(if_none_match)) if if_none_match else None,
     )
 
 
-def _header(request: Request, name: str) -> str | None:
-    """Every field line of `name` as the one list they are (RFC 9110, section 5.3); None when
-    none was sent."""
-    lines = request.headers.getlist(name)
-    return ", ".join(lines) if lines else None
-
-
 def _validators(stored: StoredMessage) -> dict[str, str]:
-    """The ETag and caching headers of a quote response: a 304 sends them as the 200 would
-    (RFC 9110, section 15.4.5). Caches keep the quote for its user only, and ask first."""
+    """A 304 sends them as the 200 would (RFC 9110, section 15.4.5). Caches keep the quote for
+    its user only, and ask first."""
     return {"ETag": etag(stored.version), "Cache-Control": "private, no-cache"}
 
 

@@ -6,9 +6,8 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.constants import REF_TEMPLATE
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 
 # C0 and C1 control characters and DEL, except tab and line breaks (normalised to LF before).
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -17,7 +16,8 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _LONE_SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
-def _normalise(value: object) -> object:
+def _normalise(value: object, info: ValidationInfo) -> object:
+    """The quote trimmed, CRLF as LF, and within `context={"max_length": n}` if given."""
     if not isinstance(value, str):
         return value  # the str type check rejects it
     text = value.replace("\r\n", "\n").replace("\r", "\n")
@@ -30,6 +30,9 @@ def _normalise(value: object) -> object:
         raise ValueError("must not be empty or only white space")
     if _LONE_SURROGATES.search(text):
         raise ValueError("must be valid Unicode text (it contains an unpaired surrogate)")
+    max_length = (info.context or {}).get("max_length")
+    if max_length is not None and len(text) > max_length:
+        raise ValueError(f"must be at most {max_length} characters after trimming")
     return text
 
 
@@ -80,22 +83,6 @@ class MessageIn(BaseModel):
         schema = cls.model_json_schema(ref_template=REF_TEMPLATE)
         schema["properties"]["message"]["pattern"] = message_pattern(max_length)
         return schema
-
-    def within(self, max_length: int) -> str:
-        """The trimmed quote, or a 422 (as any other field error) when it is over the limit."""
-        if len(self.message) > max_length:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "value_error",
-                        "loc": ("body", "message"),
-                        "msg": f"Value error, must be at most {max_length} characters after "
-                        "trimming",
-                        "input": self.message,
-                    }
-                ]
-            )
-        return self.message
 
 
 class MessageOut(BaseModel):
