@@ -1,11 +1,9 @@
 """Every statement on user_messages, each reading the caller through `act_as` (migrations 0004,
-0006): it binds the transaction to the caller for row-level security, refuses a session that
-ended and, for a write, takes the user's lock shared and refuses a deleted user. Reads and
-upserts call it in a one-row subquery `acting` through which alone they reach the table, so
-PostgreSQL evaluates it first (OFFSET 0: never inlined elsewhere): one round trip. Conditional
-writes run in a transaction that calls it first (`_BIND`). A unit's first statement that may
-wait for a lock reads SERVER_WAITS in its FROM too (a read takes none). Built once, at import.
-"""
+0006): it binds the transaction to the caller for row-level security, refuses an ended session
+and, for a write, takes the user's lock shared and refuses a deleted user. Reads and upserts
+reach the table only through a one-row subquery `acting` that calls it (OFFSET 0: evaluated
+first, never inlined): one round trip. Conditional writes run in a transaction that calls it
+first (`_BIND`). A unit's first statement that may wait for a lock reads SERVER_WAITS too."""
 
 from __future__ import annotations
 
@@ -53,7 +51,7 @@ JOIN LATERAL (
     WHERE user_id = acting.user_id
 ) AS mine ON true
 """).columns(*_QUOTE)
-# Create, or replace unless the stored version is one If-None-Match names ([]: none).
+# Create, or replace unless the stored version is one If-None-Match names (`*`: create only).
 _SAVE: Final = text(f"""
 INSERT INTO user_messages (user_id, message)
 SELECT acting.user_id, CAST(:quote AS text)
@@ -62,15 +60,7 @@ FROM (SELECT act_as(:caller, :caller_session, true) AS user_id FROM {SERVER_WAIT
 ON CONFLICT (user_id) DO UPDATE
     SET message = excluded.message, update_ts = now(),
         version = nextval('user_messages_version_seq')
-    WHERE user_messages.version <> ALL(:none_match)
-RETURNING message, create_ts, update_ts, version, xmax = 0 AS created
-""").columns(*_WRITTEN)
-_CREATE_ONLY: Final = text(f"""
-INSERT INTO user_messages (user_id, message)
-SELECT acting.user_id, CAST(:quote AS text)
-FROM (SELECT act_as(:caller, :caller_session, true) AS user_id FROM {SERVER_WAITS} OFFSET 0)
-    AS acting
-ON CONFLICT DO NOTHING
+    WHERE NOT (:none_match_any OR user_messages.version = ANY(:none_match))
 RETURNING message, create_ts, update_ts, version, xmax = 0 AS created
 """).columns(*_WRITTEN)
 # The conditional writes run in a transaction bound to the caller first (`_BIND`).
@@ -104,8 +94,7 @@ SELECT (SELECT version FROM stored) AS stored, (SELECT version FROM gone) AS del
 
 
 class SessionRevoked(Exception):
-    """The caller's session ended in Clerk (revoked, signed out or removed): its tokens, however
-    fresh, no longer act."""
+    """The caller's session ended in Clerk: its tokens, however fresh, no longer act."""
 
 
 class UserDeleted(Exception):
@@ -121,7 +110,6 @@ _Params = dict[str, str | bool | list[int]]
 async def _execute(
     session: AsyncSession, statement: Executable, params: _Params
 ) -> Result[*TupleAny]:
-    """Run `statement`, with `act_as`'s refusals raised as SessionRevoked or UserDeleted."""
     connection = await session.connection()
     try:
         return await connection.execute(statement, params)
@@ -144,8 +132,7 @@ def _caller(caller: VerifiedUser) -> _Params:
 
 
 def _conditions(if_match: TagList | None, if_none_match: TagList | None) -> _Params:
-    """The parameters of the conditions: an absent If-Match allows any version, an absent
-    If-None-Match excludes none."""
+    """An absent If-Match allows any version, an absent If-None-Match excludes none."""
     match = if_match or TagList(any=True, versions=())
     none_match = if_none_match or TagList(any=False, versions=())
     return {
@@ -169,10 +156,9 @@ async def save_quote(
 ) -> StoredMessage | None:
     """Create the quote, or replace it unless `if_none_match` names its version (`*`: create
     only); None when the condition kept the stored quote."""
+    none_match = if_none_match or TagList(any=False, versions=())
     params = {**_caller(caller), **server_waits(session), "quote": quote}
-    if if_none_match is not None and if_none_match.any:
-        return await _stored(session, _CREATE_ONLY, params)
-    params["none_match"] = [] if if_none_match is None else list(if_none_match.versions)
+    params |= {"none_match_any": none_match.any, "none_match": list(none_match.versions)}
     return await _stored(session, _SAVE, params)
 
 
