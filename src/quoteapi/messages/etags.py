@@ -5,15 +5,16 @@ one quote as it was at one moment, whoever holds it."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-# Versions are PostgreSQL bigints: a tag naming a larger number (or non-ASCII digits, which
-# str.isdigit accepts and int() may not) names no stored version.
+# Entity-tags compare character by character (RFC 9110, section 8.8.3.2): only the form `etag`
+# writes names a version (`"07"` is not `"7"`), and only up to PostgreSQL's bigint.
+_TAG = re.compile(r'(W/)?"(0|[1-9][0-9]{0,18})"')
 _MAX_VERSION = 2**63 - 1
 
 
 def etag(version: int) -> str:
-    """The strong ETag of `version`."""
     return f'"{version}"'
 
 
@@ -34,27 +35,10 @@ class TagList:
             return cls(any=True, versions=())
         versions = []
         for tag in header.split(","):
-            tag = tag.strip()
-            if tag.startswith("W/"):
-                if strong:
-                    continue
-                tag = tag.removeprefix("W/")
-            digits = tag[1:-1] if len(tag) >= 2 and tag[0] == tag[-1] == '"' else ""
-            version = _version(digits)
-            if version is not None:
-                versions.append(version)
+            found = _TAG.fullmatch(tag.strip())
+            if found and not (strong and found[1]) and int(found[2]) <= _MAX_VERSION:
+                versions.append(int(found[2]))
         return cls(any=False, versions=tuple(versions))
 
     def matches(self, version: int) -> bool:
-        """Whether a stored quote at `version` satisfies the list."""
         return self.any or version in self.versions
-
-
-def _version(digits: str) -> int | None:
-    """The version an opaque-tag's `digits` name, if any. Entity-tags compare character by
-    character (RFC 9110, section 8.8.3.2), so only the form `etag` writes names one: `"07"`
-    is not `"7"`."""
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
-        return None
-    version = int(digits)
-    return version if version <= _MAX_VERSION and str(version) == digits else None
