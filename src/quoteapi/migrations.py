@@ -1,6 +1,6 @@
-"""Alembic, driven from the installed package (the scripts ship inside the wheel), and the
-revisions this release ships, read from the scripts themselves: `serve` checks the schema's
-revision but never migrates, so it does not load Alembic (a tenth of its start-up)."""
+"""Alembic, driven from the installed package (the scripts ship inside the wheel). The revisions
+are read from the scripts' text: `serve` checks them but never migrates, so it does not load
+Alembic (a tenth of its start-up)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from quoteapi.database.url import DatabaseTarget
 if TYPE_CHECKING:
     from alembic.config import Config
 
-# How each script in alembic/versions names itself and the revision it follows.
 _REVISION = re.compile(r"^revision(?:: str)? = [\"']([^\"']+)[\"']", re.MULTILINE)
 _DOWN_REVISION = re.compile(
     r"^down_revision(?:: [^=]+)? = (?:[\"']([^\"']+)[\"']|None)", re.MULTILINE
@@ -24,12 +23,9 @@ _DOWN_REVISION = re.compile(
 
 def scripts_dir() -> Path:
     """The `alembic/` folder: inside the installed wheel, or at the top of a checkout."""
-    packaged = Path(str(files("quoteapi"))) / "alembic"
-    if (packaged / "env.py").is_file():
-        return packaged
-    checkout = Path(__file__).resolve().parents[2] / "alembic"
-    if (checkout / "env.py").is_file():
-        return checkout
+    for folder in (Path(str(files("quoteapi"))), Path(__file__).resolve().parents[2]):
+        if (folder / "alembic" / "env.py").is_file():
+            return folder / "alembic"
     raise FileNotFoundError("migration scripts not found: reinstall quoteapi")
 
 
@@ -51,7 +47,6 @@ def known_revisions() -> tuple[str, ...]:
 
 
 def head_revision() -> str:
-    """The revision that `upgrade head` reaches."""
     return known_revisions()[0]
 
 
@@ -74,5 +69,4 @@ def upgrade(target: DatabaseTarget, revision: str = "head") -> None:
 
 
 async def upgrade_async(target: DatabaseTarget, revision: str = "head") -> None:
-    """`upgrade` for callers already inside an event loop."""
     await asyncio.to_thread(upgrade, target, revision)

@@ -10,11 +10,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 
 class FifoSlots:
-    """A semaphore that admits strictly first come, first served, and gives up on a waiter after
-    `wait` seconds (PoolTimeout). A free slot costs no timer: one is armed only for a request
-    that has to queue. A released slot passes straight to the longest waiter, so no newcomer
-    can overtake the queue. `observe`, if given, is told each acquisition's wait in seconds
-    (0 for a free slot; given up or not)."""
+    """A semaphore that admits strictly first come, first served (a released slot passes
+    straight to the longest waiter) and gives up on a waiter after `wait` seconds (PoolTimeout).
+    Only a request that has to queue arms a timer. `observe` is told each acquisition's wait."""
 
     def __init__(
         self, size: int, wait: float, observe: Callable[[float], None] | None = None

@@ -16,8 +16,7 @@ from quoteapi.logs import EventLog
 
 log = EventLog("quoteapi.db")
 
-# A Neon compute that scaled to zero takes a moment to wake; these pauses cover it, within the
-# connect timeout (DATABASE_CONNECT_TIMEOUT bounds the attempts and the pauses together).
+# Pauses for a Neon compute waking from zero, within DATABASE_CONNECT_TIMEOUT like the attempts.
 _CONNECT_BACKOFF_SECONDS = (0.25, 0.5, 1.0)
 _RETRYABLE_CONNECT_ERRORS = (
     OSError,
@@ -25,15 +24,13 @@ _RETRYABLE_CONNECT_ERRORS = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
 )
-# TCP keepalives on database connections: a peer that vanished without a word (a NAT or proxy
-# that forgot the link, a host gone) is noticed within about a minute while the connection sits
-# idle in the pool, which then replaces it at checkout instead of failing a request on it.
+# A peer that vanished without a word (a NAT or proxy that forgot the link, a host gone) is
+# noticed within about a minute while the connection idles in the pool, which then replaces it
+# at checkout instead of failing a request on it.
 KEEPALIVE_IDLE_SECONDS = 30
 KEEPALIVE_INTERVAL_SECONDS = 10
 KEEPALIVE_PROBES = 3
-
-
-# Failures that retrying cannot fix: what to change, by the failure.
+# Failures that retrying cannot fix, and the fix.
 _PERMANENT_CONNECT_ERRORS: dict[type[BaseException], str] = {
     ssl.SSLCertVerificationError: "use sslmode=require to encrypt without checking the "
     "certificate, or name the CA that signed it with sslrootcert=/path/to/ca.pem",
@@ -43,46 +40,41 @@ _PERMANENT_CONNECT_ERRORS: dict[type[BaseException], str] = {
 }
 
 
-def _cannot_connect(kwargs: dict[str, Any], exc: BaseException, fix: str) -> DatabaseUnreachable:
-    what = getattr(exc, "verify_message", None) or str(exc) or type(exc).__name__
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        what = f"its TLS certificate did not verify ({what})"
-    return DatabaseUnreachable(
-        f"cannot connect to the database at {_where(kwargs)}: {what}. Fix: {fix}"
-    )
-
-
-def _where(kwargs: dict[str, Any]) -> str:
-    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 5432)}"
-
-
 async def connect(*, timeout: float, **kwargs: Any) -> asyncpg.Connection:  # noqa: ASYNC109
     """A new connection within `timeout` seconds (asyncpg's argument, from connect_args),
     attempts and pauses together."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    where = f"the database at {kwargs.get('host', 'localhost')}:{kwargs.get('port', 5432)}"
     for pause in (*_CONNECT_BACKOFF_SECONDS, None):
         try:
             connection = await asyncpg.connect(**kwargs, timeout=deadline - loop.time())
         except tuple(_PERMANENT_CONNECT_ERRORS) as exc:
             fix = next(f for t, f in _PERMANENT_CONNECT_ERRORS.items() if isinstance(exc, t))
-            raise _cannot_connect(kwargs, exc, fix) from exc
+            raise _cannot_connect(where, exc, fix) from exc
         except _RETRYABLE_CONNECT_ERRORS as exc:
-            if pause is None or deadline - loop.time() <= pause:
-                if isinstance(exc, asyncio.TimeoutError):
-                    raise DatabaseConnectTimeout(
-                        f"cannot connect to the database at {_where(kwargs)}: no answer within "
-                        f"{timeout:g} s. Fix: check the host and port in DATABASE_URL and that "
-                        "the server is up (DATABASE_CONNECT_TIMEOUT sets the wait)"
-                    ) from exc
-                fix = "check the host and port in DATABASE_URL, and that the server is up"
-                raise _cannot_connect(kwargs, exc, fix) from exc
-            log.warning("db_connect_retry", error=type(exc).__name__, pause_s=pause)
-            await asyncio.sleep(pause)
-        else:
-            _keep_alive(connection)
-            return connection
+            if pause is not None and deadline - loop.time() > pause:
+                log.warning("db_connect_retry", error=type(exc).__name__, pause_s=pause)
+                await asyncio.sleep(pause)
+                continue
+            if isinstance(exc, asyncio.TimeoutError):
+                raise DatabaseConnectTimeout(
+                    f"cannot connect to {where}: no answer within {timeout:g} s. Fix: check the "
+                    "host and port in DATABASE_URL and that the server is up "
+                    "(DATABASE_CONNECT_TIMEOUT sets the wait)"
+                ) from exc
+            fix = "check the host and port in DATABASE_URL, and that the server is up"
+            raise _cannot_connect(where, exc, fix) from exc
+        _keep_alive(connection)
+        return connection
     raise AssertionError("unreachable")
+
+
+def _cannot_connect(where: str, exc: BaseException, fix: str) -> DatabaseUnreachable:
+    what = getattr(exc, "verify_message", None) or str(exc) or type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        what = f"its TLS certificate did not verify ({what})"
+    return DatabaseUnreachable(f"cannot connect to {where}: {what}. Fix: {fix}")
 
 
 def _keep_alive(connection: asyncpg.Connection) -> None:

@@ -1,7 +1,6 @@
 """The engine (asyncpg under SQLAlchemy) and the unit of work on it (`Database.unit`): the rule
-for sessions and transactions, the bounds the server keeps for them, and the failures of the
-database raised as `database.failures`. Connecting is `database.connect`'s job; admission to
-the pool, `database.admission`'s."""
+for sessions and transactions written once, the bounds the server keeps for them, and the
+database's failures raised as `database.failures`."""
 
 from __future__ import annotations
 
@@ -34,21 +33,15 @@ def create_engine(
     connect_timeout: float = 5.0,
     statement_timeout: float | None = None,
 ) -> AsyncEngine:
-    """Build the engine for one database target; nothing connects until first use.
-
-    `pooler`: the database is behind a transaction-mode pooler, where a prepared statement must
-    not outlive its transaction: statements are prepared under unique names and never cached.
-    Otherwise each connection keeps its prepared statements, saving a round trip per query.
-    `statement_timeout`: asyncpg's command_timeout, each statement's bound in the client; past it
-    asyncpg cancels the statement on the server and the connection is discarded. None (as for
-    migrations, whose statements may rightly take long): no bound.
-    """
-    statements: dict[str, Any] = POOLER_SAFE_STATEMENTS if pooler else {}
+    """The engine for `target`; nothing connects until first use. `pooler`: behind a transaction
+    pooler (`database.pooler`); otherwise each connection keeps its prepared statements, saving
+    a round trip per query. `statement_timeout`: asyncpg's command_timeout, past which it cancels
+    the statement and the connection is discarded; None (migrations): no bound."""
     connect_args: dict[str, Any] = {
         "timeout": connect_timeout,
         "command_timeout": statement_timeout,
         **target.connect_kwargs,
-        **statements,
+        **(POOLER_SAFE_STATEMENTS if pooler else {}),
         "async_creator_fn": connect,
     }
     engine = create_async_engine(
@@ -57,8 +50,8 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=pool_timeout,
-        # Errors carry the statement, never its parameters: they hold quote text and user ids,
-        # and errors are logged.
+        # Errors carry the statement, never its parameters (quote text and user ids): errors
+        # are logged.
         hide_parameters=True,
         # Each statement commits on its own unless a unit asks for a transaction (see Database).
         # Set once per connection: as an option of each checkout it costs CPU every request.
@@ -69,28 +62,23 @@ def create_engine(
 
 
 def _replace_if_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    """A connection the server closed while it sat in the pool is replaced before use: Neon
-    closes every connection of a compute it suspends after 5 idle minutes, or restarts. The
-    check is local (the driver saw the socket close), so a busy pool pays no round trip; the
-    pool opens a new connection in its place."""
+    # Neon closes every connection of a compute it suspends (5 idle minutes) or restarts. The
+    # check is local (the driver saw the socket close): a busy pool pays no round trip.
     if proxy.driver_connection.is_closed():
         raise sa_exc.DisconnectionError("closed by the server while idle in the pool")
 
 
 class Database:
-    """The engine, and units of work on it admitted to the pool first come, first served.
+    """The engine, and units of work on it admitted to the pool first come, first served:
+    SQLAlchemy's pool hands a returned connection to whichever task asks next, so under load a
+    waiting request could be overtaken until it timed out (a p99 of seconds).
 
-    SQLAlchemy's async pool hands a returned connection to whichever task asks next, so under
-    load a waiting request can be overtaken again and again until it times out (a p99 of
-    seconds). A FIFO semaphore sized like the pool queues requests fairly in front of it.
-
-    The unit-of-work rule, written here once (`unit`): a fresh session, closed before the
-    response is sent. Each statement commits on its own (autocommit: a request of one statement
-    costs no BEGIN and COMMIT round trips), unless the work calls `transaction` first, which
-    makes the rest of the unit one transaction, committed when the unit ends without an error.
-    Behind a transaction pooler every unit is one transaction, as it must be there. Whether one
-    is there is known before the engine is built (`pooler.behind_a_pooler`), so the engine never
-    changes while it serves.
+    The unit of work (`unit`): a fresh session, closed before the response is sent. Each
+    statement commits on its own (autocommit: no BEGIN and COMMIT round trips), unless the work
+    calls `transaction` first: the rest of the unit is then one transaction, committed when it
+    ends without an error. Behind a transaction pooler every unit is one transaction. Whether
+    one is there is known before the engine is built, so the engine never changes while it
+    serves. `observe_wait` is told each unit's wait for its slot; `instrument` gets the engine.
     """
 
     def __init__(
@@ -106,8 +94,6 @@ class Database:
         observe_wait: Callable[[float], None] | None = None,
         instrument: Callable[[AsyncEngine], None] | None = None,
     ) -> None:
-        """`observe_wait`: told each unit's wait for its slot (metrics); `instrument`: given
-        the engine once it is built (traces)."""
         self.target = target
         self.role = target.role  # the connected role, for the GRANT a missing privilege names
         self._pooler = pooler  # None: ask the first connection
@@ -129,10 +115,9 @@ class Database:
         self._noted: set[str] = set()  # missing grants and objects, each logged once
 
     async def open(self) -> AsyncEngine:
-        """The engine, built once the pooler is known (asking the server when neither
-        DATABASE_TRANSACTION_POOLER nor the host name said). Callers arriving while it opens
-        share that one attempt and its outcome (single flight): each waits at most one
-        DATABASE_CONNECT_TIMEOUT, however many queue; a failed attempt is retried by the next."""
+        """The engine, built once the pooler is known. Callers arriving while it opens share
+        that one attempt and its outcome: each waits at most one DATABASE_CONNECT_TIMEOUT,
+        however many queue; a failed attempt is retried by the next caller."""
         if self.engine is not None:
             return self.engine
         if self._opening is None or self._opening.done():
@@ -168,8 +153,7 @@ class Database:
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[AsyncSession]:
-        """A session for one unit of work (see the class). A failure of the database is raised
-        as one of `database.failures`."""
+        """A session for one unit of work (see the class)."""
         await self._slots.acquire()
         try:
             if self._factory is None:
@@ -208,12 +192,11 @@ _TRANSACTION = "quoteapi.transaction"
 _WAITS = "quoteapi.server_waits"
 
 # The waits the server bounds itself, for the transaction of the statement that reads this
-# subquery: each lock wait (DATABASE_LOCK_TIMEOUT), and a transaction left idle by a client
-# that vanished (then ended, its locks released). A unit's first statement reads it in its FROM,
-# evaluated before anything else the statement does (a volatile subquery is never merged into
-# its statement); transaction-local, so that it holds behind a transaction pooler too, and no
-# round trip of its own. Locks taken while that first statement is planned (a table lock held
-# by a migration) wait under the statement's own bound instead.
+# subquery in its FROM: each lock wait, and a transaction left idle by a client that vanished
+# (then ended, its locks released). A volatile subquery is evaluated first and never merged;
+# transaction-local, so it holds behind a transaction pooler too, with no round trip of its own.
+# Locks taken while the statement is planned (a migration's table lock) wait under the
+# statement's own bound instead.
 SERVER_WAITS = """(
     SELECT set_config('lock_timeout', :lock_timeout, true),
            set_config('idle_in_transaction_session_timeout', :idle_timeout, true)
@@ -227,16 +210,15 @@ def server_waits(session: AsyncSession) -> dict[str, str]:
 
 
 async def transaction(session: AsyncSession) -> None:
-    """Make the rest of this unit of work one transaction, READ COMMITTED, committed when the
-    work returns (an autocommit session would run each statement alone)."""
+    """Make the rest of this unit of work one READ COMMITTED transaction, committed when the
+    work returns."""
     session.info[_TRANSACTION] = True
     await session.connection(execution_options={"isolation_level": "READ COMMITTED"})
 
 
 async def open_and_check_role(database: Database) -> None:
-    """Open the database ahead of the first request, and log a warning when the connected role
-    is exempt from row-level security (a superuser, or BYPASSRLS like Neon's default owner
-    role): the policy is then no second wall at all."""
+    """Open the database ahead of the first request, and warn when the connected role is exempt
+    from row-level security (a superuser, or BYPASSRLS like Neon's default owner role)."""
     query = text(
         "SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
     )

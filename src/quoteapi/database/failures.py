@@ -33,36 +33,30 @@ class DatabaseUnreachable(DatabaseFailure, ConnectionError):
 
 
 class DatabaseConnectTimeout(DatabaseUnreachable):
-    """A new connection got no answer within DATABASE_CONNECT_TIMEOUT, retries included."""
-
     problem = Problem(503, "database-connect-timeout", "Database connection timed out")
     answer = "The database did not answer a new connection in time"
 
 
 class StatementTimeout(DatabaseFailure):
-    """A statement got no answer within DATABASE_STATEMENT_TIMEOUT (a frozen backend, a half-open
-    link, a pooler's queue, a table lock taken while the statement was planned)."""
+    """DATABASE_STATEMENT_TIMEOUT ran out (a frozen backend, a half-open link, a pooler's queue, a
+    table lock taken while the statement was planned)."""
 
     problem = Problem(503, "database-statement-timeout", "Database statement timed out")
     answer = "The database did not answer in time"
 
 
 class LockTimeout(DatabaseFailure):
-    """A statement waited on a lock longer than DATABASE_LOCK_TIMEOUT."""
-
     problem = Problem(503, "database-lock-timeout", "Database lock wait timed out")
     answer = "Your data is locked by another change right now"
 
 
 class PrivilegeMissing(DatabaseFailure):
-    """The connected role lacks a privilege the code needs: an operator's GRANT is missing."""
-
     problem = Problem(503, "database-privilege-missing", "Database privilege missing")
     answer = "The service lacks a database privilege; its operator has been told"
 
 
 class SchemaBehind(DatabaseFailure):
-    """The code uses an object the database lacks: it was rolled out before `quoteapi migrate`."""
+    """The code uses an object the database lacks: rolled out before `quoteapi migrate` ran."""
 
     problem = Problem(503, "database-schema-behind", "Database schema behind")
     answer = "The database schema is older than this service; its operator has been told"

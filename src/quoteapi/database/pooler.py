@@ -13,18 +13,12 @@ from quoteapi.logs import EventLog
 log = EventLog("quoteapi.db")
 
 
-def _unique_statement_name() -> str:
-    # A transaction pooler hands each transaction any server connection: names must never
-    # collide with another client's statements there.
-    return f"__quoteapi_{uuid.uuid4().hex}__"
-
-
-# Behind a transaction pooler a prepared statement must not outlive its transaction: statements
-# are prepared under unique names and never cached.
+# Behind a transaction pooler a prepared statement must not outlive its transaction, and any
+# server connection may serve it: statements are never cached, and named never to collide.
 POOLER_SAFE_STATEMENTS: dict[str, Any] = {
     "statement_cache_size": 0,
     "prepared_statement_cache_size": 0,
-    "prepared_statement_name_func": _unique_statement_name,
+    "prepared_statement_name_func": lambda: f"__quoteapi_{uuid.uuid4().hex}__",
 }
 
 
@@ -40,12 +34,10 @@ def pooler_by_host(target: DatabaseTarget) -> bool | None:
 async def behind_a_pooler(
     target: DatabaseTarget, connect_timeout: float, statement_timeout: float
 ) -> bool:
-    """True when something between us and PostgreSQL answers for it: the backend pid a
-    connection's start-up reported (the key a cancel request carries) is not the backend's own.
-    A pooler must give its clients keys of its own to route their cancellations, so every
-    pooler shows itself here; a session pooler, where prepared statements would survive, is
-    then treated as a transaction pooler (slower, never wrong: DATABASE_TRANSACTION_POOLER=false
-    says otherwise)."""
+    """True when something between us and PostgreSQL answers for it: the backend pid of the
+    connection's start-up (the key a cancel request carries) is not the backend's own, as every
+    pooler gives its clients keys of its own. A session pooler is then treated as a transaction
+    pooler (slower, never wrong; DATABASE_TRANSACTION_POOLER=false says otherwise)."""
     connection = await connect(timeout=connect_timeout, **target.connect_kwargs)
     try:
         backend = await connection.fetchval("SELECT pg_backend_pid()", timeout=statement_timeout)
