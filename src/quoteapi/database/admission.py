@@ -1,4 +1,6 @@
-"""Admission to the database pool: first come, first served, each waiter for a bounded time."""
+"""Admission to the database pool: first come, first served, each waiter for a bounded time.
+SQLAlchemy's pool hands a freed connection to whichever task asks next: a waiter could be
+overtaken until it timed out (a p99 of seconds)."""
 
 from __future__ import annotations
 

@@ -69,17 +69,14 @@ def _replace_if_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
 
 
 class Database:
-    """The engine, and units of work on it admitted to the pool first come, first served:
-    SQLAlchemy's pool hands a returned connection to whichever task asks next, so under load a
-    waiting request could be overtaken until it timed out (a p99 of seconds).
+    """The engine, and units of work on it admitted first come, first served (`FifoSlots`).
 
-    The unit of work (`unit`): a fresh session, closed before the response is sent. Each
-    statement commits on its own (autocommit: no BEGIN and COMMIT round trips), unless the work
-    calls `transaction` first: the rest of the unit is then one transaction, committed when it
-    ends without an error. Behind a transaction pooler every unit is one transaction. Whether
-    one is there is known before the engine is built, so the engine never changes while it
-    serves. `observe_wait` is told each unit's wait for its slot; `instrument` gets the engine.
-    """
+    A unit (`unit`) is a fresh session, closed before the response is sent. Each statement
+    commits on its own (autocommit: no BEGIN and COMMIT round trips) unless the work calls
+    `transaction`: the rest of the unit is then one transaction, committed when it ends without
+    an error. Behind a transaction pooler, known before the engine is built (it never changes
+    while it serves), every unit is one transaction. `observe_wait` is told each unit's wait
+    for its slot; `instrument` gets the engine."""
 
     def __init__(
         self,
@@ -191,12 +188,10 @@ _TRANSACTION = "quoteapi.transaction"
 # In every session's `info`: the parameters of SERVER_WAITS.
 _WAITS = "quoteapi.server_waits"
 
-# The waits the server bounds itself, for the transaction of the statement that reads this
-# subquery in its FROM: each lock wait, and a transaction left idle by a client that vanished
-# (then ended, its locks released). A volatile subquery is evaluated first and never merged;
-# transaction-local, so it holds behind a transaction pooler too, with no round trip of its own.
-# Locks taken while the statement is planned (a migration's table lock) wait under the
-# statement's own bound instead.
+# The waits the server bounds, for the transaction of a statement that reads this in its FROM
+# (a volatile subquery: evaluated first, never merged): each lock wait, and a transaction left
+# idle by a vanished client. Transaction-local, so it holds behind a transaction pooler too, at
+# no round trip. Locks taken while the statement is planned wait under its own bound instead.
 SERVER_WAITS = """(
     SELECT set_config('lock_timeout', :lock_timeout, true),
            set_config('idle_in_transaction_session_timeout', :idle_timeout, true)

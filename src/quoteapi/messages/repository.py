@@ -156,10 +156,8 @@ async def save_quote(
 ) -> StoredMessage | None:
     """Create the quote, or replace it unless `if_none_match` names its version (`*`: create
     only); None when the condition kept the stored quote."""
-    none_match = if_none_match or TagList(any=False, versions=())
-    params = {**_caller(caller), **server_waits(session), "quote": quote}
-    params |= {"none_match_any": none_match.any, "none_match": list(none_match.versions)}
-    return await _stored(session, _SAVE, params)
+    params = {**_caller(caller), **server_waits(session), **_conditions(None, if_none_match)}
+    return await _stored(session, _SAVE, {**params, "quote": quote})
 
 
 async def replace_quote(
