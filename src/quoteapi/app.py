@@ -27,7 +27,7 @@ from quoteapi.middleware import (
 )
 from quoteapi.problems import install_problem_handlers
 from quoteapi.services import Services
-from quoteapi.settings import ConfigError, Settings, load_settings
+from quoteapi.settings import Settings, load_settings, require_database
 from quoteapi.telemetry import fastapi_telemetry, tracing_from
 from quoteapi.webhooks.signatures import WebhookVerifier
 
@@ -37,13 +37,7 @@ log = EventLog("quoteapi")
 def create_app(settings: Settings) -> FastAPI:
     """Build the service for `settings`; nothing connects until the app starts. A setting
     that cannot work raises ConfigError here, before anything runs."""
-    target = settings.database
-    if target is None:
-        raise ConfigError(
-            "DATABASE_URL",
-            "is not set",
-            "set it to your PostgreSQL URL, or run `quoteapi dev` for an embedded database",
-        )
+    target = require_database(settings, "serve")
     verifier = TokenVerifier.from_settings(settings)
     webhook_verifier = WebhookVerifier.from_settings(settings)  # None: no webhook endpoint
     observers = None  # set below when metrics are on
@@ -122,10 +116,9 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.quoteapi_docs_enabled:
         install_docs(app, app.openapi_url or "/openapi.json")
     if settings.quoteapi_dev_issuer:  # never in production: `quoteapi serve` refuses it
-        from quoteapi.dev import issuer, tokens
+        from quoteapi.dev import issuer
 
         app.include_router(issuer.build_router(settings.quoteapi_data_dir))
-        app.include_router(tokens.build_router(settings.quoteapi_data_dir))  # for web/
     if webhook_verifier is not None:  # none: its router, models and SQL are not even imported
         from quoteapi.webhooks import router as webhooks
 

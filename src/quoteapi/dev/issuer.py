@@ -1,31 +1,37 @@
-"""A local stand-in for Clerk: one RSA key kept in the data directory, its JWKS served by the
-dev app, and Clerk-shaped session tokens signed with it (`quoteapi token`).
-
-The verifier fetches this JWKS over HTTP exactly as it fetches Clerk's, so `quoteapi dev`
-exercises the production verification path. `quoteapi serve` refuses to run with it.
-"""
+"""A local stand-in for Clerk, mounted only while QUOTEAPI_DEV_ISSUER is on (`quoteapi serve`
+refuses it): one RSA key kept in the data directory, its JWKS, fetched by the verifier over HTTP
+exactly as Clerk's is, and Clerk-shaped session tokens signed with it (`quoteapi token`, and
+`POST /dev/token` for the web page, as Clerk's `Clerk.session.getToken()`)."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fastapi import APIRouter
+from fastapi import APIRouter, Body, Request
 from jwt.algorithms import RSAAlgorithm
+from pydantic import BaseModel, Field
 
+from quoteapi.auth.sources import has_key_source, is_loopback_host
 from quoteapi.auth.verify import SESSION_TOKEN_CATEGORY
+from quoteapi.problems import ApiError, Problem
+from quoteapi.settings import load_settings
 
 # Fixed, so tokens do not depend on the port the dev server listens on.
 DEV_ISSUER = "https://dev-issuer.quoteapi.localhost"
 DEV_KID = "ins_quoteapi_dev"
 JWKS_PATH = "/dev/.well-known/jwks.json"
 KEY_FILE = "dev-issuer-key.pem"
+# Clerk's session tokens live 60 s; the page refreshes shortly before expiry, as Clerk's SDK does.
+PAGE_TOKEN_TTL_SECONDS = 60
+HOST_NOT_LOOPBACK = Problem(403, "host-not-loopback", "Dev tokens are for loopback only")
 
 
 def dev_auth_settings(port: int) -> dict[str, Any]:
@@ -62,12 +68,6 @@ def load_or_create_key(data_dir: Path) -> rsa.RSAPrivateKey:
     return loaded
 
 
-def jwks(key: rsa.RSAPrivateKey) -> dict[str, Any]:
-    """The public half of `key` as a JWKS document, shaped like Clerk's."""
-    jwk: dict[str, Any] = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
-    return {"keys": [{**jwk, "kid": DEV_KID, "use": "sig", "alg": "RS256"}]}
-
-
 def mint_session_token(
     key: rsa.RSAPrivateKey,
     user_id: str,
@@ -77,8 +77,7 @@ def mint_session_token(
     session_id: str | None = None,
     now: float | None = None,
 ) -> str:
-    """A Clerk-shaped session token for `user_id`, signed by the dev key, of session
-    `session_id` (default: a new one)."""
+    """A Clerk-shaped session token for `user_id` of session `session_id` (default: a new one)."""
     issued_at = int(time.time() if now is None else now)
     claims = {
         "sub": user_id,
@@ -95,13 +94,63 @@ def mint_session_token(
     return jwt.encode(claims, key, algorithm="RS256", headers=headers)
 
 
+def print_token(user_id: str, *, ttl: int, azp: str, session_id: str | None) -> None:
+    """`quoteapi token`."""
+    settings = load_settings()
+    if has_key_source(settings):
+        print(
+            "quoteapi: note: a Clerk key source is configured, so `quoteapi dev` verifies against "
+            "Clerk and will reject this token",
+            file=sys.stderr,
+        )
+    key = load_or_create_key(settings.quoteapi_data_dir)
+    print(mint_session_token(key, user_id, ttl=ttl, azp=azp, session_id=session_id), flush=True)
+
+
+class DevTokenRequest(BaseModel):
+    user_id: str = Field(default="user_dev", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class DevToken(BaseModel):
+    token: str
+    user_id: str
+    expires_in: int
+
+
 def build_router(data_dir: Path) -> APIRouter:
-    """`GET /dev/.well-known/jwks.json`: the dev key's JWKS (the key is created if missing)."""
-    document = jwks(load_or_create_key(data_dir))
+    """`GET /dev/.well-known/jwks.json` and `POST /dev/token`, with the key in `data_dir`."""
+    key = load_or_create_key(data_dir)
+    jwk: dict[str, Any] = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    jwks = {"keys": [{**jwk, "kid": DEV_KID, "use": "sig", "alg": "RS256"}]}
     router = APIRouter(tags=["dev"], include_in_schema=False)
 
     @router.get(JWKS_PATH)
     async def dev_jwks() -> dict[str, Any]:
-        return document
+        return jwks
+
+    @router.post("/dev/token")
+    async def dev_token(
+        request: Request, body: Annotated[DevTokenRequest | None, Body()] = None
+    ) -> DevToken:
+        # A page on another site can make the browser's name for it resolve to 127.0.0.1 (DNS
+        # rebinding); its requests then carry that name in Host. Only loopback names mint.
+        if not is_loopback_host(_host_name(request.headers.get("host", ""))):
+            raise ApiError(
+                HOST_NOT_LOOPBACK,
+                "POST /dev/token answers only requests addressed to 127.0.0.1, [::1] or localhost.",
+            )
+        user_id = (body or DevTokenRequest()).user_id
+        # `azp` is the page's origin, as Clerk sets it, so CLERK_AUTHORIZED_PARTIES applies.
+        origin = request.headers.get("origin")
+        azp = origin if origin and origin != "null" else "http://localhost:5173"
+        token = mint_session_token(key, user_id, ttl=PAGE_TOKEN_TTL_SECONDS, azp=azp)
+        return DevToken(token=token, user_id=user_id, expires_in=PAGE_TOKEN_TTL_SECONDS)
 
     return router
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without its port (`[::1]:8000` -> `::1`)."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host

@@ -1,6 +1,6 @@
 """`quoteapi dev`: the embedded PostgreSQL (unless DATABASE_URL is set), migrations, the
-least-privilege role, the dev token issuer, the API and the web page beside it, in one process
-that Ctrl-C, SIGTERM or a closing terminal stops whole."""
+least-privilege role, the dev token issuer, the API and the web page (`web/`) beside it on
+another origin, in one process that Ctrl-C, SIGTERM or a closing terminal stops whole."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ import contextlib
 import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from quoteapi import migrations
 from quoteapi.app import create_app
@@ -26,17 +32,14 @@ from quoteapi.settings import ConfigError, Settings, load_settings, require_data
 DEV_DATABASE = "quoteapi"
 # The role `quoteapi dev` runs the API as on the embedded server: row-level security applies.
 DEV_APP_ROLE = "quoteapi_app"
+# Only in a clone of the repo: the wheel and the image carry the API alone. In production the
+# page is static files with a `config.json` of your own (`web/config.example.json`).
+WEB_DIR = Path(__file__).resolve().parents[3] / "web"
 
 log = EventLog("quoteapi")
 
-# What stops `quoteapi dev` as Ctrl-C does: a process manager's SIGTERM, and the SIGHUP of the
-# terminal it runs in closing (by default SIGHUP kills it, leaving its embedded server running).
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
 
 def run(host: str, port: int, web_port_flag: int | None) -> None:
-    """Embedded database (unless DATABASE_URL is set), migrations, the API on `host`:`port`, and
-    the web page on its own port (another origin, allowed by CORS), until Ctrl-C."""
     settings = load_settings()
     if not has_key_source(settings):  # no Clerk configured: sign and verify with the dev issuer
         if not is_loopback_host(host):
@@ -53,45 +56,45 @@ def run(host: str, port: int, web_port_flag: int | None) -> None:
         origins = [*settings.cors_allow_origins, *_page_origins(host, web_port)]
         settings = settings.model_copy(update={"cors_allow_origins": list(dict.fromkeys(origins))})
     configure_logging(json_lines=False)
-    # Exiting through Python (not the default kill) lets the `finally` below stop the database.
-    for signum in _STOP_SIGNALS:
-        signal.signal(signum, _exit_on_signal)
+    server: uvicorn.Server | None = None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # Before the API serves: exit through Python, so that `finally` stops the database.
+        # Then: the graceful shutdown Ctrl-C starts. uvicorn raises SIGTERM again once done, and
+        # a SystemExit then, inside the loop, would cancel the page server mid-shutdown.
+        if server is None:
+            raise SystemExit(0)
+        server.should_exit = True
+
+    # A process manager's SIGTERM, and the SIGHUP of a closing terminal (by default it kills,
+    # leaving the embedded server running), stop it as Ctrl-C does.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     embedded = EmbeddedPostgres(settings.quoteapi_data_dir) if settings.database is None else None
     try:
         if embedded is not None:
             asyncio.run(create_database(embedded.start(), DEV_DATABASE))
             settings = settings.model_copy(update={"database_url": embedded.url(DEV_DATABASE)})
-        database = require_database(settings, "dev")
-        migrations.upgrade(database)  # as the owner
+        migrations.upgrade(require_database(settings, "dev"))  # as the owner
         if embedded is not None:  # the API connects as production's least-privilege role
+            password = kept_password(settings.quoteapi_data_dir / "app-role-password")
             app_url = asyncio.run(
-                ensure_app_role(
-                    embedded.url(DEV_DATABASE),
-                    DEV_APP_ROLE,
-                    kept_password(settings.quoteapi_data_dir / "app-role-password"),
-                )
+                ensure_app_role(embedded.url(DEV_DATABASE), DEV_APP_ROLE, password)
             )
             settings = settings.model_copy(update={"database_url": app_url})
-        app = create_app(settings)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=host,
-                port=port,
-                http=protocol_for(EdgeLimits.from_settings(settings)),  # type: ignore[arg-type]
-                ws="none",
-                log_config=None,
-                access_log=False,
-            )
+        config = uvicorn.Config(
+            create_app(settings),
+            host=host,
+            port=port,
+            http=protocol_for(EdgeLimits.from_settings(settings)),  # type: ignore[arg-type]
+            ws="none",
+            log_config=None,
+            access_log=False,
         )
         page = _page_server(settings, host, port, web_port) if web_port else None
-        greeting = _dev_greeting(settings, host, port, page.url if page else None)
-        # From here SIGTERM and SIGHUP start the graceful shutdown that Ctrl-C starts. uvicorn
-        # takes SIGTERM while it serves and raises it again once done: raising SystemExit then,
-        # inside the event loop, would cancel the page server mid-shutdown (a traceback).
-        for signum in _STOP_SIGNALS:
-            signal.signal(signum, lambda signum, frame: _stop(server))
-        asyncio.run(_serve_then_greet(server, greeting, page))
+        greeting = _greeting(settings, host, port, page.url if page else None)
+        server = uvicorn.Server(config)
+        asyncio.run(_serve(server, greeting, page))
     finally:
         if embedded is not None:
             embedded.stop()
@@ -106,11 +109,11 @@ def _page_origins(host: str, web_port: int) -> list[str]:
 
 
 class _PageServer(uvicorn.Server):
-    """The web page's server: it runs beside the API's in the same loop, on a socket bound in
-    advance; the API's server owns the signals (Ctrl-C) and this one stops with it."""
+    """Beside the API's server in its loop, on a socket bound in advance (a busy port only
+    warns); the API's server owns the signals, and this one stops with it."""
 
-    def __init__(self, config: uvicorn.Config, sock: socket.socket, url: str) -> None:
-        super().__init__(config)
+    def __init__(self, app: Starlette, sock: socket.socket, url: str) -> None:
+        super().__init__(uvicorn.Config(app, log_config=None, access_log=False))
         self.socket = sock
         self.url = url
 
@@ -120,16 +123,11 @@ class _PageServer(uvicorn.Server):
 
 
 def _page_server(settings: Settings, host: str, api_port: int, web_port: int) -> _PageServer | None:
-    """The server for web/ on `web_port`, or None (with a warning) when the port is taken."""
-    from quoteapi.dev.web import PageConfig, build_web_app, web_dir
-
-    directory = web_dir()
-    if directory is None:
-        reason = "web/ is only in a clone of the repo"
-        log.warning("web_page_not_served", reason=reason)
+    """web/ on `web_port` with its `config.json`, or None (with a warning) when it cannot be."""
+    if not (WEB_DIR / "index.html").is_file():
+        log.warning("web_page_not_served", reason="web/ is only in a clone of the repo")
         return None
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, web_port))
@@ -142,27 +140,28 @@ def _page_server(settings: Settings, host: str, api_port: int, web_port: int) ->
             fix="free the port or pass --web-port (0: no page)",
         )
         return None
-    config = PageConfig(
-        api_port=api_port,
-        auth="dev" if settings.quoteapi_dev_issuer else "clerk",
-        clerk_publishable_key=settings.clerk_publishable_key,
-    )
-    app = build_web_app(config, directory)
+
+    async def config_json(request: Request) -> JSONResponse:
+        # The API under the host name the page was opened with (localhost or 127.0.0.1) keeps
+        # the two on the same site while their origins differ by port.
+        name = request.url.hostname or "127.0.0.1"
+        config = {
+            "apiBaseUrl": f"http://{f'[{name}]' if ':' in name else name}:{api_port}",
+            "auth": "dev" if settings.quoteapi_dev_issuer else "clerk",  # dev: POST /dev/token
+            "clerkPublishableKey": settings.clerk_publishable_key,
+        }
+        return JSONResponse(config, headers={"Cache-Control": "no-store"})
+
+    static = StaticFiles(directory=WEB_DIR, html=True)
+    app = Starlette(routes=[Route("/config.json", config_json), Mount("/", app=static)])
     page_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    url = f"http://{page_host}:{web_port}"
-    return _PageServer(uvicorn.Config(app, log_config=None, access_log=False), sock, url)
+    return _PageServer(app, sock, f"http://{page_host}:{web_port}")
 
 
-async def _serve_then_greet(
-    server: uvicorn.Server, greeting: str, page: _PageServer | None
-) -> None:
-    """Run `server` (and the page's beside it); print `greeting` once it accepts connections
-    (not before: a busy port must not be greeted)."""
-    page_serving = None
-    if page is not None:  # first, so that the page is up once the API answers
-        page_serving = asyncio.create_task(page.serve(sockets=[page.socket]))
-        while not page.started and not page_serving.done():  # noqa: ASYNC110 - as below
-            await asyncio.sleep(0.05)
+async def _serve(server: uvicorn.Server, greeting: str, page: _PageServer | None) -> None:
+    """Run `server` (and the page's, first, so that it is up once the API answers); print
+    `greeting` once the API accepts connections (not before: a busy port must not be greeted)."""
+    page_serving = asyncio.create_task(page.serve(sockets=[page.socket])) if page else None
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has a flag, no event
         await asyncio.sleep(0.05)
@@ -176,7 +175,7 @@ async def _serve_then_greet(
             await page_serving
 
 
-def _dev_greeting(settings: Settings, host: str, port: int, page_url: str | None) -> str:
+def _greeting(settings: Settings, host: str, port: int, page_url: str | None) -> str:
     base = f"http://{host}:{port}"
     lines = [f"\nquoteapi dev is ready: {base}  (Swagger UI: {base}/docs; Ctrl-C stops it)"]
     if page_url is not None:
@@ -191,11 +190,3 @@ def _dev_greeting(settings: Settings, host: str, port: int, page_url: str | None
             "-H 'Content-Type: application/json' -d '{\"message\": \"Hello, world.\"}'",
         ]
     return "\n".join(lines) + "\n"
-
-
-def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
-
-
-def _stop(server: uvicorn.Server) -> None:
-    server.should_exit = True
