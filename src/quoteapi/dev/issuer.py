@@ -5,7 +5,6 @@ exactly as Clerk's is, and Clerk-shaped session tokens signed with it (`quoteapi
 
 from __future__ import annotations
 
-import os
 import secrets
 import sys
 import time
@@ -21,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from quoteapi.auth.sources import has_key_source, is_loopback_host
 from quoteapi.auth.verify import SESSION_TOKEN_CATEGORY
+from quoteapi.dev.databases import kept_secret
 from quoteapi.problems import ApiError, Problem
 from quoteapi.settings import load_settings
 
@@ -44,28 +44,19 @@ def dev_auth_settings(port: int) -> dict[str, Any]:
 
 
 def load_or_create_key(data_dir: Path) -> rsa.RSAPrivateKey:
-    """The dev issuer's private key, created on first use (file mode 0600)."""
-    path = data_dir / KEY_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        try:
-            # O_EXCL: two commands starting at once must not overwrite each other's key.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "wb") as file:
-                file.write(pem)
-    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(loaded, rsa.RSAPrivateKey):
-        raise ValueError(f"{path} does not hold an RSA private key; delete it to make a new one")
-    return loaded
+    """The dev issuer's private key, created on first use."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pem = kept_secret(data_dir / KEY_FILE, _new_key_pem)
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"{data_dir / KEY_FILE} holds no RSA private key; delete it for a new one")
+    return key
+
+
+def _new_key_pem() -> bytes:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def mint_session_token(
