@@ -1,7 +1,5 @@
-"""The application factory: wiring only (routers, middleware, problem handlers, lifespan).
-
-The lifespan builds the app's one `Services` object; routes reach it through
-`quoteapi.services.services_of`."""
+"""The application factory: wiring only. The lifespan builds the app's one `Services` object;
+routes reach it through `quoteapi.services.services_of`."""
 
 from __future__ import annotations
 
@@ -25,7 +23,7 @@ from quoteapi.middleware import (
     ProblemCORSMiddleware,
     RequestContextMiddleware,
 )
-from quoteapi.problems import install_problem_handlers
+from quoteapi.problems import PROBLEM_HANDLERS
 from quoteapi.services import Services
 from quoteapi.settings import Settings, load_settings, require_database
 from quoteapi.telemetry import fastapi_telemetry, tracing_from
@@ -35,8 +33,7 @@ log = EventLog("quoteapi")
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """Build the service for `settings`; nothing connects until the app starts. A setting
-    that cannot work raises ConfigError here, before anything runs."""
+    """Nothing connects until the app starts; a setting that cannot work raises ConfigError."""
     target = require_database(settings, "serve")
     verifier = TokenVerifier.from_settings(settings)
     webhook_verifier = WebhookVerifier.from_settings(settings)  # None: no webhook endpoint
@@ -103,13 +100,13 @@ def create_app(settings: Settings) -> FastAPI:
         # No trailing-slash redirects: Starlette builds their Location from the Host header.
         redirect_slashes=False,
     )
-    install_problem_handlers(
-        app,
-        {
-            **{failure: database_error for failure in DATABASE_FAILURES},
-            **messages.REFUSAL_HANDLERS,
-        },
-    )
+    database_handlers = dict.fromkeys(DATABASE_FAILURES, database_error)
+    for failure, handler in {
+        **PROBLEM_HANDLERS,
+        **database_handlers,
+        **messages.REFUSAL_HANDLERS,
+    }.items():
+        app.add_exception_handler(failure, handler)
     # The hot path first: routing tries each route in turn.
     app.include_router(messages.router)
     app.include_router(health.router)
@@ -161,12 +158,9 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def tune_garbage_collector(gen0_threshold: int) -> None:
-    """Once start-up is done: freeze what is loaded (modules, the app, the engine: never garbage,
-    and otherwise scanned by every full collection) and collect the youngest generation after
-    `gen0_threshold` net allocations. With 64 requests in flight Python's 700 meant a
-    collection every few requests. 0: leave Python's defaults. Either way the collector is on
-    after it (`quoteapi serve` starts with it off). No collection first: start-up leaves about
-    a thousand objects of garbage, and one full collection cost a tenth of a cold start."""
+    """Once start-up is done: freeze what is loaded and collect the youngest generation after
+    `gen0_threshold` net allocations (0: Python's defaults), then turn the collector on. Why,
+    measured: bench/README.md. No collection first: one cost a tenth of a cold start."""
     if gen0_threshold:
         gc.freeze()
         gc.set_threshold(gen0_threshold, *gc.get_threshold()[1:])
@@ -174,8 +168,6 @@ def tune_garbage_collector(gen0_threshold: int) -> None:
 
 
 def create_app_from_env() -> FastAPI:
-    """Factory for `uvicorn --factory` worker processes: settings from the environment."""
-    # With --workers N, uvicorn spawns fresh interpreters that do not inherit the logging
-    # set-up of `quoteapi serve`: without this, their access log is lost.
+    """For `uvicorn --factory`: the workers of `--workers N` inherit no logging set-up."""
     configure_logging(json_lines=True)
     return create_app(load_settings())

@@ -1,8 +1,5 @@
-"""The API's documentation: the OpenAPI document as client generators read it (error bodies
-as application/problem+json, optional parameters as plain optional values), and /docs, Swagger
-UI served from this service, no CDN. The JavaScript and CSS come from the `fastapi-offline`
-package (Swagger UI's own dist files); the page carries a Content-Security-Policy that lets it
-load nothing from anywhere else."""
+"""The OpenAPI document as client generators read it, and /docs: Swagger UI from the
+`fastapi-offline` package, no CDN, under a Content-Security-Policy that loads nothing else."""
 
 from __future__ import annotations
 
@@ -31,10 +28,8 @@ def use_problem_media_type(
     app: FastAPI, *, security_schemes: Mapping[str, Any], body_schemas: Mapping[str, Any]
 ) -> None:
     """Document error bodies as application/problem+json (FastAPI says application/json), and
-    optional parameters as plain optional values, as client generators read them;
-    `security_schemes` are the schemes routes name in their `security`, `body_schemas` the
-    schemas, by name, of bodies a route reads itself and names by reference in its
-    `openapi_extra`."""
+    optional parameters as plain optional values; add the `security_schemes` routes name and the
+    `body_schemas` of bodies a route reads itself."""
     fastapi_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -69,9 +64,8 @@ def use_problem_media_type(
 
 
 def _absent_not_null(parameter: dict[str, Any]) -> None:
-    """FastAPI documents an optional `str | None` parameter as "string or null"; a header or
-    query parameter is either sent or absent, never null, and generated clients that accept
-    None crash on it. Document it as the plain type, not required."""
+    """A header or query parameter is sent or absent, never null (FastAPI says "string or null",
+    and generated clients that accept None crash on it): the plain type, not required."""
     schema = parameter.get("schema", {})
     types = schema.get("anyOf", [])
     if parameter.get("required") or len(types) != 2 or {"type": "null"} not in types:
@@ -88,7 +82,6 @@ def _script_hashes(html: str) -> str:
 
 
 def install_docs(app: FastAPI, openapi_url: str) -> None:
-    """Serve Swagger UI at /docs and its assets under /docs/assets."""
     page = get_swagger_ui_html(
         openapi_url=openapi_url,
         title=f"{app.title} - Swagger UI",

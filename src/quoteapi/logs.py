@@ -1,7 +1,6 @@
 """Log set-up: one JSON object per line for `serve`, readable lines for `dev`. Every line is an
-event: a stable `event` name and its data as fields (`EventLog`), never text in the message;
-a line written during a request carries its `request_id` and, when tracing is on, the current
-span's `trace_id` and `span_id`."""
+event with fields; one written during a request carries its `request_id` (and, when tracing is
+on, the span's ids)."""
 
 from __future__ import annotations
 
@@ -43,8 +42,7 @@ class EventLog:
         exc: BaseException | None = None,
         **fields: object,
     ) -> None:
-        """`exc`: an exception whose traceback the line shows."""
-        self._log(logging.ERROR, event, message, exc, fields)
+        self._log(logging.ERROR, event, message, exc, fields)  # with `exc`'s traceback
 
     def _log(
         self,
@@ -64,7 +62,6 @@ class EventLog:
 
 
 def _add_context(fields: dict[str, object]) -> dict[str, object]:
-    """`fields` with the request's id and the current span's ids, if any."""
     during = current_request_id.get()
     if during is not None:
         fields["request_id"] = during
@@ -79,8 +76,6 @@ def _add_context(fields: dict[str, object]) -> dict[str, object]:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record; fields a log pipeline can index."""
-
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -95,8 +90,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class ReadableFormatter(logging.Formatter):
-    """`LEVEL logger: message key=value ...` for a terminal; no message when it is only the
-    event's name."""
+    """`LEVEL logger: message key=value ...`; no message when it is only the event's name."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields = _add_context(dict(getattr(record, "fields", {})))

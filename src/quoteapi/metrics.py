@@ -1,20 +1,7 @@
-"""Prometheus metrics at `GET /metrics`, only when QUOTEAPI_METRICS_ENABLED is on.
-
-Off, nothing here is imported: no route, no per-request work. On, names and labels follow the
-OpenTelemetry semantic conventions in their Prometheus form where one exists (HTTP server, the
-database client's pool); docs/observability.md lists them all. A request (timed by the
-request-id middleware, which calls the observer `install` returns) costs a gauge up and down
-and one histogram observation, plus a counter for a 401 or a webhook delivery; each unit of
-work one histogram observation (its wait for a pool slot). Everything else is read at scrape
-time from the objects that already keep it, by a collector: JWKS fetches
-(`JwksKeys.fetches_ok/_failed`), token-cache hits and misses (`TokenCache` counts them), and
-the SQLAlchemy pool's connections.
-
-Each app has its own registry, and each process its own counts: with `serve --workers N` a
-scrape reaches whichever worker accepts it. Run one worker per container when metrics are on,
-and scale with replicas (each scraped on its own; `sum()` them in PromQL). prometheus-client's
-multiprocess mode is not used: it cannot carry the scrape-time collector's values.
-"""
+"""Prometheus metrics at `GET /metrics`, only when QUOTEAPI_METRICS_ENABLED is on (off, nothing
+here is imported). Names, labels and the one-worker-per-container rule: docs/observability.md.
+A request costs a gauge up and down and one histogram observation; the rest is read at scrape
+time from the objects that already keep it."""
 
 from __future__ import annotations
 
@@ -52,8 +39,6 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 
 class AppStateCollector(Collector):
-    """Reads, at scrape time, what the app's verifier and engine already keep."""
-
     def __init__(self, app: FastAPI) -> None:
         self._state = app.state
 
@@ -104,15 +89,13 @@ class AppStateCollector(Collector):
 
 
 class Observers(NamedTuple):
-    """What `install` gives the app to call: per request, and per unit of work's pool wait."""
-
     request: RequestObserver
     pool_wait: Callable[[float], None]
 
 
 def install(app: FastAPI, token: str) -> Observers:
-    """Add `GET /metrics` to `app`, answering only `token` as a bearer token, and return the
-    observers that record each request and pool wait (call only when enabled)."""
+    """Add `GET /metrics`, answering only `token` as a bearer token; return what records each
+    request and each pool wait."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # CPU, memory, open files: read from /proc per scrape
     registry.register(AppStateCollector(app))

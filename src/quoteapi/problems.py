@@ -1,9 +1,5 @@
 """RFC 9457 problem+json: the Problem type and the HTTP mapping of every exception a request
-can raise (how the OpenAPI document shows them is shaped in `docs`).
-
-Each feature defines its own problems next to the code that raises them (`auth.problems`,
-`webhooks.problems`, `messages.router`, `database.problems`); the ones here belong to HTTP
-itself."""
+can raise. A feature defines its problems next to the code that raises them; these are HTTP's."""
 
 from __future__ import annotations
 
@@ -12,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -29,15 +25,9 @@ RETRY_AFTER_SECONDS = 5
 
 @dataclass(frozen=True)
 class Problem:
-    """One kind of error: its status, its stable machine `code` and its human title."""
-
     status: int
-    code: str
+    code: str  # stable, for machines
     title: str
-
-    @property
-    def type(self) -> str:
-        return f"/problems/{self.code}"
 
 
 BAD_REQUEST = Problem(400, "bad-request", "Bad request")
@@ -59,6 +49,7 @@ SHUTTING_DOWN = Problem(503, "shutting-down", "Server shutting down")
 TOO_MANY_CONNECTIONS = Problem(503, "too-many-connections", "Too many connections")
 
 _BY_STATUS = {p.status: p for p in (BAD_REQUEST, NOT_FOUND, METHOD_NOT_ALLOWED)}
+_NOT_JSON = "The request body could not be parsed as JSON."
 
 
 class FieldError(BaseModel):
@@ -81,8 +72,6 @@ class ProblemDetails(BaseModel):
 
 
 class ApiError(Exception):
-    """Raised anywhere in a request to answer with `problem`."""
-
     def __init__(
         self, problem: Problem, detail: str, *, headers: Mapping[str, str] | None = None
     ) -> None:
@@ -100,7 +89,6 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
-    """The problem+json response, carrying the request id."""
     request_id = getattr(request.state, "request_id", None)
     request.state.problem_code = problem.code  # quoteapi.metrics counts 401s by it
     body = problem_body(problem, detail, request_id, extra)
@@ -112,14 +100,10 @@ def problem_response(
 
 
 def problem_body(
-    problem: Problem,
-    detail: str,
-    request_id: str | None,
-    extra: Mapping[str, Any] | None = None,
+    problem: Problem, detail: str, request_id: str | None, extra: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The RFC 9457 document: type, title, status, detail, plus our `code` and request id."""
     return {
-        "type": problem.type,
+        "type": f"/problems/{problem.code}",
         "title": problem.title,
         "status": problem.status,
         "detail": detail,
@@ -136,11 +120,8 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400 and _is_json(request):
-        # FastAPI's own answer to a JSON body it cannot even decode (not UTF-8, say).
-        return problem_response(
-            request, INVALID_JSON, "The request body could not be parsed as JSON."
-        )
+    if exc.status_code == 400 and _is_json(request):  # FastAPI's: not even UTF-8, say
+        return problem_response(request, INVALID_JSON, _NOT_JSON)
     problem = _BY_STATUS.get(exc.status_code) or Problem(
         exc.status_code, f"http-{exc.status_code}", str(exc.detail)
     )
@@ -172,9 +153,7 @@ def _allowed_methods(request: Request, route_allows: str | None) -> list[str]:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     if any(err["type"] == "json_invalid" for err in exc.errors()):
-        return problem_response(
-            request, INVALID_JSON, "The request body could not be parsed as JSON."
-        )
+        return problem_response(request, INVALID_JSON, _NOT_JSON)
     if request.method in ("PUT", "POST", "PATCH") and not _is_json(request):
         return problem_response(
             request,
@@ -235,17 +214,10 @@ def problem_doc(
     }
 
 
-ExceptionHandler = Callable[[Request, Exception], Awaitable[JSONResponse]]
-
-
-def install_problem_handlers(
-    app: FastAPI, feature_handlers: Mapping[type[Exception], ExceptionHandler]
-) -> None:
-    """Make every error, FastAPI's own included, a problem+json response; `feature_handlers`
-    map the exceptions of a feature (the database's failures, say) to their problems."""
-    app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    for exception, handler in feature_handlers.items():
-        app.add_exception_handler(exception, handler)
-    app.add_exception_handler(Exception, unexpected_error)
+# Every error, FastAPI's own included, as problem+json; a feature adds its exceptions' handlers.
+PROBLEM_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[JSONResponse]]] = {
+    ApiError: _api_error,
+    StarletteHTTPException: _http_error,
+    RequestValidationError: _validation_error,
+    Exception: unexpected_error,
+}

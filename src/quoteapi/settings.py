@@ -1,8 +1,5 @@
-"""Configuration from the environment and `.env`, checked at start-up.
-
-Settings are grouped by concern (database, Clerk, HTTP server, service, dev); `Settings` is
-all of them at once, with the flat variable names the environment uses. What each variable
-does is documented once, for users, in `.env.example`."""
+"""Configuration from the environment and `.env`, checked at start-up, grouped by concern;
+`.env.example` documents each variable."""
 
 from __future__ import annotations
 
@@ -42,22 +39,14 @@ CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 
 
 class DatabaseSettings(BaseModel):
-    """Where the data lives and how the service shares the connections to it."""
-
     database_url: str | None = None
     database_pool_size: int = Field(default=10, ge=1, le=1000)
-    # Every wait on the database has a bound (docs/deploying.md, the table of waits): a free
-    # pooled connection; a new connection, retries included (a Neon compute wakes in a few
-    # hundred milliseconds); each statement, in the client, which holds where the server cannot
-    # answer (a frozen backend, a half-open link, a pooler's queue); each lock, on the server,
-    # shorter than a statement's bound so that a lock wait is told apart.
+    # Every wait on the database has a bound: docs/deploying.md, the table of waits.
     database_pool_timeout: float = Field(default=5.0, gt=0, le=300)
     database_connect_timeout: float = Field(default=5.0, gt=0, le=300)
     database_statement_timeout: float = Field(default=5.0, gt=0, le=300)
     database_lock_timeout: float = Field(default=2.0, gt=0, le=300)
-    # Behind a transaction-mode pooler (Neon's -pooler endpoints, PgBouncer) prepared statements
-    # cannot outlive a transaction. None: Neon's host names say, else the first connection
-    # (database.pooler).
+    # None: Neon's host names say, else the first connection (database.pooler).
     database_transaction_pooler: bool | None = None
 
     @field_validator("database_lock_timeout", mode="after")
@@ -81,14 +70,10 @@ class DatabaseSettings(BaseModel):
 
     @property
     def database(self) -> DatabaseTarget | None:
-        """The parsed DATABASE_URL, or None when it is unset (the embedded server is used)."""
         return parse_database_url(self.database_url) if self.database_url else None
 
 
 class ClerkSettings(BaseModel):
-    """How session tokens are verified (quoteapi.auth) and webhooks authenticated; the defaults
-    suit Clerk's 60 s tokens."""
-
     clerk_publishable_key: str | None = Field(
         default=None,
         validation_alias=AliasChoices(
@@ -111,8 +96,6 @@ class ClerkSettings(BaseModel):
 
 
 class HttpSettings(BaseModel):
-    """What `quoteapi serve` (uvicorn) allows a client and how it stops."""
-
     cors_allow_origins: CommaList = Field(default_factory=list)
     quoteapi_shutdown_grace_seconds: int = Field(default=20, ge=0, le=3600)
     quoteapi_request_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
@@ -124,13 +107,10 @@ class HttpSettings(BaseModel):
 
 
 class ServiceSettings(BaseModel):
-    """What the API offers: the quote's length limit, the docs, the metrics."""
-
     quoteapi_message_max_length: int = Field(default=1000, ge=1, le=10_000)
     quoteapi_docs_enabled: bool = True
     quoteapi_metrics_enabled: bool = False
-    # /metrics shows the service's inner state (its connection headroom, its pool): it answers
-    # only a scraper that sends this as a bearer token.
+    # /metrics shows the service's inner state: it answers only this bearer token.
     quoteapi_metrics_token: SecretStr | None = Field(default=None, validate_default=True)
 
     @field_validator("quoteapi_metrics_token", mode="after")
@@ -148,8 +128,8 @@ class ServiceSettings(BaseModel):
 
 
 class TracingSettings(BaseModel):
-    """OpenTelemetry's standard variables that decide whether traces are exported, and where
-    (docs/observability.md); the SDK reads the others (headers, sampler) from the environment."""
+    """OpenTelemetry's variables that decide whether traces are exported, and where; the SDK
+    reads the others (headers, sampler) itself."""
 
     otel_sdk_disabled: bool = False
     otel_exporter_otlp_endpoint: str | None = None
@@ -169,8 +149,6 @@ class TracingSettings(BaseModel):
 
 
 class DevSettings(BaseModel):
-    """`quoteapi dev` only: the local token issuer, the web page, the data directory."""
-
     quoteapi_dev_issuer: bool = False
     quoteapi_web_port: int = Field(default=5173, ge=0, le=65535)
     quoteapi_data_dir: Path = Path(".data")
@@ -185,8 +163,6 @@ class Settings(
     DevSettings,
     BaseSettings,
 ):
-    """Every setting the service reads; names match the environment variables."""
-
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
@@ -214,7 +190,6 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def require_database(settings: Settings, command: str) -> DatabaseTarget:
-    """The database `quoteapi <command>` runs against; ConfigError (one line) when unset."""
     database = settings.database
     if database is None:
         raise ConfigError(
