@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import APIRouter, Body, Request
 from jwt.algorithms import RSAAlgorithm
-from pydantic import BaseModel, Field
 
 from quoteapi.auth.sources import has_key_source, is_loopback_host
 from quoteapi.auth.verify import SESSION_TOKEN_CATEGORY
@@ -98,16 +97,6 @@ def print_token(user_id: str, *, ttl: int, azp: str, session_id: str | None) -> 
     print(mint_session_token(key, user_id, ttl=ttl, azp=azp, session_id=session_id), flush=True)
 
 
-class DevTokenRequest(BaseModel):
-    user_id: str = Field(default="user_dev", pattern=r"^[A-Za-z0-9_-]{1,64}$")
-
-
-class DevToken(BaseModel):
-    token: str
-    user_id: str
-    expires_in: int
-
-
 def build_router(data_dir: Path) -> APIRouter:
     """`GET /dev/.well-known/jwks.json` and `POST /dev/token`, with the key in `data_dir`."""
     key = load_or_create_key(data_dir)
@@ -121,8 +110,9 @@ def build_router(data_dir: Path) -> APIRouter:
 
     @router.post("/dev/token")
     async def dev_token(
-        request: Request, body: Annotated[DevTokenRequest | None, Body()] = None
-    ) -> DevToken:
+        request: Request,
+        user_id: Annotated[str, Body(embed=True, pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "user_dev",
+    ) -> dict[str, str | int]:
         # A page on another site can make the browser's name for it resolve to 127.0.0.1 (DNS
         # rebinding); its requests then carry that name in Host. Only loopback names mint.
         if not is_loopback_host(_host_name(request.headers.get("host", ""))):
@@ -130,12 +120,11 @@ def build_router(data_dir: Path) -> APIRouter:
                 HOST_NOT_LOOPBACK,
                 "POST /dev/token answers only requests addressed to 127.0.0.1, [::1] or localhost.",
             )
-        user_id = (body or DevTokenRequest()).user_id
         # `azp` is the page's origin, as Clerk sets it, so CLERK_AUTHORIZED_PARTIES applies.
         origin = request.headers.get("origin")
         azp = origin if origin and origin != "null" else "http://localhost:5173"
         token = mint_session_token(key, user_id, ttl=PAGE_TOKEN_TTL_SECONDS, azp=azp)
-        return DevToken(token=token, user_id=user_id, expires_in=PAGE_TOKEN_TTL_SECONDS)
+        return {"token": token, "user_id": user_id, "expires_in": PAGE_TOKEN_TTL_SECONDS}
 
     return router
 

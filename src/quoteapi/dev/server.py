@@ -5,10 +5,8 @@ another origin, in one process that Ctrl-C, SIGTERM or a closing terminal stops 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -18,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from quoteapi import migrations
 from quoteapi.app import create_app
@@ -59,9 +58,8 @@ def run(host: str, port: int, web_port_flag: int | None) -> None:
     server: uvicorn.Server | None = None
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        # Before the API serves: exit through Python, so that `finally` stops the database.
-        # Then: the graceful shutdown Ctrl-C starts. uvicorn raises SIGTERM again once done, and
-        # a SystemExit then, inside the loop, would cancel the page server mid-shutdown.
+        # Before the server runs: exit through Python, so that `finally` stops the database.
+        # Then: the graceful shutdown Ctrl-C starts (uvicorn raises SIGTERM again once done).
         if server is None:
             raise SystemExit(0)
         server.should_exit = True
@@ -82,8 +80,9 @@ def run(host: str, port: int, web_port_flag: int | None) -> None:
                 ensure_app_role(embedded.url(DEV_DATABASE), DEV_APP_ROLE, password)
             )
             settings = settings.model_copy(update={"database_url": app_url})
+        app: ASGIApp = create_app(settings)
         config = uvicorn.Config(
-            create_app(settings),
+            app,
             host=host,
             port=port,
             http=protocol_for(EdgeLimits.from_settings(settings)),  # type: ignore[arg-type]
@@ -91,10 +90,15 @@ def run(host: str, port: int, web_port_flag: int | None) -> None:
             log_config=None,
             access_log=False,
         )
-        page = _page_server(settings, host, port, web_port) if web_port else None
-        greeting = _greeting(settings, host, port, page.url if page else None)
+        sockets = [config.bind_socket()]  # a busy port: logged, exit 3 (uvicorn's)
+        page = _page(settings, host, port, web_port) if web_port else None
+        if page is not None:
+            sockets.append(page[0])
+            config.app = _by_port(app, page[1], web_port)
         server = uvicorn.Server(config)
-        asyncio.run(_serve(server, greeting, page))
+        asyncio.run(
+            _serve(server, sockets, _greeting(settings, host, port, web_port if page else None))
+        )
     finally:
         if embedded is not None:
             embedded.stop()
@@ -108,22 +112,11 @@ def _page_origins(host: str, web_port: int) -> list[str]:
     return [f"http://{name}:{web_port}" for name in names]
 
 
-class _PageServer(uvicorn.Server):
-    """Beside the API's server in its loop, on a socket bound in advance (a busy port only
-    warns); the API's server owns the signals, and this one stops with it."""
-
-    def __init__(self, app: Starlette, sock: socket.socket, url: str) -> None:
-        super().__init__(uvicorn.Config(app, log_config=None, access_log=False))
-        self.socket = sock
-        self.url = url
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _page_server(settings: Settings, host: str, api_port: int, web_port: int) -> _PageServer | None:
-    """web/ on `web_port` with its `config.json`, or None (with a warning) when it cannot be."""
+def _page(
+    settings: Settings, host: str, api_port: int, web_port: int
+) -> tuple[socket.socket, ASGIApp] | None:
+    """web/ and its `config.json` on a socket bound to `web_port`; None (with a warning) when
+    it cannot be served."""
     if not (WEB_DIR / "index.html").is_file():
         log.warning("web_page_not_served", reason="web/ is only in a clone of the repo")
         return None
@@ -153,32 +146,34 @@ def _page_server(settings: Settings, host: str, api_port: int, web_port: int) ->
         return JSONResponse(config, headers={"Cache-Control": "no-store"})
 
     static = StaticFiles(directory=WEB_DIR, html=True)
-    app = Starlette(routes=[Route("/config.json", config_json), Mount("/", app=static)])
-    page_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    return _PageServer(app, sock, f"http://{page_host}:{web_port}")
+    return sock, Starlette(routes=[Route("/config.json", config_json), Mount("/", app=static)])
 
 
-async def _serve(server: uvicorn.Server, greeting: str, page: _PageServer | None) -> None:
-    """Run `server` (and the page's, first, so that it is up once the API answers); print
-    `greeting` once the API accepts connections (not before: a busy port must not be greeted)."""
-    page_serving = asyncio.create_task(page.serve(sockets=[page.socket])) if page else None
-    serving = asyncio.create_task(server.serve())
+def _by_port(api: ASGIApp, page: ASGIApp, page_port: int) -> ASGIApp:
+    """One server for both: the page's requests are those that arrive on its port."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        on_page = scope["type"] == "http" and scope["server"][1] == page_port
+        await (page if on_page else api)(scope, receive, send)
+
+    return app
+
+
+async def _serve(server: uvicorn.Server, sockets: list[socket.socket], greeting: str) -> None:
+    """Print `greeting` once the server accepts connections (a failed start is not greeted)."""
+    serving = asyncio.create_task(server.serve(sockets))
     while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has a flag, no event
         await asyncio.sleep(0.05)
     if server.started:
         print(greeting, flush=True)
-    try:
-        await serving
-    finally:
-        if page is not None and page_serving is not None:
-            page.should_exit = True
-            await page_serving
+    await serving
 
 
-def _greeting(settings: Settings, host: str, port: int, page_url: str | None) -> str:
+def _greeting(settings: Settings, host: str, port: int, web_port: int | None) -> str:
     base = f"http://{host}:{port}"
     lines = [f"\nquoteapi dev is ready: {base}  (Swagger UI: {base}/docs; Ctrl-C stops it)"]
-    if page_url is not None:
+    if web_port:
+        page_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{web_port}"
         how = "dev sign-in, no Clerk account needed" if settings.quoteapi_dev_issuer else "Clerk"
         lines.append(f"Web page: {page_url}  (save, replace and delete your quote; {how})")
     if settings.quoteapi_dev_issuer:
