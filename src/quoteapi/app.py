@@ -30,6 +30,7 @@ from quoteapi.telemetry import fastapi_telemetry, tracing_from
 from quoteapi.webhooks.signatures import WebhookVerifier
 
 log = EventLog("quoteapi")
+_CORS_HEADERS = ["Authorization", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -100,12 +101,8 @@ def create_app(settings: Settings) -> FastAPI:
         # No trailing-slash redirects: Starlette builds their Location from the Host header.
         redirect_slashes=False,
     )
-    database_handlers = dict.fromkeys(DATABASE_FAILURES, database_error)
-    for failure, handler in {
-        **PROBLEM_HANDLERS,
-        **database_handlers,
-        **messages.REFUSAL_HANDLERS,
-    }.items():
+    handlers = {**PROBLEM_HANDLERS, **dict.fromkeys(DATABASE_FAILURES, database_error)}
+    for failure, handler in {**handlers, **messages.REFUSAL_HANDLERS}.items():
         app.add_exception_handler(failure, handler)
     # The hot path first: routing tries each route in turn.
     app.include_router(messages.router)
@@ -122,23 +119,13 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(webhooks.router)
     # Outermost first: the request id and the access log see everything, CORS preflights too.
     if settings.cors_allow_origins:  # none: browsers on other origins are refused anyway
+        # POST only for the dev page's POST /dev/token; the API itself takes none from browsers.
+        methods = ["GET", "PUT", "DELETE", *(["POST"] if settings.quoteapi_dev_issuer else [])]
         app.add_middleware(
             ProblemCORSMiddleware,
             allow_origins=settings.cors_allow_origins,
-            # POST only for the dev page's POST /dev/token; the API itself takes none from browsers.
-            allow_methods=[
-                "GET",
-                "PUT",
-                "DELETE",
-                *(["POST"] if settings.quoteapi_dev_issuer else []),
-            ],
-            allow_headers=[
-                "Authorization",
-                "Content-Type",
-                "If-Match",
-                "If-None-Match",
-                "X-Request-ID",
-            ],
+            allow_methods=methods,
+            allow_headers=_CORS_HEADERS,
             expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
             max_age=600,
         )

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from importlib.resources import files
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -102,11 +102,9 @@ def install_docs(app: FastAPI, openapi_url: str) -> None:
         "connect-src 'self'; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
-    router = APIRouter(include_in_schema=False)
 
-    @router.get(DOCS_PATH)
+    @app.get(DOCS_PATH, include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
         return HTMLResponse(html, headers={"Content-Security-Policy": policy})
 
-    app.include_router(router)
     app.mount(ASSETS_PATH, StaticFiles(directory=str(_ASSETS)), name="docs-assets")

@@ -104,15 +104,13 @@ class ReadableFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(*, json_lines: bool, level: str = "INFO") -> None:
+def configure_logging(*, json_lines: bool) -> None:
     """Route every logger (ours, uvicorn's, SQLAlchemy's) through one stderr handler."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else ReadableFormatter())
     # No formatter here shows the thread or process: do not look them up for every record.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    logging.basicConfig(handlers=[handler], level=logging.INFO, force=True)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

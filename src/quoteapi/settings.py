@@ -136,17 +136,6 @@ class TracingSettings(BaseModel):
     otel_exporter_otlp_traces_endpoint: str | None = None
     otel_service_name: str = "quoteapi"
 
-    @property
-    def otlp_traces_endpoint(self) -> str | None:
-        """Where spans are sent over OTLP/HTTP; None: tracing is off."""
-        if self.otel_sdk_disabled:
-            return None
-        if self.otel_exporter_otlp_traces_endpoint:
-            return self.otel_exporter_otlp_traces_endpoint
-        if self.otel_exporter_otlp_endpoint:  # a base URL: the signal's path goes after it
-            return self.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
-        return None
-
 
 class DevSettings(BaseModel):
     quoteapi_dev_issuer: bool = False

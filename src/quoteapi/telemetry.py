@@ -56,9 +56,13 @@ class Tracing:
 
 
 def tracing_from(settings: Settings) -> Tracing | None:
-    """The app's tracing when the settings name an OTLP endpoint, else None."""
-    endpoint = settings.otlp_traces_endpoint
-    if endpoint is None:
+    """The app's tracing when the settings name an OTLP endpoint, else None. The SDK would read
+    the endpoint itself, but from the environment only, not from `.env`."""
+    base = settings.otel_exporter_otlp_endpoint  # the signal's path goes after it
+    endpoint = settings.otel_exporter_otlp_traces_endpoint or (
+        base and f"{base.rstrip('/')}/v1/traces"
+    )
+    if settings.otel_sdk_disabled or not endpoint:
         return None
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
