@@ -76,9 +76,7 @@ class DatabaseSettings(BaseModel):
 class ClerkSettings(BaseModel):
     clerk_publishable_key: str | None = Field(
         default=None,
-        validation_alias=AliasChoices(
-            "CLERK_PUBLISHABLE_KEY", "NEXT_PUBLIC_CLERK_PUBLISHABLE_KEY", "clerk_publishable_key"
-        ),
+        validation_alias=AliasChoices("CLERK_PUBLISHABLE_KEY", "NEXT_PUBLIC_CLERK_PUBLISHABLE_KEY"),
     )
     clerk_secret_key: SecretStr | None = None
     clerk_jwt_key: str | None = None
