@@ -15,7 +15,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic.functional_validators import BeforeValidator
+from pydantic.functional_validators import AfterValidator, BeforeValidator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from quoteapi.database.url import DatabaseTarget, UnencodedUserInfo, parse_database_url
@@ -38,8 +38,15 @@ def _split_commas(value: object) -> object:
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 
 
+def _parses_or_unset(url: str | None) -> str | None:
+    if url is None or not url.strip():
+        return None
+    parse_database_url(url)
+    return url
+
+
 class DatabaseSettings(BaseModel):
-    database_url: str | None = None
+    database_url: Annotated[str | None, AfterValidator(_parses_or_unset)] = None
     database_pool_size: int = Field(default=10, ge=1, le=1000)
     # Every wait on the database has a bound: docs/deploying.md, the table of waits.
     database_pool_timeout: float = Field(default=5.0, gt=0, le=300)
@@ -58,14 +65,6 @@ class DatabaseSettings(BaseModel):
                 f"is {value:g} s, not below DATABASE_STATEMENT_TIMEOUT ({statement:g} s), so a "
                 "lock wait would never be told apart from a slow statement"
             )
-        return value
-
-    @field_validator("database_url", mode="after")
-    @classmethod
-    def _database_url_parses(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        parse_database_url(value)
         return value
 
     @property
