@@ -16,9 +16,8 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from quoteapi.auth.cache import TokenCache
 from quoteapi.auth.keys import StaticKey
-from quoteapi.auth.verify import TokenVerifier
+from quoteapi.auth.verify import TokenCache, TokenVerifier
 from quoteapi.dev.issuer import DEV_ISSUER, mint_session_token
 
 

@@ -1,1 +1,1 @@
-"""Clerk session tokens: sources, keys (the JWKS cache), verify, cache, problems, deps."""
+"""Clerk session tokens: sources, keys (the JWKS cache), verify (and its cache), problems, deps."""
