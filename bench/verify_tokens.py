@@ -16,7 +16,6 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from quoteapi.auth.keys import StaticKey
 from quoteapi.auth.verify import TokenCache, TokenVerifier
 from quoteapi.dev.issuer import DEV_ISSUER, mint_session_token
 
@@ -25,7 +24,7 @@ async def measure(tokens: int, rounds: int) -> tuple[float, float, int]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     batch = [mint_session_token(key, f"user_{i:08d}", ttl=3600) for i in range(tokens)]
     verifier = TokenVerifier(
-        StaticKey(key.public_key()),
+        key.public_key(),
         issuer=DEV_ISSUER,
         authorized_parties=("http://localhost:5173",),
         cache=TokenCache(max_size=tokens),

@@ -1,5 +1,5 @@
-"""The token-signing keys: one PEM key, or a JWKS URL's keys, cached as docs/authentication.md
-("Signing keys and the token cache") describes; sources.py picks which."""
+"""The token-signing keys of a JWKS URL, cached as docs/authentication.md ("Signing keys and the
+token cache") describes (a PEM key needs none of this: sources.py picks)."""
 
 from __future__ import annotations
 
@@ -47,25 +47,6 @@ class KeysUnavailable(ApiError):
         detail = "The Clerk signing keys cannot be fetched right now; retry shortly."
         retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
         super().__init__(AUTH_UNAVAILABLE, detail, headers=retry)
-
-
-class StaticKey:
-    """One PEM key from the settings: every `kid` maps to it (as in Clerk's SDKs)."""
-
-    def __init__(self, key: RSAPublicKey) -> None:
-        self._key = key
-
-    async def start(self, client: httpx.AsyncClient | None = None) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def key_for(self, kid: str) -> RSAPublicKey:
-        return self._key
-
-    async def refreshed_key(self, kid: str, failed: RSAPublicKey) -> RSAPublicKey | None:
-        return None
 
 
 def parse_jwks(document: Any) -> KeySet:
@@ -261,7 +242,3 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, TimeoutError):
         return "timeout"
     return "invalid-jwks" if isinstance(exc, ValueError) else type(exc).__name__
-
-
-# What the verifier asks of a key source.
-KeyProvider = StaticKey | JwksKeys

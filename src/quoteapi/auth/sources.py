@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from quoteapi.auth.keys import Clock, JwksKeys, KeyProvider, StaticKey
+from quoteapi.auth.keys import Clock, JwksKeys
 from quoteapi.settings import ConfigError, Settings
 
 CLERK_API_JWKS_URL = "https://api.clerk.com/v1/jwks"
@@ -137,9 +137,9 @@ def _load_pem(pem: str) -> RSAPublicKey:
 
 def key_provider(
     source: KeySource, settings: Settings, *, clock: Clock, on_change: Callable[[], None]
-) -> KeyProvider:
+) -> JwksKeys | RSAPublicKey:
     if source.static_key is not None:
-        return StaticKey(source.static_key)
+        return source.static_key
     assert source.jwks_url is not None
     return JwksKeys(
         source.jwks_url,

@@ -15,7 +15,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from quoteapi.auth import problems, sources
-from quoteapi.auth.keys import Clock, KeyProvider
+from quoteapi.auth.keys import Clock, JwksKeys
 from quoteapi.auth.problems import TokenRejected
 from quoteapi.logs import EventLog
 from quoteapi.settings import Settings
@@ -93,7 +93,8 @@ class TokenCache:
 class TokenVerifier:
     """Turns a session token into a VerifiedUser or raises TokenRejected / KeysUnavailable."""
 
-    keys: KeyProvider
+    # A PEM key (CLERK_JWT_KEY) serves every `kid`, as in Clerk's SDKs.
+    keys: JwksKeys | RSAPublicKey
     issuer: str
     authorized_parties: tuple[str, ...] = ()  # a tuple, not a set: `azp` may be a list
     leeway: float = 5.0
@@ -119,10 +120,12 @@ class TokenVerifier:
     async def start(self, client: httpx.AsyncClient | None = None) -> None:
         """Warm the keys (a JWKS is fetched with `client`, else its own); a failure only logs."""
         log.info("auth_configured", key_source=self.key_source, issuer=self.issuer)
-        await self.keys.start(client)
+        if isinstance(self.keys, JwksKeys):
+            await self.keys.start(client)
 
     async def close(self) -> None:
-        await self.keys.close()
+        if isinstance(self.keys, JwksKeys):
+            await self.keys.close()
         self.cache.clear()
 
     async def verify(self, token: str) -> VerifiedUser:
@@ -163,10 +166,12 @@ class TokenVerifier:
                 "send the session token from getToken().",
             )
         kid = header.get("kid", "")
-        key = await self.keys.key_for(kid)
+        keys = self.keys
+        key = await keys.key_for(kid) if isinstance(keys, JwksKeys) else keys
         claims = self._decode(token, key)
-        if claims is None:  # a bad signature, or keys rotated under this kid since the fetch
-            rotated = await self.keys.refreshed_key(kid, key)
+        # A bad signature, or keys rotated under this kid since the fetch.
+        if claims is None and isinstance(keys, JwksKeys):
+            rotated = await keys.refreshed_key(kid, key)
             claims = None if rotated is None else self._decode(token, rotated)
         if claims is None:
             raise TokenRejected(
