@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from standardwebhooks import Webhook
 
 from quoteapi import health, migrations
 from quoteapi.auth.deps import SECURITY_SCHEMES
@@ -27,7 +28,7 @@ from quoteapi.problems import PROBLEM_HANDLERS
 from quoteapi.services import Services
 from quoteapi.settings import Settings, load_settings, require_database
 from quoteapi.telemetry import fastapi_telemetry, tracing_from
-from quoteapi.webhooks.signatures import WebhookVerifier
+from quoteapi.webhooks.signatures import signing_key
 
 log = EventLog("quoteapi")
 _CORS_HEADERS = ["Authorization", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"]
@@ -37,7 +38,8 @@ def create_app(settings: Settings) -> FastAPI:
     """Nothing connects until the app starts; a setting that cannot work raises ConfigError."""
     target = require_database(settings, "serve")
     verifier = TokenVerifier.from_settings(settings)
-    webhook_verifier = WebhookVerifier.from_settings(settings)  # None: no webhook endpoint
+    secret = settings.clerk_webhook_signing_secret
+    webhook = Webhook(signing_key(secret)) if secret else None  # None: no webhook endpoint
     observers = None  # set below when metrics are on
     tracing = tracing_from(settings)  # None (nothing of the SDK imported) unless OTEL_* asks
 
@@ -61,7 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings,
             database=database,
             verifier=verifier,
-            webhook_verifier=webhook_verifier,
+            webhook=webhook,
             schema_revisions=migrations.known_revisions(),
         )
         # In the background: start-up must not wait on a database that is still waking.
@@ -113,7 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
         from quoteapi.dev import issuer
 
         app.include_router(issuer.build_router(settings.quoteapi_data_dir))
-    if webhook_verifier is not None:  # none: its router, models and SQL are not even imported
+    if webhook is not None:  # none: its router, models and SQL are not even imported
         from quoteapi.webhooks import router as webhooks
 
         app.include_router(webhooks.router)

@@ -12,7 +12,7 @@ from quoteapi.database.engine import Database
 from quoteapi.settings import Settings
 
 if TYPE_CHECKING:
-    from quoteapi.webhooks.signatures import WebhookVerifier
+    from standardwebhooks import Webhook
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Services:
     settings: Settings
     database: Database
     verifier: TokenVerifier
-    webhook_verifier: WebhookVerifier | None  # None: no webhook endpoint
+    webhook: Webhook | None  # None: no webhook endpoint
     schema_revisions: tuple[str, ...]  # the migrations this release ships, head first
 
 

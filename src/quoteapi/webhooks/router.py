@@ -17,7 +17,7 @@ from quoteapi.logs import EventLog
 from quoteapi.problems import PAYLOAD_TOO_LARGE, ApiError, problem_doc
 from quoteapi.services import services_of
 from quoteapi.webhooks import SESSION_ENDED_EVENTS, USER_DELETED_EVENT, repository
-from quoteapi.webhooks.signatures import MAX_BODY_BYTES, parse_headers
+from quoteapi.webhooks.signatures import MAX_BODY_BYTES, parse_headers, verify
 
 log = EventLog("quoteapi.webhooks")
 
@@ -75,11 +75,11 @@ _ACTIONS: dict[str, tuple[tuple[str, ...], Callable[..., Awaitable[bool]], str]]
 )
 async def clerk_webhook(request: Request) -> WebhookAck:
     services = services_of(request)
-    assert services.webhook_verifier is not None  # the route is served only with a secret
+    assert services.webhook is not None  # the route is served only with a secret
     try:
         headers = parse_headers(request.headers)
         body = await read_body(request, MAX_BODY_BYTES)
-        event = services.webhook_verifier.verify(body, headers)
+        event = verify(services.webhook, body, headers)
     except ApiError as exc:
         log.warning("webhook_refused", code=exc.problem.code)
         request.state.webhook_outcome = "refused"  # quoteapi.metrics counts deliveries by it

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from quoteapi.problems import ApiError, Problem
-from quoteapi.settings import ConfigError, Settings
+from quoteapi.settings import ConfigError
 
 WEBHOOK_MISSING_HEADER = Problem(400, "webhook-missing-header", "Webhook header missing")
 WEBHOOK_MALFORMED_HEADER = Problem(400, "webhook-malformed-header", "Webhook header malformed")
@@ -78,42 +78,28 @@ def parse_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
 
 
-class WebhookVerifier:
-    """Checks deliveries against one endpoint's signing secret."""
-
-    def __init__(self, secret: SecretStr) -> None:
-        self._webhook = Webhook(signing_key(secret))
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> WebhookVerifier | None:
-        """None when CLERK_WEBHOOK_SIGNING_SECRET is unset or empty (no webhook endpoint then)."""
-        secret = settings.clerk_webhook_signing_secret
-        return cls(secret) if secret else None
-
-    def verify(self, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
-        """The event, once some entry of svix-signature is the HMAC of id.timestamp.body."""
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ApiError(WEBHOOK_INVALID_BODY, "The body is not UTF-8 JSON.") from None
-        try:
-            self._webhook.verify(text, headers, json_parse=False)
-        except WebhookVerificationError:
-            raise ApiError(
-                WEBHOOK_INVALID_SIGNATURE,
-                "No svix-signature entry matches this body; check that "
-                f"{ENV_VARIABLE} is this endpoint's signing secret and that nothing between "
-                "Clerk and this service rewrites the body.",
-            ) from None
-        try:
-            event = json.loads(text)
-        except ValueError:
-            event = None
-        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-            raise ApiError(
-                WEBHOOK_INVALID_BODY, "The body is not a JSON object with a string `type`."
-            )
-        return event
+def verify(webhook: Webhook, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    """The event, once some entry of svix-signature is the HMAC of id.timestamp.body."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(WEBHOOK_INVALID_BODY, "The body is not UTF-8 JSON.") from None
+    try:
+        webhook.verify(text, headers, json_parse=False)
+    except WebhookVerificationError:
+        raise ApiError(
+            WEBHOOK_INVALID_SIGNATURE,
+            "No svix-signature entry matches this body; check that "
+            f"{ENV_VARIABLE} is this endpoint's signing secret and that nothing between "
+            "Clerk and this service rewrites the body.",
+        ) from None
+    try:
+        event = json.loads(text)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        raise ApiError(WEBHOOK_INVALID_BODY, "The body is not a JSON object with a string `type`.")
+    return event
 
 
 def signing_key(secret: SecretStr) -> bytes:
