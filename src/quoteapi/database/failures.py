@@ -1,17 +1,27 @@
 """What a unit of work raises when the database fails it: one exception per cause, each with
-the 503 it is answered with (`database.problems`); /readyz reads them too. `failure_of` turns
-what the driver raised into one of them."""
+the 503 it is answered with (`database_error`, installed by create_app); /readyz reads them too.
+`failure_of` turns what the driver raised into one of them."""
 
 from __future__ import annotations
 
 import re
+import traceback
 from typing import ClassVar
 
+from fastapi import Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from quoteapi.database.privileges import grant_needed_on
 from quoteapi.logs import EventLog
-from quoteapi.problems import Problem
+from quoteapi.problems import (
+    INTERNAL_ERROR,
+    RETRY_AFTER_SECONDS,
+    Problem,
+    problem_response,
+    unexpected_error,
+)
 
 log = EventLog("quoteapi.db")
 
@@ -60,6 +70,28 @@ class SchemaBehind(DatabaseFailure):
 
     problem = Problem(503, "database-schema-behind", "Database schema behind")
     answer = "The database schema is older than this service; its operator has been told"
+
+
+# Every pool slot stayed busy past DATABASE_POOL_TIMEOUT: overload, not an outage.
+SERVER_BUSY = Problem(503, "server-busy", "Server busy")
+
+# Every problem, for the OpenAPI document of the routes that use the database.
+DATABASE_PROBLEMS = (
+    SERVER_BUSY,
+    DatabaseConnectTimeout.problem,
+    DatabaseUnreachable.problem,
+    StatementTimeout.problem,
+    LockTimeout.problem,
+    PrivilegeMissing.problem,
+    SchemaBehind.problem,
+)
+
+# What a request may raise when the database fails it; create_app maps each to a problem.
+DATABASE_FAILURES: tuple[type[Exception], ...] = (
+    sa_exc.DBAPIError,
+    PoolTimeout,
+    DatabaseFailure,
+)
 
 
 # The SQLSTATEs of a cause: lock_not_available (lock_timeout), query_canceled (statement_timeout
@@ -111,3 +143,33 @@ def failure_of(exc: BaseException, role: str, noted: set[str]) -> DatabaseFailur
     ):
         return DatabaseUnreachable("the connection failed")
     return None
+
+
+async def database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A 503 naming the wait that ran out or the failure; anything else is a bug (500)."""
+    if isinstance(exc, PoolTimeout):
+        problem, answer = SERVER_BUSY, "Every database connection is busy"
+    elif isinstance(exc, DatabaseFailure):
+        problem, answer = exc.problem, exc.answer
+    elif isinstance(exc, sa_exc.DBAPIError):
+        # The driver's message quotes the offending parameter value (asyncpg: "invalid input
+        # for query argument $1: '...'"), whatever hide_parameters says: log the error class,
+        # the SQLSTATE and where it happened, never the message.
+        log.error(
+            "database_error",
+            error=type(exc.orig).__name__,
+            sqlstate=getattr(exc.orig, "sqlstate", None),
+            stack="".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+        )
+        return problem_response(
+            request, INTERNAL_ERROR, "Something went wrong on our side; it has been logged."
+        )
+    else:
+        return await unexpected_error(request, exc)
+    log.warning("database_request_failed", code=problem.code, error=type(exc).__name__)
+    return problem_response(
+        request,
+        problem,
+        f"{answer}; retry shortly.",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )

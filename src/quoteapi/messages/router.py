@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from quoteapi.auth.deps import SESSION_TOKEN_REQUIRED, CurrentUser, rejection
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, SESSION_REVOKED, TOKEN_EXPIRED, TOKEN_MISSING
 from quoteapi.bodies import read_body
-from quoteapi.database.problems import DATABASE_PROBLEMS
+from quoteapi.database.failures import DATABASE_PROBLEMS
 from quoteapi.messages import repository
 from quoteapi.messages.etags import TagList, etag
 from quoteapi.messages.repository import Deletion, StoredMessage

@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from quoteapi.auth.verify import storable_text
 from quoteapi.bodies import read_body
-from quoteapi.database.problems import DATABASE_PROBLEMS
+from quoteapi.database.failures import DATABASE_PROBLEMS
 from quoteapi.logs import EventLog
 from quoteapi.problems import PAYLOAD_TOO_LARGE, ApiError, problem_doc
 from quoteapi.services import services_of
