@@ -11,13 +11,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from quoteapi.database import privileges
-from quoteapi.database.failures import (
-    DatabaseConnectTimeout,
-    DatabaseFailure,
-    DatabaseUnreachable,
-    LockTimeout,
-    StatementTimeout,
-)
+from quoteapi.database.failures import DatabaseFailure
 from quoteapi.logs import EventLog
 from quoteapi.problems import RETRY_AFTER_SECONDS
 from quoteapi.services import services_of
@@ -74,11 +68,8 @@ async def readyz(request: Request) -> JSONResponse:
         log.warning("readyz_server_busy")
         checks = {"database": "busy"}
     except DatabaseFailure as exc:
-        state = "unreachable" if isinstance(exc, DatabaseUnreachable) else "failed"
-        if isinstance(exc, DatabaseConnectTimeout | StatementTimeout | LockTimeout):
-            state = "timeout"
-        log.warning(f"readyz_database_{state}", error=type(exc).__name__)
-        checks = {"database": state}
+        log.warning(f"readyz_database_{exc.readiness}", error=type(exc).__name__)
+        checks = {"database": exc.readiness}
     ready = checks["database"] == "ok" and checks["schema"] not in _NOT_READY
     if ready and "missing" not in checks:
         return JSONResponse({"status": "ready", **checks})

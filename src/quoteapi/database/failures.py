@@ -28,10 +28,12 @@ log = EventLog("quoteapi.db")
 
 class DatabaseFailure(Exception):
     """The database could not serve a unit of work; the message says why, for the log. The
-    client gets `problem`, told `answer`: the request may succeed later, unchanged."""
+    client gets `problem`, told `answer`: the request may succeed later, unchanged. /readyz
+    reports `readiness`."""
 
     problem: ClassVar[Problem]
     answer: ClassVar[str]
+    readiness: ClassVar[str] = "failed"
 
 
 class DatabaseUnreachable(DatabaseFailure, ConnectionError):
@@ -40,11 +42,13 @@ class DatabaseUnreachable(DatabaseFailure, ConnectionError):
 
     problem = Problem(503, "database-unavailable", "Database unavailable")
     answer = "The database cannot be reached right now"
+    readiness = "unreachable"
 
 
 class DatabaseConnectTimeout(DatabaseUnreachable):
     problem = Problem(503, "database-connect-timeout", "Database connection timed out")
     answer = "The database did not answer a new connection in time"
+    readiness = "timeout"
 
 
 class StatementTimeout(DatabaseFailure):
@@ -53,11 +57,13 @@ class StatementTimeout(DatabaseFailure):
 
     problem = Problem(503, "database-statement-timeout", "Database statement timed out")
     answer = "The database did not answer in time"
+    readiness = "timeout"
 
 
 class LockTimeout(DatabaseFailure):
     problem = Problem(503, "database-lock-timeout", "Database lock wait timed out")
     answer = "Your data is locked by another change right now"
+    readiness = "timeout"
 
 
 class PrivilegeMissing(DatabaseFailure):
