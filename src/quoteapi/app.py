@@ -104,7 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
         redirect_slashes=False,
     )
     handlers = {**PROBLEM_HANDLERS, **dict.fromkeys(DATABASE_FAILURES, database_error)}
-    for failure, handler in {**handlers, **messages.REFUSAL_HANDLERS}.items():
+    for failure, handler in handlers.items():
         app.add_exception_handler(failure, handler)
     # The hot path first: routing tries each route in turn.
     app.include_router(messages.router)

@@ -8,13 +8,10 @@ from fastapi import Depends, Request
 
 from quoteapi.auth.problems import CHALLENGE, TOKEN_MALFORMED, TOKEN_MISSING, TokenRejected
 from quoteapi.auth.verify import TokenVerifier, VerifiedUser
-from quoteapi.logs import EventLog
-from quoteapi.problems import ApiError, Problem
+from quoteapi.problems import ApiError
 from quoteapi.services import services_of
 
-__all__ = ["CurrentUser", "VerifiedUser", "authenticate", "current_user", "rejection"]
-
-log = EventLog("quoteapi.auth")
+__all__ = ["CurrentUser", "VerifiedUser", "authenticate", "current_user"]
 
 SESSION_COOKIE = "__session"
 # How OpenAPI documents the session token (documentation only: `current_user` reads it itself).
@@ -67,17 +64,7 @@ def _token_from(request: Request) -> str:
 async def authenticate(request: Request, verifier: TokenVerifier) -> VerifiedUser:
     """The caller the request's session token names, by `verifier`; else a 401 problem (a 503
     when the signing keys cannot be had)."""
-    try:
-        return await verifier.verify(_token_from(request))
-    except TokenRejected as exc:
-        log.info("token_rejected", code=exc.problem.code)  # never the token's contents
-        raise
-
-
-def rejection(problem: Problem, detail: str) -> ApiError:
-    """The 401 for a token refused for `problem`, logged by its code only."""
-    log.info("token_rejected", code=problem.code)
-    return TokenRejected(problem, detail)
+    return await verifier.verify(_token_from(request))
 
 
 async def current_user(request: Request) -> VerifiedUser:

@@ -1,6 +1,9 @@
 """The session-token problems: one per reason a token is refused, each with a stable code."""
 
+from quoteapi.logs import EventLog
 from quoteapi.problems import ApiError, Problem
+
+log = EventLog("quoteapi.auth")
 
 TOKEN_MISSING = Problem(401, "token-missing", "Authentication required")
 TOKEN_MALFORMED = Problem(401, "token-malformed", "Malformed session token")
@@ -27,9 +30,11 @@ CHALLENGE = 'Bearer realm="quoteapi"'
 
 
 class TokenRejected(ApiError):
-    """The 401 for a token that fails the check `problem` names, with RFC 6750's challenge."""
+    """The 401 for a token that fails the check `problem` names, with RFC 6750's challenge;
+    logged by its code only, as it is made (each one is raised)."""
 
     def __init__(self, problem: Problem, detail: str) -> None:
+        log.info("token_rejected", code=problem.code)  # never the token's contents
         # RFC 6750 limits error_description to printable ASCII without `"` and `\`.
         description = "".join(c for c in detail if " " <= c <= "~" and c not in '"\\')
         challenge = f'{CHALLENGE}, error="invalid_token", error_description="{description}"'

@@ -17,9 +17,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util.typing import TupleAny
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from quoteapi.auth.problems import SESSION_REVOKED, TokenRejected
 from quoteapi.auth.verify import VerifiedUser
 from quoteapi.database.engine import SERVER_WAITS, server_waits, transaction
 from quoteapi.messages.etags import TagList
+from quoteapi.problems import ApiError, Problem
+
+USER_DELETED = Problem(403, "user-deleted", "User deleted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +97,27 @@ SELECT (SELECT version FROM stored) AS stored, (SELECT version FROM gone) AS del
 """).columns(column("stored", BigInteger), column("deleted", BigInteger))
 
 
-class SessionRevoked(Exception):
+class SessionRevoked(TokenRejected):
     """The caller's session ended in Clerk: its tokens, however fresh, no longer act."""
 
+    def __init__(self) -> None:
+        detail = "This session ended in Clerk (signed out, revoked or removed); sign in again."
+        super().__init__(SESSION_REVOKED, detail)
 
-class UserDeleted(Exception):
+
+class UserDeleted(ApiError):
     """The caller's Clerk user was deleted, and their data erased: nothing can be stored."""
+
+    def __init__(self) -> None:
+        detail = "This user was deleted in Clerk and their data erased; nothing is stored."
+        super().__init__(USER_DELETED, detail)
 
 
 # What `act_as` raises (SQLSTATE, migration 0004), as the exception each means here.
-_REFUSALS: dict[str, type[Exception]] = {"QA401": SessionRevoked, "QA403": UserDeleted}
+_REFUSALS: dict[str, type[SessionRevoked | UserDeleted]] = {
+    "QA401": SessionRevoked,
+    "QA403": UserDeleted,
+}
 
 _Params = dict[str, str | bool | list[int]]
 

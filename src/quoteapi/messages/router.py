@@ -9,13 +9,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from quoteapi.auth.deps import SESSION_TOKEN_REQUIRED, CurrentUser, rejection
+from quoteapi.auth.deps import SESSION_TOKEN_REQUIRED, CurrentUser
 from quoteapi.auth.problems import AUTH_UNAVAILABLE, SESSION_REVOKED, TOKEN_EXPIRED, TOKEN_MISSING
 from quoteapi.bodies import read_body
 from quoteapi.database.failures import DATABASE_PROBLEMS
 from quoteapi.messages import repository
 from quoteapi.messages.etags import TagList, etag
-from quoteapi.messages.repository import Deletion, StoredMessage
+from quoteapi.messages.repository import USER_DELETED, Deletion, StoredMessage
 from quoteapi.messages.schemas import MessageIn, MessageOut
 from quoteapi.problems import (
     INTERNAL_ERROR,
@@ -27,13 +27,11 @@ from quoteapi.problems import (
     Problem,
     is_json_media_type,
     problem_doc,
-    problem_response,
 )
 from quoteapi.services import services_of
 
 MESSAGE_NOT_FOUND = Problem(404, "message-not-found", "No quote stored")
 PRECONDITION_FAILED = Problem(412, "precondition-failed", "Precondition failed")
-USER_DELETED = Problem(403, "user-deleted", "User deleted")
 # The PUT body: a quote of at most a few KiB, JSON-escaped.
 BODY_LIMIT = 16 * 1024
 
@@ -221,23 +219,6 @@ async def _quote_text(request: Request) -> str:
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
-
-
-async def _refused(request: Request, exc: Exception) -> JSONResponse:
-    """`act_as`'s refusals (the repository's exceptions), answered as the caller's problem."""
-    if isinstance(exc, repository.SessionRevoked):
-        error = rejection(
-            SESSION_REVOKED,
-            "This session ended in Clerk (signed out, revoked or removed); sign in again.",
-        )
-    else:
-        error = ApiError(
-            USER_DELETED, "This user was deleted in Clerk and their data erased; nothing is stored."
-        )
-    return problem_response(request, error.problem, error.detail, headers=error.headers)
-
-
-REFUSAL_HANDLERS = {repository.SessionRevoked: _refused, repository.UserDeleted: _refused}
 
 
 def _conditions(request: Request) -> tuple[TagList | None, TagList | None]:
