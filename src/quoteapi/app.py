@@ -14,9 +14,9 @@ from standardwebhooks import Webhook
 from quoteapi import health, migrations
 from quoteapi.auth.deps import SECURITY_SCHEMES
 from quoteapi.auth.verify import TokenVerifier
+from quoteapi.database.connect import pooler_by_host
 from quoteapi.database.engine import Database, open_and_check_role
 from quoteapi.database.failures import DATABASE_FAILURES, database_error
-from quoteapi.database.pooler import pooler_by_host
 from quoteapi.docs import install_docs, use_problem_media_type
 from quoteapi.logs import EventLog, configure_logging
 from quoteapi.messages import router as messages

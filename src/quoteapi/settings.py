@@ -53,7 +53,7 @@ class DatabaseSettings(BaseModel):
     database_connect_timeout: float = Field(default=5.0, gt=0, le=300)
     database_statement_timeout: float = Field(default=5.0, gt=0, le=300)
     database_lock_timeout: float = Field(default=2.0, gt=0, le=300)
-    # None: Neon's host names say, else the first connection (database.pooler).
+    # None: Neon's host names say, else the first connection (database.connect).
     database_transaction_pooler: bool | None = None
 
     @field_validator("database_lock_timeout", mode="after")

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from quoteapi.auth.verify import VerifiedUser
-from quoteapi.database.pooler import behind_a_pooler, pooler_by_host
+from quoteapi.database.connect import behind_a_pooler, pooler_by_host
 from quoteapi.database.url import parse_database_url
 from quoteapi.messages import repository
 from tests.support.app import RunningApp, make_settings, running_app

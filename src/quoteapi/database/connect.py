@@ -1,17 +1,20 @@
 """Opening a database connection: one deadline over every attempt and the pauses between them
 (a Neon compute waking from zero), TCP keepalives on the socket, and one line that says what
-failed and the fix when it cannot be opened."""
+failed and the fix when it cannot be opened. Then whether a transaction-mode pooler (Neon's
+-pooler endpoints, PgBouncer) is in between, and the statement settings that work behind one."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import ssl
+import uuid
 from typing import Any
 
 import asyncpg
 
 from quoteapi.database.failures import DatabaseConnectTimeout, DatabaseUnreachable
+from quoteapi.database.url import DatabaseTarget
 from quoteapi.logs import EventLog
 
 log = EventLog("quoteapi.db")
@@ -87,3 +90,43 @@ def _keep_alive(connection: asyncpg.Connection) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_SECONDS)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_SECONDS)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+
+
+# Behind a transaction pooler a prepared statement must not outlive its transaction, and any
+# server connection may serve it: statements are never cached, and named never to collide.
+POOLER_SAFE_STATEMENTS: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": lambda: f"__quoteapi_{uuid.uuid4().hex}__",
+}
+
+
+def pooler_by_host(target: DatabaseTarget) -> bool | None:
+    """What Neon's host names say: `-pooler` endpoints pool, the others (through Neon's proxy)
+    do not; None for any other host."""
+    host = str(target.connect_kwargs.get("host", ""))
+    if "-pooler." in host:
+        return True
+    return False if host.endswith((".neon.tech", ".neon.build")) else None
+
+
+async def behind_a_pooler(
+    target: DatabaseTarget, connect_timeout: float, statement_timeout: float
+) -> bool:
+    """True when something between us and PostgreSQL answers for it: the backend pid of the
+    connection's start-up (the key a cancel request carries) is not the backend's own, as every
+    pooler gives its clients keys of its own. A session pooler is then treated as a transaction
+    pooler (slower, never wrong; DATABASE_TRANSACTION_POOLER=false says otherwise)."""
+    connection = await connect(timeout=connect_timeout, **target.connect_kwargs)
+    try:
+        backend = await connection.fetchval("SELECT pg_backend_pid()", timeout=statement_timeout)
+        pooler: bool = backend != connection.get_server_pid()
+    finally:
+        connection.terminate()
+    if pooler:
+        log.info(
+            "transaction_pooler_detected",
+            "statements are pooler-safe; set DATABASE_TRANSACTION_POOLER=true to skip this check "
+            "at start-up",
+        )
+    return pooler

@@ -15,9 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from quoteapi.database.admission import FifoSlots
-from quoteapi.database.connect import connect
+from quoteapi.database.connect import POOLER_SAFE_STATEMENTS, behind_a_pooler, connect
 from quoteapi.database.failures import failure_of
-from quoteapi.database.pooler import POOLER_SAFE_STATEMENTS, behind_a_pooler
 from quoteapi.database.url import DatabaseTarget
 from quoteapi.logs import EventLog
 
@@ -34,7 +33,7 @@ def create_engine(
     statement_timeout: float | None = None,
 ) -> AsyncEngine:
     """The engine for `target`; nothing connects until first use. `pooler`: behind a transaction
-    pooler (`database.pooler`); otherwise each connection keeps its prepared statements, saving
+    pooler (`database.connect`); otherwise each connection keeps its prepared statements, saving
     a round trip per query. `statement_timeout`: asyncpg's command_timeout, past which it cancels
     the statement and the connection is discarded; None (migrations): no bound."""
     connect_args: dict[str, Any] = {
