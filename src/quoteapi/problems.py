@@ -196,14 +196,14 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def problem_doc(
-    description: str, *problems: Problem, headers: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """An OpenAPI response entry: the problem schema and one example per `code`."""
+def problem_doc(description: str, *problems: Problem) -> dict[str, Any]:
+    """An OpenAPI response entry: the problem schema and one example per `code`; a 503's says
+    that it carries Retry-After."""
+    retry_after = {"Retry-After": {"schema": {"type": "integer"}}}
     return {
         "description": description,
         "model": ProblemDetails,
-        **({"headers": dict(headers)} if headers else {}),
+        **({"headers": retry_after} if problems[0].status == 503 else {}),
         "content": {
             PROBLEM_MEDIA_TYPE: {
                 "examples": {

@@ -52,7 +52,6 @@ router = APIRouter(
             "which wait ran out); retry after Retry-After",
             *DATABASE_PROBLEMS,
             AUTH_UNAVAILABLE,
-            headers={"Retry-After": {"schema": {"type": "integer"}}},
         ),
     },
 )

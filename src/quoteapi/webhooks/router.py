@@ -56,7 +56,6 @@ _ACTIONS: dict[str, tuple[tuple[str, ...], Callable[..., Awaitable[bool]], str]]
             "The database cannot process the delivery now (`code` says which wait ran out); "
             "Svix retries it",
             *DATABASE_PROBLEMS,
-            headers={"Retry-After": {"schema": {"type": "integer"}}},
         ),
     },
     # The body is read raw (the signature covers its exact bytes), so FastAPI cannot infer it.
