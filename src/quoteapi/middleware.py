@@ -16,9 +16,11 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quoteapi.logs import EventLog, current_request_id
-from quoteapi.problems import RETRY_AFTER_SECONDS, SHUTTING_DOWN, Problem, problem_response
+from quoteapi.problems import RETRY_AFTER_SECONDS, Problem, problem_response
 
 access_log = EventLog("quoteapi.access")
+
+SHUTTING_DOWN = Problem(503, "shutting-down", "Server shutting down")
 
 # A client-supplied id is echoed only if it is short and plain: it ends up in logs.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")

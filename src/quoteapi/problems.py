@@ -38,15 +38,6 @@ PAYLOAD_TOO_LARGE = Problem(413, "payload-too-large", "Request body too large")
 UNSUPPORTED_MEDIA_TYPE = Problem(415, "unsupported-media-type", "Unsupported media type")
 VALIDATION_FAILED = Problem(422, "validation-failed", "Request validation failed")
 INTERNAL_ERROR = Problem(500, "internal-error", "Internal server error")
-# Answered by the HTTP edge itself (quoteapi.edge), before any app sees the request.
-REQUEST_TIMEOUT = Problem(408, "request-timeout", "Request not received in time")
-HEADERS_TOO_LARGE = Problem(431, "headers-too-large", "Request headers too large")
-URI_TOO_LONG = Problem(414, "uri-too-long", "Request target too long")
-TRANSFER_CODING_NOT_IMPLEMENTED = Problem(
-    501, "transfer-coding-not-implemented", "Transfer coding not implemented"
-)
-SHUTTING_DOWN = Problem(503, "shutting-down", "Server shutting down")
-TOO_MANY_CONNECTIONS = Problem(503, "too-many-connections", "Too many connections")
 
 _BY_STATUS = {p.status: p for p in (BAD_REQUEST, NOT_FOUND, METHOD_NOT_ALLOWED)}
 _NOT_JSON = "The request body could not be parsed as JSON."

@@ -22,9 +22,9 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from quoteapi import problems
-from quoteapi.edge import EdgeLimits, EdgeProtocol, protocol_for
+from quoteapi.edge import EdgeLimits, EdgeProtocol, protocol_for, reading
 from quoteapi.edge.limits import MAX_HEAD_BYTES
-from quoteapi.edge.protocol import refusal
+from quoteapi.edge.protocol import TOO_MANY_CONNECTIONS, refusal
 from tests.support.polling import until
 from tests.support.processes import free_port
 from tests.support.raw_http import exchange, split_responses
@@ -73,11 +73,11 @@ EDGE_CLASSES = EdgeProtocol.__mro__[: EdgeProtocol.__mro__.index(HttpToolsProtoc
 # What the edge answers by itself, before any app sees the request.
 EDGE_REFUSALS = (
     problems.BAD_REQUEST,
-    problems.REQUEST_TIMEOUT,
-    problems.URI_TOO_LONG,
-    problems.HEADERS_TOO_LARGE,
-    problems.TRANSFER_CODING_NOT_IMPLEMENTED,
-    problems.TOO_MANY_CONNECTIONS,
+    reading.REQUEST_TIMEOUT,
+    reading.URI_TOO_LONG,
+    reading.HEADERS_TOO_LARGE,
+    reading.TRANSFER_CODING_NOT_IMPLEMENTED,
+    TOO_MANY_CONNECTIONS,
 )
 LIMITS = EdgeLimits(read_timeout=5, write_timeout=5, max_connections=10)
 

@@ -17,15 +17,11 @@ from quoteapi.edge.limits import LINGER_SECONDS, Worker
 from quoteapi.edge.reading import Reading, RequestReading
 from quoteapi.logs import EventLog
 from quoteapi.middleware import CLIENT_GONE
-from quoteapi.problems import (
-    PROBLEM_MEDIA_TYPE,
-    RETRY_AFTER_SECONDS,
-    TOO_MANY_CONNECTIONS,
-    Problem,
-    problem_body,
-)
+from quoteapi.problems import PROBLEM_MEDIA_TYPE, RETRY_AFTER_SECONDS, Problem, problem_body
 
 log = EventLog("quoteapi.http")
+
+TOO_MANY_CONNECTIONS = Problem(503, "too-many-connections", "Too many connections")
 
 LEAVE_PROBE_SECONDS = 0.1  # after a half-close, how often the client is checked for a reset
 _TCP_CLOSE = 7  # TCP_INFO's state once the peer reset the connection (Linux)

@@ -22,13 +22,13 @@ from quoteapi.edge.limits import (
     PARSE_SLICE_BYTES,
     EdgeLimits,
 )
-from quoteapi.problems import (
-    BAD_REQUEST,
-    HEADERS_TOO_LARGE,
-    REQUEST_TIMEOUT,
-    TRANSFER_CODING_NOT_IMPLEMENTED,
-    URI_TOO_LONG,
-    Problem,
+from quoteapi.problems import BAD_REQUEST, Problem
+
+REQUEST_TIMEOUT = Problem(408, "request-timeout", "Request not received in time")
+HEADERS_TOO_LARGE = Problem(431, "headers-too-large", "Request headers too large")
+URI_TOO_LONG = Problem(414, "uri-too-long", "Request target too long")
+TRANSFER_CODING_NOT_IMPLEMENTED = Problem(
+    501, "transfer-coding-not-implemented", "Transfer coding not implemented"
 )
 
 
