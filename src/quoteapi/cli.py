@@ -16,7 +16,7 @@ def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from quoteapi.app import create_app, tune_garbage_collector
-    from quoteapi.edge import LISTEN_BACKLOG, EdgeLimits, protocol_for
+    from quoteapi.edge import LISTEN_BACKLOG, protocol_for
     from quoteapi.logs import configure_logging
     from quoteapi.settings import ConfigError, load_settings
 
@@ -48,7 +48,7 @@ def serve(args: argparse.Namespace) -> None:
         workers=args.workers,
         loop="uvloop",
         # httptools, with deadlines both ways, bounded memory and a connection cap.
-        http=protocol_for(EdgeLimits.from_settings(settings)),  # type: ignore[arg-type]
+        http=protocol_for(settings),  # type: ignore[arg-type]
         ws="none",  # no WebSocket route: an upgrade request is answered as plain HTTP
         backlog=LISTEN_BACKLOG,
         timeout_keep_alive=settings.quoteapi_keep_alive_seconds,

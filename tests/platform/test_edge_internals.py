@@ -22,9 +22,10 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from quoteapi import problems
-from quoteapi.edge import EdgeLimits, EdgeProtocol, protocol_for, reading
+from quoteapi.edge import EdgeProtocol, protocol_for, reading
 from quoteapi.edge.limits import MAX_HEAD_BYTES
 from quoteapi.edge.protocol import TOO_MANY_CONNECTIONS, refusal
+from tests.support.app import NO_DATABASE_URL, make_settings
 from tests.support.polling import until
 from tests.support.processes import free_port
 from tests.support.raw_http import exchange, split_responses
@@ -79,7 +80,12 @@ EDGE_REFUSALS = (
     reading.TRANSFER_CODING_NOT_IMPLEMENTED,
     TOO_MANY_CONNECTIONS,
 )
-LIMITS = EdgeLimits(read_timeout=5, write_timeout=5, max_connections=10)
+SETTINGS = make_settings(
+    NO_DATABASE_URL,
+    quoteapi_request_read_timeout_seconds=5,
+    quoteapi_write_timeout_seconds=5,
+    quoteapi_max_connections=10,
+)
 
 
 def test_every_public_method_the_edge_protocol_defines_overrides_one_uvicorn_has() -> None:
@@ -128,7 +134,7 @@ async def uvicorn_with_the_edge(app: Any) -> AsyncIterator[uvicorn.Server]:
         app,
         host="127.0.0.1",
         port=free_port(),
-        http=protocol_for(LIMITS),  # type: ignore[arg-type]
+        http=protocol_for(SETTINGS),  # type: ignore[arg-type]
         lifespan="off",
         log_config=None,
     )

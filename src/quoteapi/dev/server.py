@@ -24,7 +24,7 @@ from quoteapi.auth.sources import has_key_source, is_loopback_host
 from quoteapi.dev import issuer
 from quoteapi.dev.databases import create_database, ensure_app_role, kept_password
 from quoteapi.dev.embedded import EmbeddedPostgres
-from quoteapi.edge import EdgeLimits, protocol_for
+from quoteapi.edge import protocol_for
 from quoteapi.logs import EventLog, configure_logging
 from quoteapi.settings import ConfigError, Settings, load_settings, require_database
 
@@ -85,7 +85,7 @@ def run(host: str, port: int, web_port_flag: int | None) -> None:
             app,
             host=host,
             port=port,
-            http=protocol_for(EdgeLimits.from_settings(settings)),  # type: ignore[arg-type]
+            http=protocol_for(settings),  # type: ignore[arg-type]
             ws="none",
             log_config=None,
             access_log=False,

@@ -23,11 +23,13 @@ from collections.abc import Callable
 
 from quoteapi.edge.limits import LISTEN_BACKLOG, EdgeLimits, Worker
 from quoteapi.edge.protocol import EdgeProtocol
+from quoteapi.settings import Settings
 
-__all__ = ["LISTEN_BACKLOG", "EdgeLimits", "EdgeProtocol", "protocol_for"]
+__all__ = ["LISTEN_BACKLOG", "EdgeProtocol", "protocol_for"]
 
 
-def protocol_for(limits: EdgeLimits) -> Callable[..., EdgeProtocol]:
-    """The protocol uvicorn builds each connection with (its `http` setting), held to
-    `limits`. Each worker process gets its own copy of what the connections share."""
-    return functools.partial(EdgeProtocol, worker=Worker(limits))
+def protocol_for(settings: Settings) -> Callable[..., EdgeProtocol]:
+    """The protocol uvicorn builds each connection with (its `http` setting), held to the limits
+    of `settings` (EdgeLimits.from_settings). Each worker process gets its own copy of what the
+    connections share."""
+    return functools.partial(EdgeProtocol, worker=Worker(EdgeLimits.from_settings(settings)))
