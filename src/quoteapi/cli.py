@@ -82,9 +82,9 @@ def token(args: argparse.Namespace) -> None:
 
 
 def webhook_send(args: argparse.Namespace) -> None:
-    from quoteapi.dev import webhook_sender
+    from quoteapi.dev import issuer
 
-    webhook_sender.main(args.url, args.event, args.user, args.session, args.svix_id)
+    issuer.send_webhook(args.url, args.event, args.user, args.session, args.svix_id)
 
 
 def _token_ttl(text: str) -> int:

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from quoteapi.database.url import parse_database_url
-from quoteapi.dev.webhook_sender import sample_event, send_sample_event
+from quoteapi.dev.issuer import sample_event, send_sample_event
 from tests.support.processes import ServerProcess, free_port
 from tests.support.tokens import TEST_KEY, SigningKey, mint
 

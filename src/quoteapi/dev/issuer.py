@@ -1,27 +1,36 @@
 """A local stand-in for Clerk, mounted only while QUOTEAPI_DEV_ISSUER is on (`quoteapi serve`
 refuses it): one RSA key kept in the data directory, its JWKS, fetched by the verifier over HTTP
 exactly as Clerk's is, and Clerk-shaped session tokens signed with it (`quoteapi token`, and
-`POST /dev/token` for the web page, as Clerk's `Clerk.session.getToken()`)."""
+`POST /dev/token` for the web page, as Clerk's `Clerk.session.getToken()`). Also Clerk's events,
+signed as Svix signs them, for trying the webhook endpoint locally (`quoteapi webhook-send`)."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import APIRouter, Body, Request
 from jwt.algorithms import RSAAlgorithm
+from pydantic import SecretStr
+from standardwebhooks import Webhook
 
 from quoteapi.auth.sources import has_key_source, is_loopback_host
 from quoteapi.auth.verify import SESSION_TOKEN_CATEGORY
 from quoteapi.dev.databases import kept_secret
 from quoteapi.problems import ApiError, Problem
-from quoteapi.settings import load_settings
+from quoteapi.settings import ConfigError, load_settings
+from quoteapi.webhooks import USER_DELETED_EVENT
+from quoteapi.webhooks.signatures import ENV_VARIABLE, signing_key
 
 # Fixed, so tokens do not depend on the port the dev server listens on.
 DEV_ISSUER = "https://dev-issuer.quoteapi.localhost"
@@ -134,3 +143,66 @@ def _host_name(host: str) -> str:
     if host.startswith("["):
         return host[1:].partition("]")[0]
     return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def send_webhook(
+    url: str, event_type: str, user_id: str, session_id: str | None, msg_id: str | None
+) -> None:
+    """`quoteapi webhook-send`."""
+    if event_type != USER_DELETED_EVENT and not session_id:
+        raise SystemExit(f"quoteapi: --session is required for {event_type}")
+    event = sample_event(event_type, user_id, session_id)
+    try:
+        response = send_sample_event(
+            load_settings().clerk_webhook_signing_secret, url, event, msg_id=msg_id
+        )
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"quoteapi: cannot send to {url}: {type(exc).__name__}") from None
+    print(f"{response.status_code} {response.text}")
+    if not response.is_success:
+        raise SystemExit(1)
+
+
+def sample_event(event_type: str, user_id: str, session_id: str | None = None) -> dict[str, Any]:
+    """A Clerk event shaped like Clerk's (the fields that matter here, and a few around them)."""
+    now_ms = int(time.time() * 1000)
+    if event_type == USER_DELETED_EVENT:
+        data: dict[str, Any] = {"deleted": True, "id": user_id, "object": "user"}
+    else:
+        data = {
+            "id": session_id,
+            "object": "session",
+            "user_id": user_id,
+            "status": event_type.removeprefix("session."),
+            "client_id": "client_quoteapi_sample",
+            "last_active_at": now_ms,
+            "updated_at": now_ms,
+        }
+    return {
+        "data": data,
+        "instance_id": "ins_quoteapi_sample",
+        "object": "event",
+        "timestamp": now_ms,
+        "type": event_type,
+    }
+
+
+def send_sample_event(
+    secret: SecretStr | None, url: str, event: dict[str, Any], *, msg_id: str | None = None
+) -> httpx.Response:
+    if not secret:
+        raise ConfigError(
+            ENV_VARIABLE,
+            "is not set (`quoteapi webhook-send` signs with it)",
+            "set it to the same signing secret the receiving service uses",
+        )
+    body = json.dumps(event, separators=(",", ":"))
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    now = datetime.now(UTC).replace(microsecond=0)
+    headers = {
+        "content-type": "application/json",
+        "svix-id": msg_id,
+        "svix-timestamp": str(int(now.timestamp())),
+        "svix-signature": Webhook(signing_key(secret)).sign(msg_id, now, body),
+    }
+    return httpx.post(url, content=body.encode(), headers=headers, timeout=10.0)
