@@ -14,7 +14,6 @@ from standardwebhooks import Webhook
 from quoteapi import health, migrations
 from quoteapi.auth.deps import SECURITY_SCHEMES
 from quoteapi.auth.verify import TokenVerifier
-from quoteapi.database.connect import pooler_by_host
 from quoteapi.database.engine import Database, open_and_check_role
 from quoteapi.database.failures import DATABASE_FAILURES, database_error
 from quoteapi.docs import install_docs, use_problem_media_type
@@ -47,10 +46,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for note in target.notes:
             log.warning("config_note", note)
-        pooler = settings.database_transaction_pooler
         database = Database(
             target,
-            pooler=pooler_by_host(target) if pooler is None else pooler,
+            pooler=settings.database_transaction_pooler,
             pool_size=settings.database_pool_size,
             pool_timeout=settings.database_pool_timeout,
             connect_timeout=settings.database_connect_timeout,

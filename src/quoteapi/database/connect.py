@@ -113,10 +113,13 @@ def pooler_by_host(target: DatabaseTarget) -> bool | None:
 async def behind_a_pooler(
     target: DatabaseTarget, connect_timeout: float, statement_timeout: float
 ) -> bool:
-    """True when something between us and PostgreSQL answers for it: the backend pid of the
-    connection's start-up (the key a cancel request carries) is not the backend's own, as every
-    pooler gives its clients keys of its own. A session pooler is then treated as a transaction
-    pooler (slower, never wrong; DATABASE_TRANSACTION_POOLER=false says otherwise)."""
+    """True when something between us and PostgreSQL answers for it: as Neon's host names say,
+    else when the backend pid of a connection's start-up (the key a cancel request carries) is
+    not the backend's own, as every pooler gives its clients keys of its own. A session pooler
+    is then treated as a transaction pooler (slower, never wrong; DATABASE_TRANSACTION_POOLER=false
+    says otherwise)."""
+    if (by_host := pooler_by_host(target)) is not None:
+        return by_host
     connection = await connect(timeout=connect_timeout, **target.connect_kwargs)
     try:
         backend = await connection.fetchval("SELECT pg_backend_pid()", timeout=statement_timeout)

@@ -92,7 +92,7 @@ class Database:
     ) -> None:
         self.target = target
         self.role = target.role  # the connected role, for the GRANT a missing privilege names
-        self._pooler = pooler  # None: ask the first connection
+        self._pooler = pooler  # None: find out (`behind_a_pooler`)
         self._pool_size = pool_size
         self._pool_timeout = pool_timeout
         self._connect_timeout = connect_timeout
