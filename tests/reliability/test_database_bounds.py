@@ -125,7 +125,8 @@ async def test_a_silent_database_host_is_503_connect_timeout_within_the_bound(
     ready = await api.http.get("/readyz")
     print(f"\nsilent host: 503 after {waited:.2f} s")
     assert_retry_later(response, "database-connect-timeout")
-    assert CONNECT_TIMEOUT_S <= waited < CONNECT_TIMEOUT_S + 1, waited
+    # No lower bound: the request may join the attempt start-up began moments before it.
+    assert waited < CONNECT_TIMEOUT_S + 1, waited
     assert (ready.status_code, ready.json()["database"]) == (503, "timeout")
 
 
