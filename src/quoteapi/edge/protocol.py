@@ -48,7 +48,9 @@ class EdgeProtocol(RequestReading):
                 evicted.close()
             else:
                 why = "The server holds as many connections as it can; retry shortly."
-                self._refuse(TOO_MANY_CONNECTIONS, why)
+                retry = {"retry-after": str(RETRY_AFTER_SECONDS)}
+                # Not logged: the cap's own warning counts them.
+                self._refuse(TOO_MANY_CONNECTIONS, why, headers=retry, logged=False)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._write_deadline, self._leave_probe, self._linger):
@@ -219,24 +221,29 @@ class EdgeProtocol(RequestReading):
         log.warning("write_timeout", pending_bytes=pending)
         self.abort()
 
-    def _refuse(self, problem: Problem, detail: str) -> None:
+    def _refuse(
+        self,
+        problem: Problem,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        logged: bool = True,
+    ) -> None:
         """Answer `problem` for the request being read, after the answers to the requests
         pipelined before it, then close. A request already handed to the app is taken back from
         the queue, or its app is told the client left; one the app has begun to answer gets no
         second answer."""
         handed_over = self._reading in (Reading.BODY, Reading.TRAILERS)
         self.drop()
-        request_id, headers = uuid.uuid4().hex, {}
-        if problem is TOO_MANY_CONNECTIONS:  # not logged: the cap's own warning counts them
-            headers["retry-after"] = str(RETRY_AFTER_SECONDS)
-        else:
+        request_id = uuid.uuid4().hex
+        if logged:
             log.warning(
                 "http_request_refused",
                 status=problem.status,
                 code=problem.code,
                 request_id=request_id,
             )
-        answer = refusal(problem, detail, request_id, headers)
+        answer = refusal(problem, detail, request_id, headers or {})
         cycle = self.cycle
         if handed_over and cycle is not None:
             queued = [entry for entry in self.pipeline if entry[0] is cycle]
