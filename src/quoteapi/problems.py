@@ -41,6 +41,7 @@ INTERNAL_ERROR = Problem(500, "internal-error", "Internal server error")
 
 _BY_STATUS = {p.status: p for p in (BAD_REQUEST, NOT_FOUND, METHOD_NOT_ALLOWED)}
 _NOT_JSON = "The request body could not be parsed as JSON."
+SEND_AS_JSON = "Send the body as JSON with `Content-Type: application/json`."  # the 415's detail
 
 
 class FieldError(BaseModel):
@@ -146,11 +147,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     if any(err["type"] == "json_invalid" for err in exc.errors()):
         return problem_response(request, INVALID_JSON, _NOT_JSON)
     if request.method in ("PUT", "POST", "PATCH") and not _is_json(request):
-        return problem_response(
-            request,
-            UNSUPPORTED_MEDIA_TYPE,
-            "Send the body as JSON with `Content-Type: application/json`.",
-        )
+        return problem_response(request, UNSUPPORTED_MEDIA_TYPE, SEND_AS_JSON)
     errors = [
         {"pointer": _json_pointer(err["loc"][1:]), "detail": err["msg"]} for err in exc.errors()
     ]

@@ -21,6 +21,7 @@ from quoteapi.problems import (
     INTERNAL_ERROR,
     INVALID_JSON,
     PAYLOAD_TOO_LARGE,
+    SEND_AS_JSON,
     UNSUPPORTED_MEDIA_TYPE,
     VALIDATION_FAILED,
     ApiError,
@@ -205,9 +206,7 @@ async def _quote_text(request: Request) -> str:
     422 when the quote is wrong (over QUOTEAPI_MESSAGE_MAX_LENGTH, say)."""
     content_type = request.headers.get("content-type")
     if content_type is not None and not is_json_media_type(content_type):
-        raise ApiError(
-            UNSUPPORTED_MEDIA_TYPE, "Send the body as JSON with `Content-Type: application/json`."
-        )
+        raise ApiError(UNSUPPORTED_MEDIA_TYPE, SEND_AS_JSON)
     body = await read_body(request, BODY_LIMIT)
     if not body:
         missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
